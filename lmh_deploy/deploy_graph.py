@@ -1,0 +1,161 @@
+"""The DeployGraph: a trained network folded into plain numpy arrays (DESIGN §2).
+
+Every exporter (ONNX, NIR) and every runtime (reference, torch, onnxruntime, NIR, Lava) starts
+from this object, never from torch modules. It is produced once by :func:`lmh_deploy.fold.fold`.
+
+Conventions
+-----------
+* Values between layers are spike **counts** (0/1, or 0..L): each neuron's threshold theta has
+  been folded into the weights of the layers that read it.
+* Synapse weights and biases lie on a power-of-two grid chosen per layer so that every partial
+  sum of a convolution / matrix product is exactly representable in float32 ("exact-sum grid").
+  Summation order then cannot change a result, so every runtime computes bit-identical currents
+  and therefore identical spikes. The input is rounded to ``input_quantum`` and clipped to
+  ``±input_bound`` (a fixed-point sensor input) by every runtime.
+* Op kinds (``DeployOp.kind``), each reading the named values in ``inputs``:
+
+  ``synapse``  ``y = conv2d(x, W, stride, padding) + b`` or ``y = x @ W.T + b`` (attrs["op"]
+               is "conv" or "linear"); BN, theta of the input and average-pool factors folded.
+  ``neuron``   spiking layer; attrs["model"] is "lmh" (LM-H; LIF and radical LM-H included) or
+               "lmht" (M-HT / LM-HT). See :class:`NeuronSpec`.
+  ``add``      ``y = a + b`` (residual currents).
+  ``scale``    ``y = f * x`` (identity shortcut carrying theta * counts), arrays["factor"].
+  ``sumpool``  ``k x k`` sum pooling, stride k (the 1/k^2 is folded into the next synapse).
+  ``flatten``  ``[B, C, H, W] -> [B, C*H*W]``.
+
+The graph input is named ``"input"``; ``output`` names the readout synapse (per-step logits).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+OP_KINDS = ("synapse", "neuron", "add", "scale", "sumpool", "flatten")
+
+
+@dataclass
+class DeployOp:
+    name: str
+    kind: str
+    inputs: tuple
+    arrays: dict = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+
+
+@dataclass
+class NeuronSpec:
+    """Typed view of a ``neuron`` op.
+
+    LM-H (``model == "lmh"``; arrays ``mu_d, mu_s, lam_s, lam_d`` of shape [P, C])::
+
+        v_D[t] = mu_D v_D[t-1] + mu_S v_S[t-1] + I[t];  m_S[t] = lam_S v_S[t-1] + lam_D v_D[t]
+        s[t] = [m_S[t] >= theta];  v_S[t] = m_S[t] - theta s[t];  v_D(0) = 0, v_S(0) = theta/2
+
+    LM-HT (``model == "lmht"``; arrays ``lam`` [P, C] and ``omega`` [T, T] or absent for I)::
+
+        I[t] = sum_j Omega[t, j] x[j];  m[t] = lam v[t-1] + I[t]
+        s[t] = clip(floor(m[t]/theta), 0, L);  v[t] = m[t] - theta s[t];  v(0) = v0
+
+    P = 1 (time-invariant) or the trained T (per-step; held at the last step beyond T).
+    C = 1 (per-layer) or the channel count.
+    """
+
+    model: str
+    source_kind: str
+    theta: np.float32
+    levels: int
+    v0: np.float32
+    params: dict
+    omega: np.ndarray | None
+
+    @property
+    def time_invariant(self) -> bool:
+        """True when the neuron's constants do not depend on t (streamable at any T)."""
+        per_step = any(a.shape[0] > 1 for a in self.params.values())
+        return not per_step and self.omega is None
+
+
+@dataclass
+class DeployGraph:
+    ops: list
+    output: str
+    timesteps: int
+    input_shape: tuple
+    num_classes: int
+    input_quantum: float
+    input_bound: float
+    meta: dict = field(default_factory=dict)
+
+    # ---------------------------------------------------------------------------------------
+    def op(self, name: str) -> DeployOp:
+        for o in self.ops:
+            if o.name == name:
+                return o
+        raise KeyError(f"no op named {name!r} in the DeployGraph")
+
+    def neuron_names(self) -> list:
+        return [o.name for o in self.ops if o.kind == "neuron"]
+
+    def neuron(self, name: str) -> NeuronSpec:
+        o = self.op(name)
+        a = o.attrs
+        params = {k: v for k, v in o.arrays.items() if k != "omega"}
+        return NeuronSpec(model=a["model"], source_kind=a["source_kind"],
+                          theta=np.float32(a["theta"]), levels=int(a["levels"]),
+                          v0=np.float32(a["v0"]), params=params, omega=o.arrays.get("omega"))
+
+    @property
+    def levels(self) -> int:
+        """Largest spike count any neuron can emit (1 for binary networks)."""
+        return max([int(o.attrs["levels"]) for o in self.ops if o.kind == "neuron"] or [1])
+
+    @property
+    def time_invariant(self) -> bool:
+        """True when no neuron has per-step constants or a non-identity Omega."""
+        return all(self.neuron(n).time_invariant for n in self.neuron_names())
+
+    @property
+    def omega_period(self) -> int | None:
+        """The window length T an LM-HT Omega imposes (runs need T' = k*T), else None."""
+        for n in self.neuron_names():
+            om = self.neuron(n).omega
+            if om is not None:
+                return int(om.shape[0])
+        return None
+
+    def check_timesteps(self, timesteps: int) -> int:
+        """Validate a requested number of steps (DESIGN §1) and return it."""
+        from .errors import TimestepsError
+
+        if not isinstance(timesteps, (int, np.integer)) or timesteps < 1:
+            raise TimestepsError(f"timesteps must be a positive integer, got {timesteps!r}")
+        period = self.omega_period
+        if period is not None and timesteps % period:
+            raise TimestepsError(
+                f"this LM-HT model was trained with T={period}; its Omega runs per window, so "
+                f"T' must be a multiple of {period} (e.g. {period}, {2 * period}), not {timesteps}")
+        return int(timesteps)
+
+    def shapes(self) -> dict:
+        """Per-sample shape of every value (``"input"`` and each op), by shape inference."""
+        shp = {"input": tuple(self.input_shape)}
+        for o in self.ops:
+            x = shp[o.inputs[0]]
+            if o.kind == "synapse" and o.attrs["op"] == "conv":
+                w = o.arrays["weight"]
+                k, s, p = w.shape[-1], o.attrs["stride"], o.attrs["padding"]
+                shp[o.name] = (w.shape[0], (x[1] + 2 * p - k) // s + 1, (x[2] + 2 * p - k) // s + 1)
+            elif o.kind == "synapse":
+                shp[o.name] = (o.arrays["weight"].shape[0],)
+            elif o.kind == "sumpool":
+                k = o.attrs["kernel"]
+                shp[o.name] = (x[0], x[1] // k, x[2] // k)
+            elif o.kind == "flatten":
+                shp[o.name] = (int(np.prod(x)),)
+            else:
+                shp[o.name] = x
+        return shp
+
+    def weight_bytes(self) -> int:
+        return sum(a.nbytes for o in self.ops for a in o.arrays.values() if a is not None)
