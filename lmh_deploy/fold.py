@@ -80,6 +80,10 @@ def _round_synapse(w: np.ndarray, b: np.ndarray, vin: _Val) -> tuple[np.ndarray,
 
 
 def _neuron_op(name, src, mod) -> DeployOp:
+    if not isinstance(mod, (LMHNeuron, LIFNeuron, LMHTNeuron, ReparamLMHTNeuron)):
+        raise UnsupportedModelError(
+            f"layer {name!r} is a {type(mod).__name__}, which cannot be deployed; convert ANN "
+            f"(QCFS) layers to LM-H/LM-HT neurons first (training/hybrid.py)")
     theta = np.float32(mod.theta.item())
     if isinstance(mod, (LMHNeuron, LIFNeuron)):
         arrays = mod.deploy_params()
@@ -97,10 +101,6 @@ def _neuron_op(name, src, mod) -> DeployOp:
                   "omega": mod.omega_fixed.detach().cpu().float().numpy()}
         attrs = {"model": "lmht", "source_kind": "lmht-binary", "levels": 1,
                  "v0": np.float32(mod.v0_frac) * theta}
-    else:
-        raise UnsupportedModelError(
-            f"layer {name!r} is a {type(mod).__name__}, which cannot be deployed; convert ANN "
-            f"(QCFS) layers to LM-H/LM-HT neurons first (training/hybrid.py)")
     attrs["theta"] = theta
     attrs["timesteps"] = mod.timesteps
     return DeployOp(name, "neuron", (src,), arrays, attrs)
@@ -144,7 +144,8 @@ def fold(model: SpikingNet, input_quantum: float | None = None,
                 w = w * (vin.factor * gain)
                 b = b * gain
                 wq, bq, vout = _round_synapse(w, b, vin)
-                attrs = {"op": node.attrs["op"]}
+                attrs = {"op": node.attrs["op"], "weight_grid": vout.grid / vin.grid,
+                         "out_grid": vout.grid, "out_bound": vout.bound}
                 if node.attrs["op"] == "conv":
                     attrs.update(stride=int(node.attrs["stride"]), padding=int(node.attrs["padding"]))
                 ops.append(DeployOp(name, "synapse", ins, {"weight": wq, "bias": bq}, attrs))
