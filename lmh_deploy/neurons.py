@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from . import neuron_math as nm
+from .kernels import kernels_available, lmh_counts, lmht_counts
 from .ops import TorchOps
 
 NEURON_KINDS = ("lif", "lmh", "lmh-radical", "lmht")
@@ -40,6 +41,7 @@ class SpikingNeuron(nn.Module):
 
     kind = "base"
     levels = 1
+    fused = True  # use the fused GPU kernels (lmh_deploy.kernels) for CUDA inputs; False: reference
 
     def __init__(self, timesteps: int, theta: float):
         super().__init__()
@@ -92,6 +94,8 @@ class LMHNeuron(SpikingNeuron):
 
     def counts(self, x: torch.Tensor) -> torch.Tensor:
         values = self.evaluated()
+        if self.fused and x.is_cuda and kernels_available():
+            return lmh_counts(x, *values, self.theta, per_step=self.radical)
         state = nm.lmh_initial_state(torch.zeros_like(x[0]), self.theta)
         out = []
         for t in range(x.shape[0]):
@@ -125,6 +129,8 @@ class LIFNeuron(SpikingNeuron):
 
     def counts(self, x: torch.Tensor) -> torch.Tensor:
         mu_d, mu_s, lam_s, lam_d = self.evaluated()
+        if self.fused and x.is_cuda and kernels_available():
+            return lmh_counts(x, mu_d, mu_s, lam_s, lam_d, self.theta, per_step=False)
         p = nm.LMHParams(mu_d=mu_d, mu_s=mu_s, lam_s=lam_s, lam_d=lam_d, theta=self.theta)
         state = nm.lmh_initial_state(torch.zeros_like(x[0]), self.theta)
         out = []
@@ -173,6 +179,9 @@ class LMHTNeuron(SpikingNeuron):
         return nm.lam_map(TorchOps, self.a)
 
     def counts(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused and x.is_cuda and kernels_available():
+            return lmht_counts(x, self.lam(), self.omega(), self.theta, self.levels, self.v0_frac,
+                               self.gain, self.timesteps)
         xs = list((x * self.gain).unbind(0))
         omega = self.omega()
         if omega is not None:

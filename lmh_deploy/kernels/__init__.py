@@ -1,0 +1,45 @@
+"""Fused GPU kernels (Triton) for the LM-H, LIF and LM-HT neurons.
+
+One launch runs all T steps forward with the states in registers; one launch runs the backward
+(recomputing the membranes instead of saving them) and reduces the parameter gradients in-kernel.
+The math is :mod:`lmh_deploy.neuron_math`'s, in the same operation order, so the spikes equal the
+reference torch path bit for bit in fp32. The torch modules in :mod:`lmh_deploy.neurons` call
+these automatically for CUDA tensors; the reference path stays for CPU, export and tests.
+
+Triton is optional (extra ``gpu``); on a machine without a GPU the kernels run in Triton's
+interpreter (``TRITON_INTERPRET=1`` set before triton is first imported) on CPU tensors.
+"""
+from __future__ import annotations
+
+import functools
+
+
+@functools.lru_cache(maxsize=None)
+def kernels_available() -> bool:
+    """True when Triton imports (the fused path is used for CUDA tensors only)."""
+    try:
+        import triton  # noqa: F401
+    except Exception:  # pragma: no cover - depends on the environment
+        return False
+    return True
+
+
+def _fused():
+    try:
+        from . import fused
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(f"the fused neuron kernels need Triton: pip install 'lmh-deploy[gpu]' ({e})") from e
+    return fused
+
+
+def lmh_counts(x, mu_d, mu_s, lam_s, lam_d, theta, per_step: bool, chunk: int = 16):
+    """Fused LM-H / LIF spike counts ``[T, ...]``; see :func:`.fused.lmh_counts`."""
+    return _fused().lmh_counts(x, mu_d, mu_s, lam_s, lam_d, theta, per_step, chunk)
+
+
+def lmht_counts(x, lam, omega, theta, levels: int, v0_frac: float, gain, timesteps: int):
+    """Fused LM-HT spike counts ``[k*T, ...]``; see :func:`.fused.lmht_counts`."""
+    return _fused().lmht_counts(x, lam, omega, theta, levels, v0_frac, gain, timesteps)
+
+
+__all__ = ["kernels_available", "lmh_counts", "lmht_counts"]

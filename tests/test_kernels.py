@@ -1,0 +1,187 @@
+"""Fused Triton neuron kernels vs the reference torch path (DESIGN §1).
+
+On a machine without a GPU the kernels run in Triton's interpreter on CPU tensors
+(``TRITON_INTERPRET=1`` is set here, before triton is first imported); with CUDA they run
+compiled on the GPU. Spikes must equal the reference exactly; gradients (input and parameters)
+within fp32 tolerance. Inputs are quantized so that membranes land exactly on thresholds.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
+if not CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"
+pytest.importorskip("triton", reason="Triton not installed (pip install 'lmh-deploy[gpu]')")
+
+from lmh_deploy.kernels import lmh_counts, lmht_counts  # noqa: E402
+from lmh_deploy.neurons import LIFNeuron, LMHNeuron, LMHTNeuron  # noqa: E402
+
+DEV = "cuda" if CUDA else "cpu"
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _inputs(shape, seed, step=0.25, scale=1.5, channels_last=False):
+    """Random currents on a grid of ``step`` (so many membranes hit theta exactly)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.round(torch.randn(shape, generator=g) * scale / step) * step
+    x = x.to(DEV)
+    if channels_last:
+        perm = (0, 1) + tuple(range(3, x.dim())) + (2,)
+        x = x.permute(perm).contiguous().permute(_inverse(perm))
+    return x
+
+
+def _inverse(perm):
+    inv = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inv[p] = i
+    return tuple(inv)
+
+
+def _randomize(mod, seed, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in mod.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
+def _fused(mod, x):
+    if isinstance(mod, LMHTNeuron):
+        return lmht_counts(x, mod.lam(), mod.omega(), mod.theta, mod.levels, mod.v0_frac,
+                           mod.gain, mod.timesteps)
+    vals = mod.evaluated()
+    return lmh_counts(x, *vals, mod.theta, per_step=getattr(mod, "radical", False), chunk=4)
+
+
+def _compare(mod, x, seed=0):
+    """Spikes equal; dL/dx and dL/dparams allclose, for L = sum(s * G) with a random G."""
+    mod = mod.to(DEV)
+    params = [p for p in mod.parameters() if p.requires_grad]
+    x_ref = x.clone().requires_grad_()
+    mod.fused = False
+    s_ref = mod.counts(x_ref)
+    gen = torch.Generator().manual_seed(seed + 99)
+    g = torch.randn(s_ref.shape, generator=gen).to(DEV)
+    grads_ref = torch.autograd.grad((s_ref * g).sum(), [x_ref] + params)
+    x_f = x.clone().requires_grad_()
+    s = _fused(mod, x_f)
+    assert s.dtype == x.dtype and s.shape == x.shape
+    assert torch.equal(s, s_ref), f"{(s != s_ref).sum().item()} spikes differ"
+    grads = torch.autograd.grad((s * g).sum(), [x_f] + params)
+    for name, a, b in zip(["x"] + [n for n, p in mod.named_parameters() if p.requires_grad],
+                          grads, grads_ref):
+        scale = float(b.abs().max()) + 1e-6
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * scale, msg=f"grad {name}")
+    assert float(grads_ref[0].abs().sum()) > 0  # the comparison is not vacuous
+    return s_ref
+
+
+@pytest.mark.parametrize("T", [1, 2, 4, 10])
+@pytest.mark.parametrize("radical", [False, True])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_lmh_matches_reference(T, radical, per_channel):
+    mod = LMHNeuron(T, channels=5 if per_channel else None, radical=radical)
+    _randomize(mod, seed=T)
+    _compare(mod, _inputs((T, 3, 5, 7), seed=T + 10 * radical), seed=T)
+
+
+@pytest.mark.parametrize("T", [1, 2, 4, 10])
+def test_lmh_identity_init_hits_threshold(T):
+    """At init (soft-reset IF, v_S(0) = theta/2) grid inputs put m exactly on theta."""
+    mod = LMHNeuron(T)
+    x = _inputs((T, 2, 37), seed=3, step=0.5, scale=1.0)
+    m1 = 0.5 + x[0]
+    assert bool((m1 == 1.0).any())
+    _compare(mod, x)
+
+
+@pytest.mark.parametrize("T", [1, 4, 10])
+def test_lif_matches_reference(T):
+    mod = LIFNeuron(T, decay=0.75)
+    s = _compare(mod, _inputs((T, 2, 3, 5, 5), seed=T))
+    assert 0 < float(s.detach().mean()) < 1
+
+
+def test_radical_beyond_trained_T_holds_last_step():
+    mod = LMHNeuron(4, radical=True, channels=3)
+    _randomize(mod, seed=5)
+    _compare(mod, _inputs((7, 2, 3, 9), seed=5))
+
+
+@pytest.mark.parametrize("shape,channels_last", [
+    ((10, 2, 3, 16, 16), False),   # block lies in one channel
+    ((4, 2, 6, 2, 2), False),      # power-of-two inner: per-block channel groups
+    ((4, 2, 4, 3, 5), True),       # channels-last, power-of-two C
+    ((4, 3, 5, 3, 3), True),       # channels-last, odd C: per-element atomics
+    ((4, 3, 8), False),            # linear layer [T, B, F]
+])
+def test_lmh_per_channel_layouts(shape, channels_last):
+    mod = LMHNeuron(shape[0], channels=shape[2])
+    _randomize(mod, seed=1)
+    x = _inputs(shape, seed=2, channels_last=channels_last)
+    _compare(mod, x)
+
+
+@pytest.mark.parametrize("T", [1, 2, 4, 10])
+@pytest.mark.parametrize("levels", [1, 2, 3])
+def test_lmht_matches_reference(T, levels):
+    mod = LMHTNeuron(T, levels=levels, channels=5 if levels == 2 else None)
+    _randomize(mod, seed=T * levels)
+    _compare(mod, _inputs((T, 3, 5, 7), seed=T, step=0.125))
+
+
+def test_lmht_identity_init_exact_levels():
+    """Omega = 1/T, theta = 1 (L = 2): grid inputs land on every level boundary."""
+    mod = LMHTNeuron(4, levels=2)
+    s = _compare(mod, _inputs((4, 2, 3, 11), seed=7, step=0.25, scale=3.0))
+    assert set(s.unique().tolist()) == {0.0, 1.0, 2.0}
+
+
+def test_lmht_windows_hybrid_and_no_omega():
+    mod = LMHTNeuron(4, levels=4, theta=0.75, v0_frac=0.5, channels=3)
+    mod.gain.fill_(4.0)
+    _randomize(mod, seed=11)
+    _compare(mod, _inputs((12, 2, 3, 5), seed=12))          # T' = 3 windows of T = 4
+    plain = LMHTNeuron(4, levels=2, learn_omega=False)
+    _randomize(plain, seed=13)
+    _compare(plain, _inputs((6, 2, 9), seed=14))             # Omega = I: any T'
+    with pytest.raises(ValueError, match="multiple of T"):
+        lmht_counts(torch.zeros(6, 2, 3, device=DEV), mod.lam(), mod.omega().to(DEV),
+                    mod.theta.to(DEV), 4, 0.5, mod.gain.to(DEV), 4)
+
+
+@pytest.mark.parametrize("kind", ["lmh", "lmht"])
+def test_bf16_input_uses_fp32_state(kind):
+    """bf16 in: spikes of the fp32 reference on x.float(), output and grads in bf16."""
+    mod = LMHNeuron(4, channels=3) if kind == "lmh" else LMHTNeuron(4, levels=2, channels=3)
+    _randomize(mod, seed=4)
+    mod = mod.to(DEV)
+    mod.fused = False
+    x = _inputs((4, 2, 3, 13), seed=4)  # grid values are exact in bf16
+    x16 = x.to(torch.bfloat16).requires_grad_()
+    s = _fused(mod, x16)
+    assert s.dtype == torch.bfloat16
+    assert torch.equal(s.float(), mod.counts(x))
+    s.float().sum().backward()
+    assert x16.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(not CUDA, reason="the automatic hook runs for CUDA tensors only")
+@pytest.mark.parametrize("kind", ["lif", "lmh", "lmh-radical", "lmht"])
+def test_module_hook_on_cuda(kind):
+    from lmh_deploy.models import build_model, default_config
+
+    cfg = default_config("cnn", neuron=kind, timesteps=4, input_shape=(3, 8, 8), per_channel=True)
+    model = build_model(cfg).to(DEV)
+    x = torch.randn(5, 3, 8, 8, device=DEV)
+    _, fused = model.run(x, record=True)
+    for m in model.modules():
+        if hasattr(m, "fused"):
+            m.fused = False
+    _, ref = model.run(x, record=True)
+    for name in ref:
+        assert torch.equal(fused[name], ref[name]), name
