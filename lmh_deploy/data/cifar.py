@@ -127,3 +127,25 @@ def cifar_dataset(root: str, name: str = "cifar10", train: bool = True, augment:
     tf = (image_train_transform(name, 32, autoaugment, cutout) if (train and augment)
           else image_eval_transform(name, 32))
     return ArrayImageDataset(images, labels, tf, SPEC[name]["classes"])
+
+
+def _load(name: str, root, seed: int = 0, augment: bool = True, autoaugment: bool = True,
+          cutout: int | None = None, **_):
+    from . import DataSplits
+
+    if root is None:
+        raise DatasetError(f"{name} needs --data-dir pointing at {SPEC[name]['archive']} or its "
+                           f"extracted {SPEC[name]['dir']}/ (no download here)")
+    return DataSplits(name=name, train=cifar_dataset(root, name, True, augment, autoaugment, cutout),
+                      test=cifar_dataset(root, name, False), num_classes=SPEC[name]["classes"],
+                      input_shape=(3, 32, 32), frames=False)
+
+
+def load_cifar10(root=None, seed: int = 0, **options):
+    """Registry loader (``get_dataset("cifar10", root)``)."""
+    return _load("cifar10", root, seed, **options)
+
+
+def load_cifar100(root=None, seed: int = 0, **options):
+    """Registry loader (``get_dataset("cifar100", root)``)."""
+    return _load("cifar100", root, seed, **options)

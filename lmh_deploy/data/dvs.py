@@ -178,3 +178,16 @@ def write_aedat(path: str, x, y, t, p) -> None:
         fh.write(b"#!AER-DAT2.0\r\n# This is a raw AE data file - do not edit\r\n")
         fh.write(words.tobytes())
     os.replace(tmp, path)
+
+
+def load_dvscifar10(root=None, seed: int = 0, frames: int = 10, size: int = 48, augment: bool = True,
+                    **_):
+    """Registry loader (``get_dataset("dvscifar10", root)``): frames ``[10, 2, 48, 48]``."""
+    from . import DataSplits
+
+    if root is None:
+        raise DatasetError("dvscifar10 needs --data-dir pointing at the folder of class sub-folders "
+                           "of event files (no download here)")
+    return DataSplits(name="dvscifar10", train=DVSCIFAR10(root, True, frames, size, augment),
+                      test=DVSCIFAR10(root, False, frames, size, False), num_classes=10,
+                      input_shape=(2, size, size), frames=True)

@@ -143,3 +143,27 @@ def folder_dataset(root: str, name: str = "tinyimagenet", train: bool = True, si
         if size != 64:
             tf = Compose([Resize(size), tf])
     return ImageFolderDataset(samples, classes, tf)
+
+
+def _load(name: str, root, seed: int = 0, size: int | None = None, augment: bool = True,
+          autoaugment: bool = True, cutout: int | None = None, **_):
+    from . import DataSplits
+
+    if root is None:
+        raise DatasetError(f"{name} needs --data-dir pointing at the extracted folder with train/ and "
+                           f"val/ (no download here)")
+    size = size or (64 if name == "tinyimagenet" else 224)
+    train = folder_dataset(root, name, True, size, augment, autoaugment, cutout)
+    test = folder_dataset(root, name, False, size)
+    return DataSplits(name=name, train=train, test=test, num_classes=train.num_classes,
+                      input_shape=(3, size, size), frames=False)
+
+
+def load_tinyimagenet(root=None, seed: int = 0, **options):
+    """Registry loader (``get_dataset("tinyimagenet", root)``), 64 x 64, 200 classes."""
+    return _load("tinyimagenet", root, seed, **options)
+
+
+def load_imagenet(root=None, seed: int = 0, **options):
+    """Registry loader (``get_dataset("imagenet", root)``), 224 x 224."""
+    return _load("imagenet", root, seed, **options)
