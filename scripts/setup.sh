@@ -17,5 +17,6 @@ python -m pip install -q -e ".[all]"
 # Lava 0.10 / lava-dl 0.6 declare Python < 3.11 and pin old dependencies: install the pure-Python
 # wheels without their metadata checks, then what lava-nc actually imports.
 python -m pip install -q --no-deps --ignore-requires-python "lava-nc==0.10.0" "lava-dl==0.6.0"
-python -m pip install -q "asteval>=0.9" "networkx>=2.8" "scipy>=1.10"
+# asteval: lava-nc needs <0.10 (0.9.33 tested); networkx 3.x and scipy 1.1x work with lava-nc 0.10.
+python -m pip install -q "asteval==0.9.33" "networkx>=2.8" "scipy>=1.10"
 touch "$stamp"
