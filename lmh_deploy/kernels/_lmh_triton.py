@@ -150,8 +150,7 @@ def lmh_bwd_kernel(x_ptr, g_ptr, gx_ptr, prm_ptr, th_ptr, ck_ptr, gp_ptr, N, T, 
             vds = vds + (vd,)
             vss = vss + (vs,)
         # walk the chunk backwards
-        for kk in tl.static_range(K):
-            k = K - 1 - kk
+        for k in tl.static_range(K - 1, -1, -1):
             t = t0 + k
             valid = mask & (t < T)
             pi = tl.minimum(t, P - 1) * C + ch

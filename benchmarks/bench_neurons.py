@@ -1,0 +1,333 @@
+"""Neuron-layer and ResNet-19 training-step benchmark (issue 7), one process, one table, JSON.
+
+Sections (``--sections``, comma-separated):
+
+* ``bw``       device-to-device copy bandwidth (bytes read + written / time): the floor's rate.
+* ``layer``    each neuron kind x T in --ts on a bf16 layer ``[T, 64, 128, 32, 32]``, forward +
+               backward: eager (reference torch modules), fused (Triton kernels), and SpikingJelly
+               2.0's LIF kernel as a peer when importable. Time (median), ratio to the bandwidth
+               floor (read x, write s, read dL/ds, write dL/dx: 8 bytes per neuron-step in bf16),
+               peak extra memory.
+* ``compile``  the same rows for ``torch.compile`` of the reference module (slow to compile).
+* ``infer``    forward only at T = 64 (LM-HT: Omega of T = 4 in 16 windows); floor 4 B/neuron-step.
+* ``resnet``   ResNet-19 CIFAR training step, bf16 autocast, channels-last: SNN (B=64, T=4) eager
+               and fused vs the same network with ReLU at batch 256.
+* ``tune``     fused backward block sizes (elements per thread) for LM-H / LM-HT.
+
+Usage: ``python benchmarks/bench_neurons.py --json out.json [--sections bw,layer,infer,resnet]``.
+Needs a CUDA GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from lmh_deploy.neurons import LIFNeuron, LMHNeuron, LMHTNeuron  # noqa: E402
+
+KINDS = ("lif", "lmh", "lmh-radical", "lmht")
+
+
+def _bench(fn, rep_ms=300, warmup_ms=60):
+    """Median time in ms (CUDA events, L2 flushed between runs)."""
+    from triton.testing import do_bench
+
+    return float(do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+
+
+def _peak(fn):
+    """Peak memory (GB) allocated by ``fn`` above what was allocated before it."""
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 1e9
+
+
+def copy_bandwidth():
+    n = 1 << 29  # 1 GiB of bf16
+    a = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+    b = torch.empty_like(a)
+    ms = _bench(lambda: b.copy_(a), rep_ms=500)
+    return 2 * a.numel() * a.element_size() / (ms * 1e-3)
+
+
+def make_neuron(kind, t, levels=2):
+    if kind == "lif":
+        return LIFNeuron(t, decay=0.5)
+    if kind == "lmh":
+        return LMHNeuron(t)
+    if kind == "lmh-radical":
+        return LMHNeuron(t, radical=True)
+    if kind == "lmht":
+        return LMHTNeuron(t, levels=levels)
+    raise ValueError(kind)
+
+
+def _init(mod, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in mod.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return mod.cuda()
+
+
+def _sj_lif():
+    """SpikingJelly 2.0 multi-step LIF (soft reset, detached reset) or None if not importable."""
+    try:
+        from spikingjelly.activation_based import neuron as sjn
+    except Exception as e:  # noqa: BLE001
+        return None, f"{type(e).__name__}: {e}"
+    node = sjn.LIFNode(tau=2.0, v_reset=None, detach_reset=True, step_mode="m").cuda()
+
+    def run(x):
+        node.reset()
+        return node(x)
+
+    return run, None
+
+
+def layer_rows(kinds, ts, impls, bw, shape_rest=(64, 128, 32, 32), dtype=torch.bfloat16):
+    rows = []
+    for kind in kinds:
+        for t in ts:
+            n = math.prod(shape_rest)
+            floor_ms = 8 * t * n / bw * 1e3  # bf16: x, s, dL/ds, dL/dx
+            x = torch.randn((t,) + tuple(shape_rest), device="cuda", dtype=dtype) * 0.8 + 0.3
+            x.requires_grad_(True)
+            g = torch.randn((t,) + tuple(shape_rest), device="cuda", dtype=dtype)
+            for impl in impls:
+                row = {"section": "layer", "kind": kind, "T": t, "impl": impl, "dtype": str(dtype),
+                       "shape": [t, *shape_rest], "floor_ms": floor_ms}
+                try:
+                    mod = _init(make_neuron(kind, t))
+                    params = [p for p in mod.parameters() if p.requires_grad]
+                    if impl == "spikingjelly":
+                        if kind != "lif":
+                            continue
+                        fwd, err = _sj_lif()
+                        if fwd is None:
+                            row["error"] = "not importable: " + err
+                            rows.append(row)
+                            print(_fmt(row), flush=True)
+                            continue
+                    elif impl == "eager":
+                        mod.fused = False
+                        fwd = mod.counts
+                    elif impl == "compile":
+                        mod.fused = False
+                        torch._dynamo.reset()
+                        fwd = torch.compile(mod.counts)
+                    else:
+                        fwd = mod.counts
+                    ins = [x] + params
+
+                    def step():
+                        s = fwd(x)
+                        torch.autograd.grad(s, ins, grad_outputs=g)
+
+                    t0 = time.time()
+                    step()
+                    torch.cuda.synchronize()
+                    row["first_call_s"] = time.time() - t0
+                    row["ms"] = _bench(step)
+                    row["x_floor"] = row["ms"] / floor_ms
+                    row["peak_gb"] = _peak(step)
+                except Exception as e:  # noqa: BLE001
+                    row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+                rows.append(row)
+                print(_fmt(row), flush=True)
+            del x, g
+    return rows
+
+
+def infer_rows(kinds, impls, bw, t=64, shape_rest=(64, 128, 32, 32), dtype=torch.bfloat16):
+    rows = []
+    n = math.prod(shape_rest)
+    x = torch.randn((t,) + tuple(shape_rest), device="cuda", dtype=dtype) * 0.8 + 0.3
+    for kind in kinds:
+        for impl in impls:
+            row = {"section": "infer", "kind": kind, "T": t, "impl": impl, "dtype": str(dtype),
+                   "floor_ms": 4 * t * n / bw * 1e3}
+            try:
+                mod = _init(make_neuron(kind, 4 if kind in ("lmht", "lmh-radical") else t))
+                if impl == "spikingjelly":
+                    if kind != "lif":
+                        continue
+                    fwd, err = _sj_lif()
+                    if fwd is None:
+                        row["error"] = "not importable: " + err
+                        rows.append(row)
+                        print(_fmt(row), flush=True)
+                        continue
+                else:
+                    mod.fused = impl == "fused"
+                    fwd = mod.counts
+                with torch.no_grad():
+                    fwd(x)
+                    row["ms"] = _bench(lambda: fwd(x))
+                    row["peak_gb"] = _peak(lambda: fwd(x))
+                row["x_floor"] = row["ms"] / row["floor_ms"]
+            except Exception as e:  # noqa: BLE001
+                row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+            rows.append(row)
+            print(_fmt(row), flush=True)
+    return rows
+
+
+def _relu_net(snn):
+    """The same ResNet-19 with ReLU in place of every neuron (run at T = 1)."""
+    import copy
+
+    net = copy.deepcopy(snn)
+    for node in net.nodes:
+        if node.kind == "neuron":
+            net.layers[node.name] = torch.nn.ReLU(inplace=False)
+    net.timesteps = 1
+    return net
+
+
+def resnet_rows(kinds):
+    from lmh_deploy.models import build_model, default_config
+
+    rows = []
+    torch.backends.cudnn.benchmark = True
+
+    def measure(net, batch, t, label, kind, fused):
+        net = net.cuda().to(memory_format=torch.channels_last)
+        for m in net.modules():
+            if hasattr(m, "fused"):
+                m.fused = fused
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        img = torch.randn(batch, 3, 32, 32, device="cuda").to(memory_format=torch.channels_last)
+        lab = torch.randint(0, 10, (batch,), device="cuda")
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                logits = net(img, timesteps=t).mean(0)
+                loss = torch.nn.functional.cross_entropy(logits.float(), lab)
+            loss.backward()
+            opt.step()
+
+        row = {"section": "resnet", "net": label, "kind": kind, "batch": batch, "T": t}
+        try:
+            for _ in range(3):
+                step()
+            row["ms"] = _bench(step, rep_ms=1000, warmup_ms=200)
+            row["peak_gb"] = _peak(step)
+        except Exception as e:  # noqa: BLE001
+            row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+        rows.append(row)
+        print(_fmt(row), flush=True)
+        return row
+
+    base_cfg = default_config("resnet19", neuron="lmh", timesteps=4, num_classes=10,
+                              input_shape=(3, 32, 32))
+    relu = measure(_relu_net(build_model(base_cfg)), 256, 1, "relu", "relu", False)
+    for kind in kinds:
+        cfg = default_config("resnet19", neuron=kind, timesteps=4, num_classes=10,
+                             input_shape=(3, 32, 32))
+        for fused in (False, True):
+            r = measure(build_model(cfg), 64, 4, "snn", kind, fused)
+            r["impl"] = "fused" if fused else "eager"
+            if "ms" in r and "ms" in relu:
+                r["x_relu"] = r["ms"] / relu["ms"]
+    return rows
+
+
+def tune_rows(bw, ts=(4, 10)):
+    from lmh_deploy.kernels import fused as F
+
+    rows = []
+    orig = (F._lmh_block, F._lmht_block)
+    try:
+        for per_thread in (2, 4, 8, 16):
+            blk = per_thread * 32 * F._NUM_WARPS
+            F._lmh_block = lambda k, b=blk: b
+            F._lmht_block = lambda t, b=blk: b
+            sub = layer_rows(("lmh", "lmht"), ts, ("fused",), bw)
+            for r in sub:
+                r["section"] = "tune"
+                r["per_thread"] = per_thread
+            rows += sub
+    finally:
+        F._lmh_block, F._lmht_block = orig
+    return rows
+
+
+def _fmt(r):
+    if r["section"] == "resnet":
+        head = f"resnet19 {r['net']:<5} {r['kind']:<11} B={r['batch']:<3} T={r['T']:<2} {r.get('impl', ''):<6}"
+    else:
+        head = (f"{r['section']:<6} {r['kind']:<11} T={r['T']:<3} {r['impl']:<12}"
+                + (f" pt={r['per_thread']}" if "per_thread" in r else ""))
+    if "error" in r:
+        return head + "  ERROR " + r["error"]
+    out = head + f" {r['ms']:9.3f} ms"
+    if "x_floor" in r:
+        out += f"  {r['x_floor']:6.2f}x floor"
+    if "x_relu" in r:
+        out += f"  {r['x_relu']:5.2f}x relu"
+    out += f"  peak {r['peak_gb']:6.2f} GB"
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json", default="bench_neurons.json")
+    ap.add_argument("--sections", default="bw,layer,infer,resnet")
+    ap.add_argument("--kinds", default=",".join(KINDS))
+    ap.add_argument("--ts", default="2,4,10")
+    ap.add_argument("--impls", default="eager,fused,spikingjelly")
+    ap.add_argument("--resnet-kinds", default="lmh,lmht")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_neurons needs a CUDA GPU")
+    secs = args.sections.split(",")
+    kinds = args.kinds.split(",")
+    ts = [int(v) for v in args.ts.split(",")]
+    impls = args.impls.split(",")
+    res = {"date": time.strftime("%Y-%m-%d"), "gpu": torch.cuda.get_device_name(),
+           "torch": torch.__version__, "python": platform.python_version(), "rows": []}
+    try:
+        import triton
+
+        res["triton"] = triton.__version__
+    except ImportError:
+        res["triton"] = None
+    bw = copy_bandwidth()
+    res["copy_bw_TBps"] = bw / 1e12
+    print(f"# {res['gpu']}  torch {res['torch']}  triton {res['triton']}  copy bandwidth "
+          f"{bw / 1e12:.2f} TB/s (read+write)", flush=True)
+    if "layer" in secs:
+        res["rows"] += layer_rows(kinds, ts, impls, bw)
+    if "compile" in secs:
+        res["rows"] += layer_rows(kinds, ts, ("compile",), bw)
+    if "infer" in secs:
+        res["rows"] += infer_rows(kinds, [i for i in impls if i != "compile"], bw)
+    if "tune" in secs:
+        res["rows"] += tune_rows(bw)
+    if "resnet" in secs:
+        res["rows"] += resnet_rows(args.resnet_kinds.split(","))
+    print("\n# summary")
+    for r in res["rows"]:
+        print(_fmt(r))
+    tmp = args.json + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(res, f, indent=1)
+    os.replace(tmp, args.json)
+
+
+if __name__ == "__main__":
+    main()
