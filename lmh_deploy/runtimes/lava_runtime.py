@@ -240,6 +240,7 @@ class _Built:
     model_map: dict
     readout_q: float
     sched: dict
+    records: list
 
 
 def build_network(layers, payload: np.ndarray, timesteps: int, *, fixed_point: bool,
@@ -249,17 +250,27 @@ def build_network(layers, payload: np.ndarray, timesteps: int, *, fixed_point: b
 
     import_lava()
     from lava.proc.dense.process import Dense
-    from lava.proc.io.sink import RingBuffer as Sink
     from lava.proc.io.source import RingBuffer as Source
 
     from ..lava import fixed_point as fx
+    from ..lava import procs_io
+
+    recorder_model = procs_io.PyRecorderModelFixed if fixed_point else procs_io.PyRecorderModelFloat
+
+    def recorder(n, port, name):
+        rec = procs_io.SharedRecord(n, steps)
+        proc = procs_io.Recorder(shape=(n,), record=rec, name=name)
+        port.connect(proc.a_in)
+        model_map[proc] = recorder_model
+        records.append(rec)
+        return rec
 
     sched = schedule(layers, timesteps)
     steps = payload.shape[1]
     source = Source(data=payload)
     port = source.s_out
     graded = True   # the input payload is analog / an integer magnitude
-    neurons, sinks, model_map = [], [], {}
+    neurons, sinks, model_map, records = [], [], {}, []
     q = 1.0
     for i, layer in enumerate(layers):
         w = np.asarray(layer.weight, dtype=np.float64)
@@ -274,18 +285,15 @@ def build_network(layers, payload: np.ndarray, timesteps: int, *, fixed_point: b
             dense = Dense(weights=w, num_message_bits=nbits, name=f"dense{i}")
         port.connect(dense.s_in)
         if layer.neuron is None:
-            sink = Sink(shape=(w.shape[0],), buffer=steps)
-            dense.a_out.connect(sink.a_in)
-            return _Built(source, neurons, sinks, sink, model_map, q, sched)
+            sink = recorder(w.shape[0], dense.a_out, f"readout{i}")
+            return _Built(source, neurons, sinks, sink, model_map, q, sched, records)
         off, _ = sched["neurons"][i]
         proc, model = _neuron_process(layer, i, w.shape[0], bias, timesteps, off, q, fixed_point)
         dense.a_out.connect(proc.a_in)
         model_map[proc] = model
         neurons.append(proc)
         if record_spikes:
-            s = Sink(shape=(w.shape[0],), buffer=steps)
-            proc.s_out.connect(s.a_in)
-            sinks.append(s)
+            sinks.append(recorder(w.shape[0], proc.s_out, f"spikes{i}"))
         port = proc.s_out
         graded = int(layer.neuron.levels) > 1
     raise AssertionError("unreachable: validate_layers guarantees a readout")
@@ -370,10 +378,12 @@ def run_lava(layers, x, timesteps: int | None = None, *, fixed_point: bool = Fal
         t1 = time.perf_counter()
         src.run(condition=RunSteps(num_steps=steps))
         t2 = time.perf_counter()
-        readout = np.asarray(built.readout_sink.data.get(), dtype=np.float64)
-        spike_data = [np.asarray(s.data.get()) for s in built.spike_sinks]
+        readout = built.readout_sink.read()
+        spike_data = [s.read() for s in built.spike_sinks]
     finally:
         _shutdown(src, children_before)
+        for rec in built.records:
+            rec.close()
 
     # align: sample b, step i of a stream that starts at global step `off` is column off + b*T + i
     def aligned(data, off):
@@ -394,3 +404,67 @@ def run_lava(layers, x, timesteps: int | None = None, *, fixed_point: bool = Fal
     return LavaRun(logits=logits, spikes=spikes, offsets=offsets, steps=steps,
                    build_s=t1 - t0, run_s=t2 - t1, fixed_point=fixed_point,
                    input_quantum=float(input_quantum) if input_quantum is not None else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# DeployGraph adapter (the NIR reader produces the same LavaLayer list)
+# ----------------------------------------------------------------------------------------------
+
+
+def layers_from_deploy_graph(graph) -> list:
+    """A chain ``[flatten] -> linear synapse -> neuron -> ... -> linear synapse (output)`` of a
+    :class:`~lmh_deploy.deploy_graph.DeployGraph` -> :class:`LavaLayer` list (names = the neuron
+    op names; the readout is named after the output synapse)."""
+    layers, pending, prev = [], None, "input"
+    for op in graph.ops:
+        if op.inputs != (prev,) and not (op.kind == "synapse" and pending is None
+                                         and op.inputs == (prev,)):
+            raise LavaRuntimeError(f"{op.name}: the Lava runtime runs layer chains only (this op "
+                                   f"reads {op.inputs}); run residual graphs with --runtime "
+                                   "reference/onnx")
+        if op.kind == "flatten":
+            pass
+        elif op.kind == "synapse":
+            if op.attrs.get("op") != "linear":
+                raise LavaRuntimeError(f"{op.name}: the Lava runtime supports linear synapses "
+                                       "only (MLP); run conv models with --runtime reference/onnx")
+            if pending is not None:
+                raise LavaRuntimeError(f"{op.name}: two synapses in a row are not supported")
+            pending = op
+        elif op.kind == "neuron":
+            if pending is None:
+                raise LavaRuntimeError(f"{op.name}: a neuron must follow a synapse")
+            layers.append(LavaLayer(pending.arrays["weight"], pending.arrays["bias"],
+                                    graph.neuron(op.name), op.name))
+            pending = None
+        else:
+            raise LavaRuntimeError(f"{op.name}: op kind {op.kind!r} is not supported by the Lava "
+                                   "runtime (layer chains of linear synapses and neurons)")
+        prev = op.name
+    if pending is None or pending.name != graph.output:
+        raise LavaRuntimeError(f"the graph output {graph.output!r} must be the last linear "
+                               "synapse (the readout)")
+    layers.append(LavaLayer(pending.arrays["weight"], pending.arrays["bias"], None, pending.name))
+    return layers
+
+
+def run_lava_graph(graph, x, timesteps: int | None = None, *, fixed_point: bool = False):
+    """Run a DeployGraph in Lava: the runtime-registry signature ``(graph, x, timesteps) ->
+    GraphRun`` (logits [T, B, K], spikes {neuron name: float32 counts [T, B, N]}).
+
+    The input is quantized exactly as the reference does (``graph.input_quantum``, ``input_bound``).
+    """
+    from ..interpreter import GraphRun
+
+    x = np.asarray(x, dtype=np.float32)
+    static = x.ndim == len(graph.input_shape) + 1
+    t_run = graph.check_timesteps(int(timesteps or graph.timesteps) if static else x.shape[0])
+    run = run_lava(layers_from_deploy_graph(graph), x, t_run if static else None,
+                   fixed_point=fixed_point, input_quantum=graph.input_quantum,
+                   input_bound=graph.input_bound)
+    return GraphRun(run.logits, {k: v.astype(np.float32) for k, v in run.spikes.items()})
+
+
+def run_lava_graph_fixed(graph, x, timesteps: int | None = None):
+    """:func:`run_lava_graph` with the Loihi-2-style fixed-point models (not exact: 8-bit weights)."""
+    return run_lava_graph(graph, x, timesteps, fixed_point=True)
