@@ -233,3 +233,24 @@ def test_deploy_graph_mlp_matches_reference(kind):
         assert ref.spikes[name].sum() > 0
         np.testing.assert_array_equal(run.spikes[name], ref.spikes[name], err_msg=name)
     np.testing.assert_array_equal(run.logits, ref.logits)
+
+
+def test_isolated_run_and_hard_timeout(tmp_path):
+    from lmh_deploy.runtimes.lava_runtime import (LavaTimeoutError, load_layers,
+                                                  run_lava_isolated, save_layers)
+
+    rng = np.random.default_rng(9)
+    x = (rng.integers(0, 17, size=(3, 10)) / 16).astype(np.float32)
+    layers = _net(rng, [_lmh(rng), _lmht(2, rng, omega=_omega(rng, 4))], [10, 12, 12, 3])
+    save_layers(tmp_path / "l.npz", layers, x, 4, {"fixed_point": False})
+    back, xb, t, opts = load_layers(tmp_path / "l.npz")
+    assert t == 4 and opts == {"fixed_point": False} and np.array_equal(xb, x)
+    assert [b.neuron.model if b.neuron else None for b in back] == ["lmh", "lmht", None]
+
+    run = run_lava_isolated(layers, x, 4, timeout_s=100)
+    ref_logits, ref_spikes = _reference(layers, x, 4)
+    for name, s in ref_spikes.items():
+        np.testing.assert_array_equal(run.spikes[name], s)
+    np.testing.assert_array_equal(run.logits, ref_logits)
+    with pytest.raises(LavaTimeoutError, match="exceeded 0.3 s"):
+        run_lava_isolated(layers, x, 4, timeout_s=0.3)

@@ -468,3 +468,160 @@ def run_lava_graph(graph, x, timesteps: int | None = None, *, fixed_point: bool 
 def run_lava_graph_fixed(graph, x, timesteps: int | None = None):
     """:func:`run_lava_graph` with the Loihi-2-style fixed-point models (not exact: 8-bit weights)."""
     return run_lava_graph(graph, x, timesteps, fixed_point=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# isolated run: a separate process group under a hard timeout
+# ----------------------------------------------------------------------------------------------
+
+
+class LavaTimeoutError(LmhError, TimeoutError):
+    """An isolated Lava run exceeded its time limit (its whole process group was killed)."""
+
+
+_SPEC_FIELDS = ("model", "source_kind", "theta", "levels", "v0")
+
+
+def save_layers(path, layers, x, timesteps, options: dict) -> None:
+    """Write layers, input and options to an ``.npz`` (no pickles), atomically."""
+    import json
+    import tempfile
+
+    arrays, meta = {"x": np.asarray(x, np.float32)}, {"timesteps": timesteps, "options": options,
+                                                      "layers": []}
+    for i, L in enumerate(layers):
+        arrays[f"{i}.weight"] = np.asarray(L.weight, np.float32)
+        arrays[f"{i}.bias"] = np.asarray(L.bias, np.float32)
+        entry = {"name": L.name, "neuron": None}
+        if L.neuron is not None:
+            n = L.neuron
+            entry["neuron"] = {k: (getattr(n, k, "") if k in ("model", "source_kind")
+                                   else float(getattr(n, k)) if k != "levels" else int(n.levels))
+                               for k in _SPEC_FIELDS}
+            entry["neuron"]["params"] = sorted(n.params)
+            for k, v in n.params.items():
+                arrays[f"{i}.p.{k}"] = np.asarray(v, np.float32)
+            if getattr(n, "omega", None) is not None:
+                arrays[f"{i}.omega"] = np.asarray(n.omega, np.float32)
+        meta["layers"].append(entry)
+    arrays["meta"] = np.array(json.dumps(meta))
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_layers(path):
+    """Inverse of :func:`save_layers`: ``(layers, x, timesteps, options)``."""
+    import json
+
+    from ..deploy_graph import NeuronSpec
+
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        layers = []
+        for i, e in enumerate(meta["layers"]):
+            spec = None
+            if e["neuron"] is not None:
+                n = e["neuron"]
+                spec = NeuronSpec(model=n["model"], source_kind=n["source_kind"],
+                                  theta=np.float32(n["theta"]), levels=int(n["levels"]),
+                                  v0=np.float32(n["v0"]),
+                                  params={k: z[f"{i}.p.{k}"] for k in n["params"]},
+                                  omega=z[f"{i}.omega"] if f"{i}.omega" in z.files else None)
+            layers.append(LavaLayer(z[f"{i}.weight"], z[f"{i}.bias"], spec, e["name"]))
+        return layers, z["x"], meta["timesteps"], meta["options"]
+
+
+def run_lava_isolated(layers, x, timesteps: int | None = None, *, timeout_s: float = 300.0,
+                      **options) -> LavaRun:
+    """:func:`run_lava` in a child interpreter in its own process group; past ``timeout_s`` the
+    whole group (the child and every Lava worker it forked) is killed and
+    :class:`LavaTimeoutError` raised. Nothing is left running either way."""
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    layers = validate_layers(layers)
+    with tempfile.TemporaryDirectory(prefix="lmh-lava-") as d:
+        src, dst = os.path.join(d, "in.npz"), os.path.join(d, "out.npz")
+        save_layers(src, layers, x, timesteps, options)
+        proc = subprocess.Popen([sys.executable, "-m", "lmh_deploy.runtimes.lava_runtime",
+                                 src, dst], start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            # SIGTERM first: the child kills and reaps its Lava workers (no orphans left as
+            # zombies); whatever is still alive after a grace period dies with the group.
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.communicate(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+            raise LavaTimeoutError(f"the Lava run exceeded {timeout_s:g} s and was killed; "
+                                   "use fewer samples or a larger timeout") from None
+        finally:
+            if proc.poll() is None:  # interrupted (e.g. KeyboardInterrupt): leave nothing behind
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        try:  # workers of a finished child are gone with it; reap stragglers of the group
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if proc.returncode != 0 or not os.path.exists(dst):
+            last = (err or "").strip().splitlines()[-1:] or ["no output"]
+            raise LavaRuntimeError(f"the isolated Lava run failed (exit {proc.returncode}): "
+                                   f"{last[0]}")
+        with np.load(dst, allow_pickle=False) as z:
+            import json
+
+            meta = json.loads(str(z["meta"]))
+            spikes = {k: z[f"spikes.{k}"] for k in meta["spike_names"]}
+            return LavaRun(logits=z["logits"], spikes=spikes, offsets=meta["offsets"],
+                           steps=meta["steps"], build_s=meta["build_s"], run_s=meta["run_s"],
+                           fixed_point=meta["fixed_point"], input_quantum=meta["input_quantum"])
+
+
+def _worker_main(argv) -> int:
+    """``python -m lmh_deploy.runtimes.lava_runtime IN.npz OUT.npz`` (used by
+    :func:`run_lava_isolated`): run and write the result atomically."""
+    import json
+    import tempfile
+
+    import signal
+
+    def on_term(signum, frame):  # kill and reap our Lava workers, then leave at once
+        for child in multiprocessing.active_children():
+            child.kill()
+        for child in multiprocessing.active_children():
+            child.join(1.0)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    src, dst = argv
+    layers, x, timesteps, options = load_layers(src)
+    run = run_lava(layers, x, timesteps, **options)
+    arrays = {"logits": run.logits, **{f"spikes.{k}": v for k, v in run.spikes.items()}}
+    arrays["meta"] = np.array(json.dumps({
+        "spike_names": list(run.spikes), "offsets": run.offsets, "steps": run.steps,
+        "build_s": run.build_s, "run_s": run.run_s, "fixed_point": run.fixed_point,
+        "input_quantum": run.input_quantum}))
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dst)), suffix=".npz")
+    os.close(fd)
+    np.savez(tmp, **arrays)
+    os.replace(tmp, dst)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_worker_main(sys.argv[1:]))
