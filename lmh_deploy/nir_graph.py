@@ -1,0 +1,620 @@
+"""Read, validate and analyse NIR files under convention ``lmh-nir/1`` (see
+:mod:`lmh_deploy.export.nir_export` for the convention itself).
+
+* :func:`load_program` -- NIR file (ours or hand-written with the same primitives) or
+  ``nir.NIRGraph`` -> :class:`NirProgram`: checked nodes with shapes, the **structural** delays
+  (independent of names and of node order in the file), a topological order, and the neuron
+  clusters recognised for exact evaluation.
+* :func:`read_layers` / :func:`read_deploy_graph` -- our NIR file -> a simple layered description
+  (weights, bias, neuron spec, T, L, v0) for runtimes that build their own network (Lava).
+
+Delays. Let C be a strongly connected component of the edge graph with more than one node (or a
+self-loop). Its entry is the node with an incoming edge from outside C; C must have exactly one
+entry (else the cycle is ambiguous: an error naming the nodes). Edges from inside C into the
+entry carry a one-step delay; they are removed and the rule is applied again inside C.
+
+Fused clusters. A top-level component that matches the LM-H motif (two ``I`` nodes) or the
+soft-reset multi-level motif (one ``I`` node, L thresholds) *with parameters that are exactly
+representable* is evaluated by :mod:`lmh_deploy.neuron_math` (the reference's float32 order);
+anything else is evaluated node by node with the generic semantics. Both compute the same real
+numbers; only the fused path is guaranteed bit-identical to the reference near threshold.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LmhError, require
+
+SUPPORTED = ("Input", "Output", "Affine", "Linear", "Scale", "Conv2d", "SumPool2d", "Flatten",
+             "Threshold", "I", "LIF")
+
+
+class NirGraphError(LmhError, ValueError):
+    """A NIR file or graph the lmh NIR runtime cannot execute (the message names the node)."""
+
+
+@dataclass
+class NirNode:
+    """One primitive: ``kind`` (NIR class name), float32 ``params``, node ``meta``, shapes."""
+
+    name: str
+    kind: str
+    params: dict
+    meta: dict
+    in_shape: tuple | None = None
+    out_shape: tuple | None = None
+
+
+@dataclass
+class Fused:
+    """A neuron cluster evaluated by neuron_math: model "lmh" (params mu_d, mu_s, lam_s, lam_d)
+    or "lmht" (lam); full-shape float32 arrays; ``v0`` the initial state(s)."""
+
+    model: str
+    entry: str
+    spikes: str
+    nodes: frozenset
+    params: dict
+    theta: np.float32
+    levels: int
+    v0: tuple
+
+
+@dataclass
+class NirProgram:
+    nodes: dict
+    edges: list
+    delayed: frozenset          # indices into edges
+    order: list                 # topological order of the delay-free graph
+    inputs: list                # Input node names, by metadata "step" (unrolled) or name
+    outputs: list
+    fused: list = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def form(self) -> str:
+        return str(self.metadata.get("form", "unrolled" if len(self.inputs) > 1 else "temporal"))
+
+    def in_edges(self, name):
+        return [(i, a) for i, (a, b) in enumerate(self.edges) if b == name]
+
+    def spike_nodes(self) -> dict:
+        """{layer name: [spike-count node per step]} from node metadata (role "spikes")."""
+        out: dict = {}
+        for n in self.order:
+            m = self.nodes[n].meta
+            if m.get("role") == "spikes" and "op" in m:
+                out.setdefault(str(m["op"]), []).append((int(m.get("step", 0)), n))
+        return {k: [n for _, n in sorted(v)] for k, v in out.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------------
+
+
+def _plain(v):
+    if isinstance(v, bytes):
+        return v.decode("utf8")
+    if isinstance(v, np.ndarray) and v.dtype.kind in "SO" and v.ndim == 0:
+        return _plain(v.item())
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, dict):
+        return {k: _plain(a) for k, a in v.items()}
+    return v
+
+
+def _check_file_types(path: Path):
+    """Name the first node of an unknown type before nir.read fails anonymously."""
+    h5py = require("h5py", "nir")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise NirGraphError(f"{path}: not a NIR (HDF5) file ({e}); export one with "
+                            f"lmh-export --format nir") from None
+    with f:
+        if "node" not in f or "nodes" not in f["node"]:
+            raise NirGraphError(f"{path}: no NIR graph in this HDF5 file; export one with "
+                                f"lmh-export --format nir")
+        for name, node in f["node"]["nodes"].items():
+            t = _plain(node["type"][()]) if "type" in node else "?"
+            if t not in SUPPORTED:
+                raise NirGraphError(f"node {name!r}: unknown or unsupported NIR primitive {t!r}; "
+                                    f"the lmh NIR runtime runs {', '.join(SUPPORTED)}")
+
+
+def read_graph(source):
+    """``nir.NIRGraph`` from a path (validated types) or pass one through."""
+    nir = require("nir", "nir")
+    if isinstance(source, nir.NIRGraph):
+        return source
+    path = Path(source)
+    if not path.exists():
+        raise NirGraphError(f"{path}: no such file")
+    _check_file_types(path)
+    try:
+        return nir.read(path, type_check=False)
+    except Exception as e:  # noqa: BLE001 - nir raises bare asserts / KeyErrors
+        raise NirGraphError(f"{path}: nir.read failed ({type(e).__name__}: {e}); the file is "
+                            f"corrupt or not written by nir 1.0") from None
+
+
+def _f32(a):
+    return np.asarray(a, dtype=np.float32)
+
+
+def _node_from_nir(name, node) -> NirNode:
+    kind = type(node).__name__
+    if kind not in SUPPORTED:
+        raise NirGraphError(f"node {name!r}: unknown or unsupported NIR primitive {kind!r}; the "
+                            f"lmh NIR runtime runs {', '.join(SUPPORTED)}")
+    meta = _plain(dict(node.metadata or {}))
+    p: dict = {}
+    if kind in ("Affine", "Linear"):
+        p["weight"] = _f32(node.weight)
+        if p["weight"].ndim != 2:
+            raise NirGraphError(f"node {name!r}: {kind} weight must be 2-D, got {p['weight'].shape}")
+        p["bias"] = _f32(node.bias) if kind == "Affine" else np.zeros(p["weight"].shape[0], np.float32)
+    elif kind == "Scale":
+        p["scale64"] = np.asarray(node.scale, np.float64)
+        p["scale"] = _f32(node.scale)
+    elif kind == "Threshold":
+        p["threshold"] = _f32(node.threshold)
+    elif kind == "I":
+        p["r"] = _f32(node.r)
+        p["v0"] = _f32(meta.get("v0", np.zeros_like(p["r"])))
+    elif kind == "LIF":
+        for k in ("tau", "r", "v_leak", "v_threshold", "v_reset"):
+            p[k] = _f32(getattr(node, k))
+        p["v0"] = _f32(meta.get("v0", np.zeros_like(p["tau"])))
+    elif kind == "Conv2d":
+        p["weight"] = _f32(node.weight)
+        p["bias"] = _f32(node.bias) if node.bias is not None else np.zeros(p["weight"].shape[0], np.float32)
+        st, pd = np.atleast_1d(node.stride), np.atleast_1d(node.padding)
+        dil = np.atleast_1d(node.dilation)
+        if (len(set(st.tolist())) != 1 or len(set(pd.tolist())) != 1 or np.any(dil != 1)
+                or int(node.groups) != 1 or p["weight"].shape[-1] != p["weight"].shape[-2]):
+            raise NirGraphError(f"node {name!r}: only square kernels with equal stride/padding, "
+                                f"dilation 1 and groups 1 are supported")
+        if isinstance(node.padding, str):
+            raise NirGraphError(f"node {name!r}: string padding is not supported; give integers")
+        p["stride"], p["padding"] = int(st[0]), int(pd[0])
+    elif kind == "SumPool2d":
+        k, s, pd = (np.atleast_1d(node.kernel_size), np.atleast_1d(node.stride),
+                    np.atleast_1d(node.padding))
+        if len(set(k.tolist())) != 1 or not np.all(s == k) or np.any(pd != 0):
+            raise NirGraphError(f"node {name!r}: SumPool2d must be k x k with stride k and no "
+                                f"padding")
+        p["kernel"] = int(k[0])
+    elif kind == "Flatten":
+        p["start_dim"], p["end_dim"] = int(node.start_dim), int(node.end_dim)
+    elif kind in ("Input", "Output"):
+        t = node.input_type.get("input") if kind == "Input" else node.output_type.get("output")
+        p["shape"] = None if t is None else tuple(int(d) for d in np.atleast_1d(t))
+    return NirNode(name, kind, p, meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# structure: SCCs, delays, order
+# ---------------------------------------------------------------------------------------------
+
+
+def _sccs(nodes, edges):
+    """Tarjan's strongly connected components (iterative). ``edges``: list of (a, b)."""
+    succ = {n: [] for n in nodes}
+    for a, b in edges:
+        succ[a].append(b)
+    index, low, on, stack, comps = {}, {}, set(), [], []
+    counter = 0
+    for root in nodes:
+        if root in index:
+            continue
+        work = [(root, iter(succ[root]))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, it = work[-1]
+            nxt = next(it, None)
+            if nxt is not None:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = counter
+                    counter += 1
+                    stack.append(nxt)
+                    on.add(nxt)
+                    work.append((nxt, iter(succ[nxt])))
+                elif nxt in on:
+                    low[v] = min(low[v], index[nxt])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = set()
+                while True:
+                    w = stack.pop()
+                    on.discard(w)
+                    comp.add(w)
+                    if w == v:
+                        break
+                comps.append(comp)
+    return comps
+
+
+def _delays(names, edges) -> tuple[set, list]:
+    """Indices of delayed edges, and the top-level components with their entries."""
+    delayed: set = set()
+    top = []
+
+    def solve(sub, idx, depth):
+        sub_edges = [(edges[i][0], edges[i][1]) for i in idx]
+        for comp in _sccs(sorted(sub), sub_edges):
+            internal = [i for i in idx if edges[i][0] in comp and edges[i][1] in comp]
+            if len(comp) == 1 and not internal:
+                continue
+            entries = sorted({b for i, (a, b) in enumerate(edges)
+                              if b in comp and a not in comp and i not in delayed})
+            if len(entries) != 1:
+                first = sorted(comp)[0]
+                what = ("no entry (nothing outside feeds it)" if not entries else
+                        f"{len(entries)} entries ({', '.join(entries[:3])})")
+                raise NirGraphError(
+                    f"node {first!r}: ambiguous cycle through {len(comp)} nodes with {what}; "
+                    f"the lmh-nir convention needs exactly one node where a cycle is entered "
+                    f"(its in-cycle inputs are delayed by one step)")
+            entry = entries[0]
+            if depth == 0:
+                top.append((frozenset(comp), entry))
+            back = [i for i in internal if edges[i][1] == entry]
+            delayed.update(back)
+            solve(comp, [i for i in internal if i not in delayed], depth + 1)
+
+    solve(set(names), list(range(len(edges))), 0)
+    return delayed, top
+
+
+def _topo(names, edges, delayed) -> list:
+    indeg = {n: 0 for n in names}
+    succ = {n: [] for n in names}
+    for i, (a, b) in enumerate(edges):
+        if i not in delayed:
+            indeg[b] += 1
+            succ[a].append(b)
+    import heapq
+
+    ready = [n for n in names if indeg[n] == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        n = heapq.heappop(ready)
+        order.append(n)
+        for m in succ[n]:
+            indeg[m] -= 1
+            if indeg[m] == 0:
+                heapq.heappush(ready, m)
+    return order
+
+
+# ---------------------------------------------------------------------------------------------
+# shapes
+# ---------------------------------------------------------------------------------------------
+
+
+def _infer_shapes(prog: NirProgram):
+    intrinsic = {"Scale": "scale", "Threshold": "threshold", "I": "r", "LIF": "tau"}
+    for n in prog.order:
+        node = prog.nodes[n]
+        srcs = [prog.nodes[a] for i, a in prog.in_edges(n)]
+        if node.kind == "Input":
+            if srcs:
+                raise NirGraphError(f"node {n!r}: an Input node cannot have incoming edges")
+            if node.params["shape"] is None:
+                raise NirGraphError(f"node {n!r}: Input has no shape")
+            node.in_shape = node.out_shape = node.params["shape"]
+            continue
+        if not srcs:
+            raise NirGraphError(f"node {n!r}: has no incoming edge (only Input nodes may be "
+                                f"sources); connect it or remove it")
+        known = [s.out_shape for s in srcs if s.out_shape is not None]
+        got = known[0] if known else None
+        if node.kind in intrinsic:
+            node.in_shape = node.out_shape = tuple(node.params[intrinsic[node.kind]].shape)
+        elif node.kind in ("Affine", "Linear"):
+            w = node.params["weight"]
+            node.in_shape, node.out_shape = (w.shape[1],), (w.shape[0],)
+        elif got is None:
+            raise NirGraphError(f"node {n!r}: cannot infer its input shape")
+        elif node.kind == "Conv2d":
+            w, s, p = node.params["weight"], node.params["stride"], node.params["padding"]
+            if len(got) != 3 or got[0] != w.shape[1]:
+                raise NirGraphError(f"node {n!r}: Conv2d expects [{w.shape[1]}, H, W] input, "
+                                    f"got {list(got)}")
+            k = w.shape[-1]
+            node.in_shape = got
+            node.out_shape = (w.shape[0], (got[1] + 2 * p - k) // s + 1, (got[2] + 2 * p - k) // s + 1)
+        elif node.kind == "SumPool2d":
+            k = node.params["kernel"]
+            if len(got) != 3:
+                raise NirGraphError(f"node {n!r}: SumPool2d expects [C, H, W], got {list(got)}")
+            node.in_shape, node.out_shape = got, (got[0], got[1] // k, got[2] // k)
+        elif node.kind == "Flatten":
+            sd, ed = node.params["start_dim"], node.params["end_dim"]
+            ed = ed % len(got)
+            node.in_shape = got
+            node.out_shape = got[:sd] + (int(np.prod(got[sd:ed + 1])),) + got[ed + 1:]
+        else:  # Output
+            node.in_shape = node.out_shape = got
+            if node.params.get("shape") is not None and tuple(node.params["shape"]) != got:
+                raise NirGraphError(f"node {n!r}: Output declares shape "
+                                    f"{list(node.params['shape'])} but receives {list(got)}")
+        for s in srcs:
+            if s.out_shape is not None and tuple(s.out_shape) != tuple(node.in_shape):
+                raise NirGraphError(f"node {n!r}: mismatched shape: input from {s.name!r} is "
+                                    f"{list(s.out_shape)}, {node.kind} expects "
+                                    f"{list(node.in_shape)}")
+    for a, b in prog.edges:  # delayed edges, now that every shape is known
+        sa, sb = prog.nodes[a].out_shape, prog.nodes[b].in_shape
+        if sa is not None and sb is not None and tuple(sa) != tuple(sb):
+            raise NirGraphError(f"node {b!r}: mismatched shape: input from {a!r} is {list(sa)}, "
+                                f"expected {list(sb)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# fused neuron clusters
+# ---------------------------------------------------------------------------------------------
+
+
+def _exact32(x64: np.ndarray):
+    """float32 array equal to ``x64`` or None when x64 is not exactly a float32 array."""
+    x32 = x64.astype(np.float32)
+    return x32 if np.array_equal(x32.astype(np.float64), x64) else None
+
+
+def _match(prog: NirProgram, comp: frozenset, entry: str) -> Fused | None:
+    from lmh_deploy.export.nir_export import binary_threshold, level_threshold
+
+    nodes = prog.nodes
+    ins = {n: [a for a, b in prog.edges if b == n] for n in comp}
+    outs = {n: [b for a, b in prog.edges if a == n] for n in comp}
+    leaving = {n for n in comp for b in outs[n] if b not in comp}
+    if len(leaving) != 1:
+        return None
+    spk = next(iter(leaving))
+    kinds = {n: nodes[n].kind for n in comp}
+    if any(k not in ("I", "Scale", "Threshold") for k in kinds.values()):
+        return None
+    i_nodes = sorted(n for n in comp if kinds[n] == "I")
+    if any(not np.all(nodes[n].params["r"] == 1) for n in i_nodes):
+        return None
+
+    def scale_between(a, b):
+        c = [n for n in comp if kinds[n] == "Scale" and ins[n] == [a] and outs[n] == [b]]
+        return c[0] if len(c) == 1 else None
+
+    def s64(n):
+        return nodes[n].params["scale64"]
+
+    def thresholds_of(src):
+        thr = [n for n in comp if kinds[n] == "Threshold" and ins[n] == [src]]
+        if kinds[spk] == "Threshold":
+            return thr if thr == [spk] else None
+        if (kinds[spk] == "Scale" and sorted(ins[spk]) == sorted(thr) and thr
+                and np.all(s64(spk) == 1) and all(outs[t] == [spk] for t in thr)):
+            return thr
+        return None
+
+    def theta_from(reset, lam32):
+        th = -s64(reset) / lam32.astype(np.float64)
+        th32 = _exact32(th)
+        if th32 is None or th32.size == 0 or not np.all(th32 == th32.flat[0]):
+            return None
+        t = np.float32(th32.flat[0])
+        if not np.array_equal(lam32.astype(np.float64) * np.float64(t), -s64(reset)):
+            return None
+        return t
+
+    if len(i_nodes) == 1 and entry == i_nodes[0]:
+        m = entry
+        loop = scale_between(m, m)
+        lam = np.ones(nodes[m].out_shape, np.float32) if loop is None else _exact32(1.0 + s64(loop))
+        reset = scale_between(spk, m)
+        thr = thresholds_of(m)
+        if lam is None or reset is None or not thr:
+            return None
+        if comp != frozenset({m, reset, spk, *thr} | ({loop} if loop else set())):
+            return None
+        theta = theta_from(reset, lam)
+        if theta is None:
+            return None
+        vals = sorted(thr, key=lambda n: float(nodes[n].params["threshold"].flat[0]))
+        for k, n in enumerate(vals, 1):
+            if not np.all(nodes[n].params["threshold"] == level_threshold(theta, k)):
+                return None
+        return Fused("lmht", m, spk, comp, {"lam": lam}, theta, len(thr), (nodes[m].params["v0"],))
+    if len(i_nodes) == 2 and entry in i_nodes and kinds[spk] == "Threshold":
+        d = entry
+        s = [n for n in i_nodes if n != d][0]
+        parts = {"dl": scale_between(d, d), "sl": scale_between(s, s), "cpl": scale_between(d, s),
+                 "fb": scale_between(s, d), "rs": scale_between(spk, s), "rd": scale_between(spk, d)}
+        if any(v is None for v in parts.values()) or ins[spk] != [s]:
+            return None
+        if comp != frozenset({d, s, spk, *parts.values()}):
+            return None
+        mu_d, lam_s = _exact32(1.0 + s64(parts["dl"])), _exact32(1.0 + s64(parts["sl"]))
+        lam_d, mu_s = _exact32(s64(parts["cpl"])), _exact32(s64(parts["fb"]))
+        if any(v is None for v in (mu_d, lam_s, lam_d, mu_s)):
+            return None
+        theta = theta_from(parts["rs"], lam_s)
+        if theta is None or not np.array_equal(-(mu_s.astype(np.float64) * np.float64(theta)),
+                                               s64(parts["rd"])):
+            return None
+        if not np.all(nodes[spk].params["threshold"] == binary_threshold(theta)):
+            return None
+        return Fused("lmh", d, spk, comp, {"mu_d": mu_d, "mu_s": mu_s, "lam_s": lam_s,
+                                            "lam_d": lam_d}, theta, 1,
+                     (nodes[d].params["v0"], nodes[s].params["v0"]))
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------------------------
+
+
+def load_program(source, fuse: bool = True) -> NirProgram:
+    """Read and check a NIR graph (path or ``nir.NIRGraph``) -> :class:`NirProgram`.
+
+    Raises :class:`NirGraphError` (one line, naming the node) for an unknown primitive, a
+    mismatched shape, an ambiguous cycle, a dangling edge or an unreadable file.
+    """
+    g = read_graph(source)
+    nodes = {}
+    for name, node in g.nodes.items():
+        if type(node).__name__ == "NIRGraph":
+            raise NirGraphError(f"node {name!r}: nested NIR graphs are not supported; flatten it")
+        nodes[name] = _node_from_nir(name, node)
+    edges = [(str(a), str(b)) for a, b in g.edges]
+    for a, b in edges:
+        for x in (a, b):
+            if x not in nodes:
+                raise NirGraphError(f"node {x!r}: named by edge ({a!r}, {b!r}) but not in the graph")
+    if len(set(edges)) != len(edges):
+        dup = next(e for e in edges if edges.count(e) > 1)
+        raise NirGraphError(f"node {dup[1]!r}: duplicate edge {dup}")
+    names = sorted(nodes)
+    delayed, top = _delays(names, edges)
+    order = _topo(names, edges, delayed)
+    if len(order) != len(names):  # pragma: no cover - _delays removes every cycle
+        raise NirGraphError("the graph has a cycle that the delay rule could not break")
+
+    def by_step(kind):
+        sel = [n for n in names if nodes[n].kind == kind]
+        return sorted(sel, key=lambda n: (int(nodes[n].meta.get("step", 0)), n))
+
+    prog = NirProgram(nodes, edges, frozenset(delayed), order, by_step("Input"), by_step("Output"),
+                      metadata=_plain(dict(g.metadata or {})))
+    if not prog.inputs or not prog.outputs:
+        raise NirGraphError("the graph needs at least one Input and one Output node")
+    _infer_shapes(prog)
+    if fuse:
+        prog.fused = [f for f in (_match(prog, c, e) for c, e in top) if f is not None]
+    return prog
+
+
+# ---------------------------------------------------------------------------------------------
+# layered description (for runtimes that build their own network, e.g. Lava)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NirLayer:
+    """One synapse (+ neuron) layer: ``I = W s + b`` then the neuron (None: the readout).
+
+    ``op`` "linear" or "conv" (then ``stride``, ``padding``); ``flatten_before``: the layer reads a
+    flattened input. ``neuron`` is a :class:`~lmh_deploy.deploy_graph.NeuronSpec` (model,
+    theta, levels, v0, params {name: [P, C]}, omega [T, T] | None).
+    """
+
+    name: str
+    weight: np.ndarray
+    bias: np.ndarray
+    neuron: object = None
+    op: str = "linear"
+    stride: int = 1
+    padding: int = 0
+    flatten_before: bool = False
+
+
+@dataclass
+class NirLayers:
+    layers: list
+    timesteps: int
+    levels: int
+    input_shape: tuple
+    input_quantum: float
+    input_bound: float
+    form: str
+
+
+def read_deploy_graph(source):
+    """Our NIR file -> the :class:`~lmh_deploy.deploy_graph.DeployGraph` it was exported from:
+    structure and exact neuron parameters from the graph metadata, synapse weights from the
+    NIR nodes themselves (``Affine`` / ``Conv2d`` with metadata role "synapse", step 0)."""
+    from .deploy_graph import DeployGraph, DeployOp
+
+    g = read_graph(source)
+    meta = _plain(dict(g.metadata or {}))
+    if meta.get("format") != "lmh-nir" or "deploy" not in meta:
+        raise NirGraphError("this NIR file was not written by lmh-export --format nir (no "
+                            "'deploy' metadata); run it with the generic NIR runtime instead")
+    d = json.loads(meta["deploy"])
+    syn = {}
+    for name, node in g.nodes.items():
+        m = _plain(dict(node.metadata or {}))
+        if m.get("role") == "synapse" and int(m.get("step", 0)) == 0:
+            syn[m["op"]] = node
+    ops = []
+    for o in d["ops"]:
+        arrays = {}
+        attrs = dict(o["attrs"])
+        if o["kind"] == "synapse":
+            if o["name"] not in syn:
+                raise NirGraphError(f"node for synapse {o['name']!r} is missing from the file")
+            n = syn[o["name"]]
+            arrays = {"weight": np.asarray(n.weight, np.float32),
+                      "bias": np.asarray(n.bias, np.float32)}
+        elif o["kind"] in ("neuron", "scale"):
+            arrays = {k: np.asarray(v, np.float32) for k, v in o.get("arrays", {}).items()}
+            if o["kind"] == "neuron":
+                attrs["theta"] = np.float32(attrs["theta"])
+                attrs["v0"] = np.float32(attrs["v0"])
+        ops.append(DeployOp(o["name"], o["kind"], tuple(o["inputs"]), arrays, attrs))
+    return DeployGraph(ops=ops, output=d["output"], timesteps=int(d["timesteps"]),
+                       input_shape=tuple(d["input_shape"]), num_classes=int(d["num_classes"]),
+                       input_quantum=float(d["input_quantum"]), input_bound=float(d["input_bound"]),
+                       meta={"from_nir": True, "form": meta.get("form")})
+
+
+def read_layers(source) -> NirLayers:
+    """Our NIR file -> :class:`NirLayers`: a chain ``[flatten] synapse neuron ... synapse``
+    (residual / pooling graphs raise NirGraphError naming the op)."""
+    graph = read_deploy_graph(source)
+    meta = _plain(dict(read_graph(source).metadata or {}))
+    layers, pending, flat, prev = [], None, False, "input"
+    for op in graph.ops:
+        if op.inputs != (prev,):
+            raise NirGraphError(f"op {op.name!r} reads {list(op.inputs)}: read_layers handles "
+                                f"layer chains only; use read_deploy_graph")
+        if op.kind == "flatten":
+            flat = True
+        elif op.kind == "synapse":
+            if pending is not None:
+                raise NirGraphError(f"op {op.name!r}: two synapses in a row")
+            pending = op
+        elif op.kind == "neuron":
+            if pending is None:
+                raise NirGraphError(f"op {op.name!r}: a neuron must follow a synapse")
+            layers.append(_layer(pending, graph.neuron(op.name), flat, op.name))
+            pending, flat = None, False
+        else:
+            raise NirGraphError(f"op {op.name!r} of kind {op.kind!r}: read_layers handles layer "
+                                f"chains only; use read_deploy_graph")
+        prev = op.name
+    if pending is None or pending.name != graph.output:
+        raise NirGraphError("the chain must end with the readout synapse")
+    layers.append(_layer(pending, None, flat, pending.name))
+    return NirLayers(layers, int(meta.get("timesteps", graph.timesteps)), graph.levels,
+                     graph.input_shape, graph.input_quantum, graph.input_bound,
+                     str(meta.get("form", "temporal")))
+
+
+def _layer(syn, neuron, flat, name) -> NirLayer:
+    a = syn.attrs
+    return NirLayer(name, syn.arrays["weight"], syn.arrays["bias"], neuron, a.get("op", "linear"),
+                    int(a.get("stride", 1)), int(a.get("padding", 0)), flat)
