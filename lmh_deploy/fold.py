@@ -97,7 +97,8 @@ def _neuron_op(name, src, mod) -> DeployOp:
         attrs = {"model": "lmht", "source_kind": "lmht", "levels": mod.levels,
                  "v0": np.float32(mod.v0_frac) * theta}
     elif isinstance(mod, ReparamLMHTNeuron):
-        arrays = {"lam": mod.lam_steps.detach().cpu().float().numpy().reshape(-1, 1),
+        lam = mod.lam_steps.detach().cpu().float().numpy()
+        arrays = {"lam": lam.reshape(lam.shape[0], -1),  # [L*T, C]: per-channel lambda kept
                   "omega": mod.omega_fixed.detach().cpu().float().numpy()}
         attrs = {"model": "lmht", "source_kind": "lmht-binary", "levels": 1,
                  "v0": np.float32(mod.v0_frac) * theta}
