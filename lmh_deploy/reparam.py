@@ -19,9 +19,10 @@ so ``m'(t,0) = lambda v[t-1] + I[t] = m[t]`` and the L sub-steps emit
 spread over L sub-steps, so its constant part (synapse bias and the BN shift
 ``beta - gamma mean / sqrt(var + eps)``) is divided by L: the L sub-step outputs then sum to the
 L-level layer's output. The first synapse (input = image, identical at every sub-step) keeps its
-bias and BN; the readout is spike-fed, so its bias is divided by L too. The binary network's
-per-step logits therefore sum, over the L*T sub-steps, to the L-level network's logits summed
-over T steps, and each layer's binary spikes summed over a window equal its L-level counts.
+bias and BN; the readout is spike-fed, so its bias is divided by L too. With per-step BN (one
+BN per step t), sub-step (t, k) uses step t's BN (its shift divided by L likewise). The binary
+network's per-step logits therefore sum, over the L*T sub-steps, to the L-level network's logits
+summed over T steps, and each layer's binary spikes summed over a window equal its L-level counts.
 With theta a power of two, the burst arithmetic (``m - theta`` repeated) is exact in float32;
 only the order of the float sums in the T-GIM differs (rounding ~1e-7 relative).
 
@@ -50,6 +51,7 @@ from __future__ import annotations
 import copy
 
 import torch
+from torch import nn
 
 from .errors import UnsupportedModelError
 from .models import SpikingNet, Synapse
@@ -105,6 +107,14 @@ def binarize_neuron(neuron: LMHTNeuron, static_input: bool = False,
     return out.to(neuron.theta.device)
 
 
+def _expand_per_step_bn(syn: Synapse, levels: int) -> None:
+    """Per-step BN (a ``steps`` list with one BN per window t): sub-step (t, k) uses window t's
+    BN, so the list becomes ``[bn_0] * L + [bn_1] * L + ...`` (independent copies)."""
+    steps = getattr(syn.bn, "steps", None)
+    if isinstance(steps, nn.ModuleList):
+        syn.bn.steps = nn.ModuleList(copy.deepcopy(bn) for bn in steps for _ in range(levels))
+
+
 def _scale_constant(syn: Synapse, factor: float) -> None:
     """Multiply a synapse's constant term (layer bias and BN shift) by ``factor``, in place.
 
@@ -114,8 +124,10 @@ def _scale_constant(syn: Synapse, factor: float) -> None:
     with torch.no_grad():
         if getattr(syn.layer, "bias", None) is not None:
             syn.layer.bias.mul_(factor)
-        bn = syn.bn
-        if bn is not None:
+        if syn.bn is None:
+            return
+        steps = getattr(syn.bn, "steps", None)
+        for bn in (steps if isinstance(steps, nn.ModuleList) else [syn.bn]):
             if not bn.track_running_stats or bn.running_mean is None:
                 raise UnsupportedModelError(
                     "binarize_lmht needs BatchNorm with running statistics (eval-mode BN); "
@@ -165,6 +177,7 @@ def binarize_lmht(model: SpikingNet, mode: str = "exact") -> SpikingNet:
             new.layers[node.name] = binarize_neuron(neurons[node.name], ins[0] == "static", mode)
             kind[node.name] = "spike"
         elif node.kind == "synapse":
+            _expand_per_step_bn(new.layers[node.name], L)
             if ins[0] == "spike":
                 _scale_constant(new.layers[node.name], 1.0 / L)
             kind[node.name] = ins[0]

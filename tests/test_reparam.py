@@ -235,3 +235,46 @@ def test_window_counts():
     with pytest.raises(ValueError, match="windows"):
         window_counts(s, 4)
     np.testing.assert_array_equal(window_counts(s, 1).numpy(), s.numpy())
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_fold_of_binarized_model_keeps_per_step_lambda(per_channel):
+    # the fold writes lambda' as a [L*T, C] table (per step, per channel); it used to flatten a
+    # per-channel [L*T, C] table into [L*T*C, 1]
+    from lmh_deploy.fold import fold
+    from lmh_deploy.interpreter import run_reference
+
+    levels, T = 2, 3
+    torch.manual_seed(0)
+    model = build_model(default_config("mlp", "lmht", timesteps=T, levels=levels, input_shape=(1, 8, 8),
+                                       per_channel=per_channel)).eval()
+    _randomize(model, seed=3)
+    b = binarize_lmht(model)
+    graph = fold(b)
+    for name in graph.neuron_names():
+        lam = graph.neuron(name).params["lam"]
+        np.testing.assert_array_equal(lam, b.layers[name].lam_steps.numpy().reshape(levels * T, -1))
+        assert lam.shape == (levels * T, b.shapes[name][0] if per_channel else 1)
+    # the folded binary graph agrees with the folded L-level graph window by window (the fold's
+    # own grid rounding of the bias / L aside: allow a handful of flipped spikes)
+    x = (torch.round(torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 384) / 256).numpy()
+    ref, ref_b = run_reference(fold(model), x), run_reference(graph, x)
+    for name in graph.neuron_names():
+        counts = window_counts(torch.as_tensor(np.asarray(ref_b.spikes[name])), levels).numpy()
+        assert np.mean(counts == np.asarray(ref.spikes[name])) > 0.99, name
+
+
+def test_binarized_per_step_bn_network():
+    # per-step BN (one BN per step t, where the models module offers it): sub-step (t, k) uses
+    # step t's BN, its shift divided by L for spike-fed synapses
+    import lmh_deploy.models as models
+
+    if not hasattr(models, "PerStepBN"):
+        pytest.skip("this models module has no per-step BN")
+    levels = 2
+    torch.manual_seed(0)
+    model = build_model(default_config("cnn", "lmht", timesteps=2, levels=levels, input_shape=(1, 8, 8),
+                                       bn="per_step")).eval()
+    _randomize(model, seed=5)
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(5)) * 1.5
+    _check_equivalent(model, x, levels)
