@@ -54,6 +54,20 @@ def _peak(fn):
     return (torch.cuda.max_memory_allocated() - base) / 1e9
 
 
+def _graph_ms(step):
+    """Median time of ``step`` replayed as one CUDA graph (no CPU launch overhead)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return _bench(graph.replay)
+
+
 def copy_bandwidth():
     n = 1 << 29  # 1 GiB of bf16
     a = torch.randn(n, device="cuda", dtype=torch.bfloat16)
@@ -143,6 +157,11 @@ def layer_rows(kinds, ts, impls, bw, shape_rest=(64, 128, 32, 32), dtype=torch.b
                     row["ms"] = _bench(step)
                     row["x_floor"] = row["ms"] / floor_ms
                     row["peak_gb"] = _peak(step)
+                    try:
+                        row["graph_ms"] = _graph_ms(step)
+                        row["graph_x_floor"] = row["graph_ms"] / floor_ms
+                    except Exception as e:  # noqa: BLE001
+                        row["graph_error"] = f"{type(e).__name__}: {str(e)[:200]}"
                 except Exception as e:  # noqa: BLE001
                     row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
                 rows.append(row)
@@ -246,6 +265,37 @@ def resnet_rows(kinds):
     return rows
 
 
+def profile_resnet(kind="lmh", batch=64, t=4):
+    """torch.profiler table of one fused SNN ResNet-19 training step (GPU kernels by time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from lmh_deploy.models import build_model, default_config
+
+    net = build_model(default_config("resnet19", neuron=kind, timesteps=t, num_classes=10,
+                                     input_shape=(3, 32, 32))).cuda()
+    net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    img = torch.randn(batch, 3, 32, 32, device="cuda").to(memory_format=torch.channels_last)
+    lab = torch.randint(0, 10, (batch,), device="cuda")
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(net(img).mean(0).float(), lab)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60))
+    return []
+
+
 def tune_rows(bw, ts=(4, 10)):
     from lmh_deploy.kernels import fused as F
 
@@ -280,6 +330,8 @@ def _fmt(r):
     if "x_relu" in r:
         out += f"  {r['x_relu']:5.2f}x relu"
     out += f"  peak {r['peak_gb']:6.2f} GB"
+    if "graph_ms" in r:
+        out += f"  | graph {r['graph_ms']:8.3f} ms {r['graph_x_floor']:6.2f}x floor"
     return out
 
 
@@ -318,6 +370,8 @@ def main(argv=None):
         res["rows"] += infer_rows(kinds, [i for i in impls if i != "compile"], bw)
     if "tune" in secs:
         res["rows"] += tune_rows(bw)
+    if "profile" in secs:
+        profile_resnet()
     if "resnet" in secs:
         res["rows"] += resnet_rows(args.resnet_kinds.split(","))
     print("\n# summary")

@@ -35,12 +35,14 @@ import triton.language as tl
 
 
 @triton.jit
-def _reduce_add(gp_ptr, val, mask, pid, ch, INNER, C,
+def _reduce_add(gp_ptr, val, mask, pid, ch, INNER, C, NSLOT,
                 PER_CH: tl.constexpr, CH_MODE: tl.constexpr, CP: tl.constexpr,
                 BLOCK: tl.constexpr):
     """Add the block's per-element parameter-gradient terms ``val`` into ``gp_ptr[channel]``.
 
-    CH_MODE 0: one atomic per element (any layout); 1: the block lies in one channel;
+    Per-layer (scalar) parameters: the block's sum goes to its own slot ``gp_ptr[pid * NSLOT]``
+    of a ``[programs, NSLOT]`` buffer that the caller sums (no same-address atomic contention;
+    deterministic). Per-channel: CH_MODE 0: one atomic per element (any layout); 1: the block lies in one channel;
     2: channel-innermost layout with a power-of-two C dividing BLOCK (CP = C);
     3: NCHW layout with a power-of-two INNER dividing BLOCK (CP = INNER).
     """
@@ -59,7 +61,7 @@ def _reduce_add(gp_ptr, val, mask, pid, ch, INNER, C,
         else:
             tl.atomic_add(gp_ptr + ch, val, mask=mask)
     else:
-        tl.atomic_add(gp_ptr, tl.sum(val, axis=0))
+        tl.atomic_add(gp_ptr + pid * NSLOT, tl.sum(val, axis=0))
 
 
 @triton.jit
@@ -100,7 +102,7 @@ def lmh_fwd_kernel(x_ptr, s_ptr, prm_ptr, th_ptr, ck_ptr, N, T, P, C, INNER,
 
 
 @triton.jit
-def lmh_bwd_kernel(x_ptr, g_ptr, gx_ptr, prm_ptr, th_ptr, ck_ptr, gp_ptr, N, T, P, C, INNER,
+def lmh_bwd_kernel(x_ptr, g_ptr, gx_ptr, prm_ptr, th_ptr, ck_ptr, gp_ptr, N, T, P, C, INNER, NSLOT,
                    GAMMA: tl.constexpr, PER_CH: tl.constexpr, RADICAL: tl.constexpr,
                    NEED_PGRAD: tl.constexpr, CH_MODE: tl.constexpr, CP: tl.constexpr,
                    K: tl.constexpr, BLOCK: tl.constexpr):
@@ -174,13 +176,13 @@ def lmh_bwd_kernel(x_ptr, g_ptr, gx_ptr, prm_ptr, th_ptr, ck_ptr, gp_ptr, N, T, 
                 if RADICAL:
                     if t < T:
                         prow = tl.minimum(t, P - 1) * C
-                        _reduce_add(gp_ptr + prow, gvd * vd_prev, mask, pid, ch, INNER, C,
+                        _reduce_add(gp_ptr + prow, gvd * vd_prev, mask, pid, ch, INNER, C, NSLOT,
                                     PER_CH, CH_MODE, CP, BLOCK)
-                        _reduce_add(gp_ptr + PC + prow, gvd * vs_prev, mask, pid, ch, INNER, C,
+                        _reduce_add(gp_ptr + PC + prow, gvd * vs_prev, mask, pid, ch, INNER, C, NSLOT,
                                     PER_CH, CH_MODE, CP, BLOCK)
                         _reduce_add(gp_ptr + 2 * PC + prow, gm * vs_prev, mask, pid, ch, INNER,
-                                    C, PER_CH, CH_MODE, CP, BLOCK)
-                        _reduce_add(gp_ptr + 3 * PC + prow, gm * vd_t, mask, pid, ch, INNER, C,
+                                    C, NSLOT, PER_CH, CH_MODE, CP, BLOCK)
+                        _reduce_add(gp_ptr + 3 * PC + prow, gm * vd_t, mask, pid, ch, INNER, C, NSLOT,
                                     PER_CH, CH_MODE, CP, BLOCK)
                 else:
                     acc_md += gvd * vd_prev
@@ -189,9 +191,11 @@ def lmh_bwd_kernel(x_ptr, g_ptr, gx_ptr, prm_ptr, th_ptr, ck_ptr, gp_ptr, N, T, 
                     acc_ld += gm * vd_t
     if NEED_PGRAD:
         if not RADICAL:
-            _reduce_add(gp_ptr, acc_md, mask, pid, ch, INNER, C, PER_CH, CH_MODE, CP, BLOCK)
-            _reduce_add(gp_ptr + PC, acc_ms, mask, pid, ch, INNER, C, PER_CH, CH_MODE, CP, BLOCK)
-            _reduce_add(gp_ptr + 2 * PC, acc_ls, mask, pid, ch, INNER, C, PER_CH, CH_MODE, CP,
+            _reduce_add(gp_ptr, acc_md, mask, pid, ch, INNER, C, NSLOT, PER_CH, CH_MODE, CP,
                         BLOCK)
-            _reduce_add(gp_ptr + 3 * PC, acc_ld, mask, pid, ch, INNER, C, PER_CH, CH_MODE, CP,
+            _reduce_add(gp_ptr + PC, acc_ms, mask, pid, ch, INNER, C, NSLOT, PER_CH, CH_MODE, CP,
+                        BLOCK)
+            _reduce_add(gp_ptr + 2 * PC, acc_ls, mask, pid, ch, INNER, C, NSLOT, PER_CH, CH_MODE, CP,
+                        BLOCK)
+            _reduce_add(gp_ptr + 3 * PC, acc_ld, mask, pid, ch, INNER, C, NSLOT, PER_CH, CH_MODE, CP,
                         BLOCK)

@@ -12,7 +12,7 @@ the torch path. Per window of T steps (Omega is T x T; T' = k*T runs k windows, 
 
 Backward (DESIGN §1): rectangular window ``d(theta s)/dm = 1`` on ``0.5 theta <= m <= (L+0.5)
 theta``; m -> v[t-1] and the reset are detached, so the backward is local per step except
-through Omega::
+through Omega (dL/dOmega: per-program partial sums in a [programs, T*T] buffer)::
 
     dL/dI[t]    = dL/ds[t] * window(m[t]) / theta
     dL/dx[j]    = gain * sum_t Omega[t, j] dL/dI[t]
@@ -78,7 +78,7 @@ def lmht_fwd_kernel(x_ptr, s_ptr, om_ptr, lam_ptr, cst_ptr, N, NW, C, INNER,
 
 @triton.jit
 def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, cst_ptr, glam_ptr, gom_ptr,
-                    N, NW, C, INNER,
+                    N, NW, C, INNER, NSLOT,
                     T: tl.constexpr, L: tl.constexpr, HAS_OMEGA: tl.constexpr,
                     PER_CH: tl.constexpr, NEED_LAM: tl.constexpr, NEED_OMEGA: tl.constexpr,
                     CH_MODE: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
@@ -127,6 +127,6 @@ def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, cst_ptr, glam_ptr, go
             for t in tl.static_range(T):
                 for j in tl.static_range(T):
                     part = tl.sum(tl.where(mask, gis[t] * xs[j], 0.0), axis=0)
-                    tl.atomic_add(gom_ptr + t * T + j, part)
+                    tl.atomic_add(gom_ptr + pid * (T * T) + t * T + j, part)
     if NEED_LAM:
-        _reduce_add(glam_ptr, acc_lam, mask, pid, ch, INNER, C, PER_CH, CH_MODE, CP, BLOCK)
+        _reduce_add(glam_ptr, acc_lam, mask, pid, ch, INNER, C, NSLOT, PER_CH, CH_MODE, CP, BLOCK)
