@@ -16,9 +16,14 @@ from lmh_deploy.neurons import LMHNeuron, LMHTNeuron
 from lmh_deploy.ops import TorchOps, rect_surrogate, triangle_surrogate
 
 
-def col(values, requires_grad=False) -> torch.Tensor:
-    """[T] -> [T, 1, 1] float32 (one batch element, one neuron)."""
-    return torch.tensor(values, dtype=torch.float32).reshape(-1, 1, 1).requires_grad_(requires_grad)
+#: module-level gradient tests also run on CUDA when present (the fused GPU kernels' backward)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def col(values, requires_grad=False, device="cpu") -> torch.Tensor:
+    """[T] -> [T, 1, 1] float32 leaf tensor (one batch element, one neuron)."""
+    t = torch.tensor(values, dtype=torch.float32, device=device).reshape(-1, 1, 1)
+    return t.requires_grad_(requires_grad)
 
 
 # ------------------------------------------------------------------------------------------
@@ -80,9 +85,10 @@ def test_torch_levels_forward_and_window_gradient(theta, levels):
     #   m_S[2] = 1/2 + 3/4 = 5/4 -> tri(5/4 - 2) = 1/4; d o2/d x1 = 2 * 1/4 = 1/2
     (2.0, [1.5, 0.75], 0.5),
 ])
-def test_lmh_init_gradient_through_detached_reset(theta, x, expect):
-    n = LMHNeuron(2, theta=theta)
-    xt = col(x, requires_grad=True)
+@pytest.mark.parametrize("device", DEVICES)
+def test_lmh_init_gradient_through_detached_reset(theta, x, expect, device):
+    n = LMHNeuron(2, theta=theta).to(device)
+    xt = col(x, requires_grad=True, device=device)
     o = n(xt)
     o[1].sum().backward()
     # had the reset not been detached: dv_S1/dx1 = 1 - theta tri(m_S[1] - theta) would scale it
@@ -120,23 +126,26 @@ def _lmht_jacobian(n: LMHTNeuron, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def test_lmht_identity_omega_no_gradient_to_previous_steps():
+@pytest.mark.parametrize("device", DEVICES)
+def test_lmht_identity_omega_no_gradient_to_previous_steps(device):
     # Omega = I, lambda = 1, theta = 1, L = 2, v(0) = 0; x = 1.75, 0.5, 1.25, 0.75:
     #  m = 1.75 (s=1, v=.75) | 1.25 (s=1, v=.25) | 1.5 (s=1, v=.5) | 1.25: every m in [0.5, 2.5]
     # m[t] depends on x[t-1] through v[t-1], but that path is detached: J = identity.
-    n = LMHTNeuron(4, levels=2, learn_omega=False)
-    jac = _lmht_jacobian(n, col([1.75, 0.5, 1.25, 0.75]))
-    assert torch.equal(jac, torch.eye(4))
+    n = LMHTNeuron(4, levels=2, learn_omega=False).to(device)
+    jac = _lmht_jacobian(n, col([1.75, 0.5, 1.25, 0.75], device=device))
+    assert torch.equal(jac.cpu(), torch.eye(4))
 
 
-def test_lmht_omega_jacobian_is_omega_times_window():
+@pytest.mark.parametrize("device", DEVICES)
+def test_lmht_omega_jacobian_is_omega_times_window(device):
     # learned Omega (random M), lambda = 1, L = 2, theta = 1: d o[t]/d x[j] = Omega[t, j] rect(m[t]).
     torch.manual_seed(0)
     n = LMHTNeuron(4, levels=2)
     with torch.no_grad():
         n.M.copy_(torch.randn(4, 4))
     x = col([1.0, 1.5, -3.0, 8.0])
-    jac = _lmht_jacobian(n, x)
+    jac = _lmht_jacobian(n.to(device), x.to(device)).cpu()
+    n = n.cpu()
     om = n.omega().detach()
     with torch.no_grad():
         cur = om @ x.flatten()
@@ -161,19 +170,22 @@ def test_lmht_omega_jacobian_is_omega_times_window():
     #   | m3 = 3/64 + 5/4 = 83/64 (in window)   dL/dlambda = 0 + 2 * 3/4 + 3 * 1/16 = 27/16
     (0.25, [1.75, 0.5, 1.25], 27 / 16),
 ])
-def test_lmht_lambda_gradient_eq14(lam_sig, x, expect_dlam):
+@pytest.mark.parametrize("device", DEVICES)
+def test_lmht_lambda_gradient_eq14(lam_sig, x, expect_dlam, device):
     n = LMHTNeuron(3, levels=2, learn_omega=False)
     with torch.no_grad():
         n.a.fill_(float(torch.logit(torch.tensor(lam_sig))))
     sig = float(torch.sigmoid(n.a.detach()))
-    c = col([1.0, 2.0, 3.0])
-    (n(col(x)) * c).sum().backward()
+    n = n.to(device)
+    c = col([1.0, 2.0, 3.0], device=device)
+    (n(col(x, device=device)) * c).sum().backward()
     # lambda = sigmoid(a) + 1/2  ->  dL/da = dL/dlambda * sigmoid'(a)
     assert float(n.a.grad) == pytest.approx(expect_dlam * sig * (1 - sig), rel=1e-6)
     assert float(n.a.grad) != 0
 
 
-def test_lmht_omega_gradient_eq15():
+@pytest.mark.parametrize("device", DEVICES)
+def test_lmht_omega_gradient_eq15(device):
     # T = 2, L = 2, theta = 1, lambda = 1, M = 0 -> Omega = 1/2 everywhere; x = 3/2, 1
     #   I = (3/4 + 1/2, 3/4 + 1/2) = (5/4, 5/4); m1 = 5/4 (s=1, v=1/4); m2 = 1/4 + 5/4 = 3/2 (s=1)
     #   loss = 1 o1 + 3 o2  ->  dL/dm = (1, 3) (both in the window)
@@ -181,9 +193,9 @@ def test_lmht_omega_gradient_eq15():
     #   Omega = 2 sigmoid(M) / T -> dOmega/dM = (2/T) sigmoid'(0) = 1/4: dL/dM = [[3/8, 1/4], [9/8, 3/4]]
     #   Eq. 14: dL/dlambda = 1 v(0) + 3 v(1) = 3/4  ->  dL/da = 3/4 * 1/4 = 3/16
     #   dL/dx[j] = sum_i dL/dm[i] Omega[i, j] = (1 + 3)/2 = 2 (no path through v)
-    n = LMHTNeuron(2, levels=2)
-    x = col([1.5, 1.0], requires_grad=True)
-    (n(x) * col([1.0, 3.0])).sum().backward()
+    n = LMHTNeuron(2, levels=2).to(device)
+    x = col([1.5, 1.0], requires_grad=True, device=device)
+    (n(x) * col([1.0, 3.0], device=device)).sum().backward()
     assert n.M.grad.tolist() == [[0.375, 0.25], [1.125, 0.75]]
     assert float(n.a.grad) == 3 / 16
     assert x.grad.flatten().tolist() == [2.0, 2.0]
@@ -194,15 +206,16 @@ def test_lmht_omega_gradient_eq15():
 # ------------------------------------------------------------------------------------------
 
 
-def test_radical_lmh_per_step_gradients():
+@pytest.mark.parametrize("device", DEVICES)
+def test_radical_lmh_per_step_gradients(device):
     # at init (mu = 0, lambda = 1), theta = 1, v_S(0) = 1/2, x = 5/8, 3/8, 3/4, 1/4:
     #   m_S = 9/8 (s=1, v_S=1/8) | 1/2 (v_S=1/2) | 5/4 (s=1, v_S=1/4) | 1/2
     #   every m_S in (0, 2): tri > 0 at every step; v_S[t-1] = 1/2, 1/8, 1/2, 1/4 and
     #   v_D[t-1] = 0, 5/8, 3/8, 3/4 are non-zero (except v_D(0) = 0).
-    x = col([0.625, 0.375, 0.75, 0.25])
+    x = col([0.625, 0.375, 0.75, 0.25], device=device)
     names = ("x_mu_d", "x_mu_s", "x_lam_s", "x_lam_d")
     for t in range(4):
-        n = LMHNeuron(4, radical=True)
+        n = LMHNeuron(4, radical=True).to(device)
         n(x)[t].sum().backward()
         for name in names:
             g = getattr(n, name).grad
@@ -211,12 +224,13 @@ def test_radical_lmh_per_step_gradients():
                 assert g[0] == 0  # dm/dmu_D[0] = lambda_D v_D(0) = 0
             else:
                 assert g[t] != 0, (name, t, g)
-    # hand values at t = 3 (third step, 1-based): tri(5/4 - 1) = 3/4, sigmoid'(0) = 1/4
-    #   d o3/d x_lam_s[3] = 3/4 * v_S[2] * 1/4  = 3/4 * 1/2 * 1/4 = 3/32
-    #   d o3/d x_lam_d[3] = 3/4 * v_D[3] * 1/4  = 3/4 * 3/4 * 1/4 = 9/64
-    #   d o3/d x_mu_s[3]  = 3/4 * lambda_D v_S[2] * 1/4 = 3/32
-    #   d o3/d x_mu_d[3]  = 3/4 * lambda_D v_D[2] * 1/4 = 3/4 * 3/8 * 1/4 = 9/128
-    n = LMHNeuron(4, radical=True)
+    # hand values for the third step (1-based t = 3, parameter index 2): m_S[3] = 5/4,
+    # tri(5/4 - 1) = 3/4, sigmoid'(0) = 1/4, v_S[2] = 1/2, v_D[2] = 3/8, v_D[3] = 3/4:
+    #   d o[3]/d x_lam_s[2] = 3/4 * v_S[2] * 1/4  = 3/4 * 1/2 * 1/4 = 3/32
+    #   d o[3]/d x_lam_d[2] = 3/4 * v_D[3] * 1/4  = 3/4 * 3/4 * 1/4 = 9/64
+    #   d o[3]/d x_mu_s[2]  = 3/4 * lambda_D v_S[2] * 1/4 = 3/32
+    #   d o[3]/d x_mu_d[2]  = 3/4 * lambda_D v_D[2] * 1/4 = 3/4 * 3/8 * 1/4 = 9/128
+    n = LMHNeuron(4, radical=True).to(device)
     n(x)[2].sum().backward()
     assert float(n.x_lam_s.grad[2]) == 3 / 32
     assert float(n.x_lam_d.grad[2]) == 9 / 64

@@ -9,6 +9,10 @@ from lmh_deploy.models import ARCHS, build_model, default_config
 from lmh_deploy.neurons import LMHNeuron, LMHTNeuron
 
 
+#: the CIFAR-size LM-HT nets also run on CUDA when present (fused GPU kernels)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
 def _grads_ok(model) -> None:
     """Every parameter got a finite gradient; every LM-HT layer's M and a a non-zero one."""
     missing = [n for n, p in model.named_parameters() if p.grad is None]
@@ -22,24 +26,25 @@ def _grads_ok(model) -> None:
         assert m.a.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("arch", ["resnet19", "vgg16"])
-def test_lmht_cifar_nets_with_hidden_linear_neurons_forward_backward(arch):
+def test_lmht_cifar_nets_with_hidden_linear_neurons_forward_backward(arch, device):
     torch.manual_seed(0)
     cfg = default_config(arch, "lmht", timesteps=2, num_classes=10, input_shape=(3, 32, 32), levels=2)
-    model = build_model(cfg)
+    model = build_model(cfg).to(device)
     # the architecture has a neuron layer on a [T, B, F] linear output (the reference code's
     # T-GIM breaks exactly there)
     fc_neurons = [n.name for n in model.nodes
                   if n.kind == "neuron" and len(model.shapes[n.inputs[0]]) == 1]
     assert fc_neurons
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 3, 32, 32, device=device)
     logits, spikes = model.run(x, record=True)
     assert logits.shape == (2, 2, 10)
     for name in fc_neurons:
         s = spikes[name]
         assert s.dim() == 3 and s.shape[:2] == (2, 2)
         assert set(s.unique().tolist()) <= {0.0, 1.0, 2.0}
-    torch.nn.functional.cross_entropy(logits.mean(0), torch.tensor([1, 7])).backward()
+    torch.nn.functional.cross_entropy(logits.mean(0), torch.tensor([1, 7], device=device)).backward()
     _grads_ok(model)
 
 

@@ -21,6 +21,11 @@ from lmh_deploy.neurons import LIFNeuron, LMHNeuron, LMHTNeuron
 from lmh_deploy.ops import NumpyOps
 
 
+#: torch-module tests also run on CUDA when present (the fused GPU kernels must give the same
+#: hand-computed traces)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
 def raw_for(sig: float) -> float:
     """A float32 raw value x with torch.sigmoid(x) == sig exactly (searched near logit(sig)),
     so that mu = sig - 0.5 / lambda = sig + 0.5 / Omega = 2 sig / T are exact round numbers."""
@@ -98,9 +103,10 @@ LIF_S = [1, 0, 1, 0, 1, 0]
 LIF_V = [0.0, 0.5, 0.25, 0.375, 1.6875, 0.34375]
 
 
-def test_lif_trace_torch():
-    s = LIFNeuron(6, decay=0.5, theta=1.0).counts(t1(LIF_X))
-    assert torch.equal(s, t1(LIF_S))
+@pytest.mark.parametrize("device", DEVICES)
+def test_lif_trace_torch(device):
+    s = LIFNeuron(6, decay=0.5, theta=1.0).to(device).counts(t1(LIF_X).to(device))
+    assert torch.equal(s.cpu(), t1(LIF_S))
 
 
 def test_lif_trace_numpy():
@@ -150,13 +156,16 @@ def _set_lmh(n: LMHNeuron, mu_d, mu_s, lam_s, lam_d):
             p.copy_(torch.tensor([fn(v) for v in vals], dtype=torch.float32).reshape(p.shape))
 
 
-def test_lmh_trace_torch():
+@pytest.mark.parametrize("device", DEVICES)
+def test_lmh_trace_torch(device):
     n = LMHNeuron(6)
     _set_lmh(n, *LMH_P)
     mu_d, mu_s, lam_s, lam_d = (float(v.detach()) for v in n.evaluated())
     assert (mu_d, mu_s, lam_s, lam_d) == LMH_P  # the maps gave the round values exactly
-    assert torch.equal(n.counts(t1(LMH_X)), t1(LMH_S))
-    assert torch.equal(n(t1(LMH_X)), t1(LMH_S) * 1.0)
+    n = n.to(device)
+    x = t1(LMH_X).to(device)
+    assert torch.equal(n.counts(x).cpu(), t1(LMH_S))
+    assert torch.equal(n(x).detach().cpu(), t1(LMH_S) * 1.0)
 
 
 def test_lmh_trace_numpy():
@@ -165,7 +174,8 @@ def test_lmh_trace_numpy():
     np.testing.assert_array_equal(vs, LMH_VS)
 
 
-def test_lmh_per_channel_trace():
+@pytest.mark.parametrize("device", DEVICES)
+def test_lmh_per_channel_trace(device):
     # channel 0 carries the hand trace above, channel 1 sits at init (IF, v_S(0) = 1/2):
     # channel 1 inputs 1/2, 0, 1/4, 1/4, 1, 0 -> m = 1 (s=1), 0, 1/4, 1/2, 3/2 (s=1), 1/2
     n = LMHNeuron(6, channels=2)
@@ -173,10 +183,11 @@ def test_lmh_per_channel_trace():
     x1 = [0.5, 0.0, 0.25, 0.25, 1.0, 0.0]
     x = torch.tensor([LMH_X, x1], dtype=torch.float32).T.reshape(6, 1, 2)
     expect = torch.tensor([LMH_S, [1, 0, 0, 0, 1, 0]], dtype=torch.float32).T.reshape(6, 1, 2)
-    assert torch.equal(n.counts(x), expect)
+    n = n.to(device)
+    assert torch.equal(n.counts(x.to(device)).cpu(), expect)
     # per-channel params broadcast over conv feature maps [T, B, C, H, W] too
-    xc = x.reshape(6, 1, 2, 1, 1).expand(6, 1, 2, 3, 3)
-    assert torch.equal(n.counts(xc), expect.reshape(6, 1, 2, 1, 1).expand(6, 1, 2, 3, 3))
+    xc = x.reshape(6, 1, 2, 1, 1).expand(6, 1, 2, 3, 3).contiguous()
+    assert torch.equal(n.counts(xc.to(device)).cpu(), expect.reshape(6, 1, 2, 1, 1).expand(6, 1, 2, 3, 3))
 
 
 # ------------------------------------------------------------------------------------------
@@ -202,14 +213,16 @@ RAD_S = [1, 0, 0, 1, 1]
 RAD_VS = [0.0, 33 / 128, 959 / 1024, 58011 / 32768, 817043 / 2097152]
 
 
-def test_radical_lmh_trace_torch():
+@pytest.mark.parametrize("device", DEVICES)
+def test_radical_lmh_trace_torch(device):
     n = LMHNeuron(5, radical=True)
     _set_lmh(n, *[list(col) for col in zip(*RAD_P)])
-    assert torch.equal(n.counts(t1(RAD_X)), t1(RAD_S))
+    x = t1(RAD_X).to(device)
+    assert torch.equal(n.to(device).counts(x).cpu(), t1(RAD_S))
     # with step 0's parameters held for all steps the trace differs (the per-step values matter)
     n0 = LMHNeuron(5)
     _set_lmh(n0, *RAD_P[0])
-    assert not torch.equal(n0.counts(t1(RAD_X)), t1(RAD_S))
+    assert not torch.equal(n0.to(device).counts(x).cpu(), t1(RAD_S))
 
 
 def test_radical_lmh_trace_numpy():
@@ -246,16 +259,18 @@ LMHT_CASES = [
 ]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("levels,theta,lam,xs,spikes,vs", LMHT_CASES)
-def test_lmht_identity_omega_trace(levels, theta, lam, xs, spikes, vs):
+def test_lmht_identity_omega_trace(levels, theta, lam, xs, spikes, vs, device):
     assert set(spikes) == set(range(levels + 1))  # every level 0..L is reached
     n = LMHTNeuron(len(xs), levels=levels, learn_omega=False)
     assert float(n.theta) == theta  # direct-training default theta = 2/L
     with torch.no_grad():
         n.a.fill_(lam_raw(lam))
     assert float(n.lam().detach()) == lam
-    assert torch.equal(n.counts(t1(xs)), t1(spikes))
-    assert torch.equal(n(t1(xs)), t1(spikes) * theta)
+    n = n.to(device)
+    assert torch.equal(n.counts(t1(xs).to(device)).cpu(), t1(spikes))
+    assert torch.equal(n(t1(xs).to(device)).detach().cpu(), t1(spikes) * theta)
     _, s, v = run_lmht_numpy(xs, lam, theta, levels)
     np.testing.assert_array_equal(s, spikes)
     np.testing.assert_array_equal(v, vs)
@@ -307,22 +322,25 @@ def _omega_module(levels, lam):
     return n
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("levels,theta,lam,spikes", OMEGA_CASES)
-def test_lmht_tgim_trace(levels, theta, lam, spikes):
-    n = _omega_module(levels, lam)
-    assert torch.equal(n.counts(t1(OMEGA_X)), t1(spikes))
+def test_lmht_tgim_trace(levels, theta, lam, spikes, device):
+    n = _omega_module(levels, lam).to(device)
+    assert torch.equal(n.counts(t1(OMEGA_X).to(device)).cpu(), t1(spikes))
     cur, s, _ = run_lmht_numpy(OMEGA_X, lam, theta, levels, omega=OMEGA)
     np.testing.assert_array_equal(cur, OMEGA_I)
     np.testing.assert_array_equal(s, spikes)
 
 
-def test_lmht_hybrid_init_and_gain():
+@pytest.mark.parametrize("device", DEVICES)
+def test_lmht_hybrid_init_and_gain(device):
     # hybrid: theta = 1 (QCFS threshold), v(0) = theta/2, first-layer gain L = 2, Omega = I,
     # lambda = 1.  x = 0.25, 0.75, 0, 1.25, -1  ->  I = 2x = 0.5, 1.5, 0, 2.5, -2
     #  m: 1/2 + 1/2 = 1 (s=1, v=0) | 3/2 (s=1, v=1/2) | 1/2 (s=0) | 3 (clip 2, v=1) | -1 (s=0)
     n = LMHTNeuron(5, levels=2, theta=1.0, v0_frac=0.5, learn_omega=False)
     n.gain.fill_(2.0)
-    assert torch.equal(n.counts(t1([0.25, 0.75, 0.0, 1.25, -1.0])), t1([1, 1, 0, 2, 0]))
+    n = n.to(device)
+    assert torch.equal(n.counts(t1([0.25, 0.75, 0.0, 1.25, -1.0]).to(device)).cpu(), t1([1, 1, 0, 2, 0]))
     _, s, _ = run_lmht_numpy([0.5, 1.5, 0.0, 2.5, -2.0], 1.0, 1.0, 2, v0=0.5)
     np.testing.assert_array_equal(s, [1, 1, 0, 2, 0])
 
@@ -360,13 +378,14 @@ def _if_soft_reset(x: torch.Tensor, theta: float) -> torch.Tensor:
     return torch.stack(out)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("theta", [1.0, 0.5, 2.0])
-def test_lmh_at_init_is_soft_reset_if(theta):
+def test_lmh_at_init_is_soft_reset_if(theta, device):
     g = torch.Generator().manual_seed(1)
     x = (torch.randn(10, 4, 3, 5, 5, generator=g) * 0.6 + 0.3) * theta
     x[0, 0, 0, 0, 0] = theta / 2  # lands exactly on the threshold at t1 -> fires
-    n = LMHNeuron(10, theta=theta)
-    s = n.counts(x)
+    n = LMHNeuron(10, theta=theta).to(device)
+    s = n.counts(x.to(device)).cpu()
     assert s[0, 0, 0, 0, 0] == 1
     assert torch.equal(s, _if_soft_reset(x, theta))
     assert 0 < s.mean() < 1
@@ -403,9 +422,10 @@ def _if_substeps(current: np.ndarray, v0: np.ndarray, theta: float, levels: int)
     return np.stack(counts), np.stack(vs)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("levels", [1, 2, 4, 8])
 @pytest.mark.parametrize("theta", [1.0, 0.5])
-def test_theorem_4_2_i_mht_equals_if_substeps(levels, theta):
+def test_theorem_4_2_i_mht_equals_if_substeps(levels, theta, device):
     rng = np.random.default_rng(levels * 10 + int(theta * 4))
     T, n = 6, 4000
     q = 2.0 ** -8  # multiples of 2^-8: every sum below is exact in float32
@@ -425,8 +445,8 @@ def test_theorem_4_2_i_mht_equals_if_substeps(levels, theta):
     np.testing.assert_array_equal(vs, if_v)  # v(t) = v_IF(L t)
     assert set(np.unique(spikes)) == set(range(levels + 1))
     # the torch module (Omega = I, lambda = 1) with a scalar v(0) = theta/2
-    mod = LMHTNeuron(T, levels=levels, theta=theta, v0_frac=0.5, learn_omega=False)
-    s_mod = mod.counts(torch.from_numpy(current).reshape(T, 1, n)).detach().numpy().reshape(T, n)
+    mod = LMHTNeuron(T, levels=levels, theta=theta, v0_frac=0.5, learn_omega=False).to(device)
+    s_mod = mod.counts(torch.from_numpy(current).reshape(T, 1, n).to(device)).detach().cpu().numpy().reshape(T, n)
     half = np.full(n, theta / 2, np.float32)
     np.testing.assert_array_equal(s_mod, _if_substeps(current, half, theta, levels)[0])
 
