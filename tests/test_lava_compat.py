@@ -70,3 +70,19 @@ def test_import_lava_returns_package():
     lava = compat.import_lava()
     assert lava.__name__ == "lava"
     assert dataclasses.dataclass.__module__ == "dataclasses"
+
+
+def test_package_modules_execute_standalone():
+    """Lava's ProcessModel search executes every file beside a Process as a top-level module
+    outside sys.modules: each must work that way (absolute imports, no dataclasses)."""
+    import importlib.util
+    import pathlib
+
+    import lmh_deploy.lava as pkg
+
+    files = sorted(p for p in pathlib.Path(pkg.__file__).parent.glob("*.py") if p.name != "__init__.py")
+    assert {p.stem for p in files} >= {"compat", "procs_lmh", "procs_lmht", "procs_io"}
+    for path in files:
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)   # raises on failure

@@ -254,3 +254,30 @@ def test_isolated_run_and_hard_timeout(tmp_path):
     np.testing.assert_array_equal(run.logits, ref_logits)
     with pytest.raises(LavaTimeoutError, match="exceeded 0.3 s"):
         run_lava_isolated(layers, x, 4, timeout_s=0.3)
+
+
+def test_lava_discovers_our_models_without_exception_map(recwarn):
+    """Other builders (e.g. from NIR) may rely on Lava's own ProcessModel search."""
+    from lmh_deploy.lava import import_lava
+
+    import_lava()
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.dense.process import Dense
+    from lava.proc.io.source import RingBuffer
+
+    from lmh_deploy.lava.procs_lmht import MultiLevelProcess
+
+    src = RingBuffer(data=np.full((2, 6), 3.0))
+    dense = Dense(weights=np.eye(2) * 0.5, num_message_bits=8)
+    neuron = MultiLevelProcess(shape=(2,), lam=np.ones((1, 2)), theta=1.0, levels=2,
+                               bias=np.zeros(2), v0=np.zeros(2), period=6, offset=1)
+    src.s_out.connect(dense.s_in)
+    dense.a_out.connect(neuron.a_in)
+    try:
+        src.run(condition=RunSteps(num_steps=4), run_cfg=Loihi2SimCfg(select_tag="floating_pt"))
+        # I = 1.5 per step from step 1: m = 1.5 (s=1, v=.5), m = 2.0 (s=2, v=0), m = 1.5 (1, v=.5)
+        np.testing.assert_allclose(neuron.v.get(), [0.5, 0.5])
+    finally:
+        src.stop()
+    assert not [w for w in recwarn if "Cannot import module" in str(w.message)]

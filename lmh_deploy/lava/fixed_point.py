@@ -21,7 +21,7 @@ the floating-point ones; only the back-end and the parameter objects change:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -62,14 +62,21 @@ def trunc_shift(prod, bits: int = DECAY_BITS):
     return np.sign(prod) * np.right_shift(np.abs(prod), bits)
 
 
-@dataclass(frozen=True)
 class Q12:
     """A 12-bit coefficient ``c = k / 4096``; ``c * v = trunc_toward_zero(k * v / 4096)``.
 
     ``k`` is an int64 scalar or array (per neuron). Works on either side of ``*``.
+    (A plain class, not a dataclass: Lava executes this file outside ``sys.modules`` when it
+    searches ProcessModels, where ``@dataclass`` fails.)
     """
 
-    k: object
+    __slots__ = ("k",)
+
+    def __init__(self, k):
+        self.k = k
+
+    def __repr__(self):
+        return f"Q12(k={self.k!r})"
 
     def __mul__(self, v):
         return trunc_shift(np.asarray(v, dtype=np.int64) * np.asarray(self.k, dtype=np.int64))
@@ -105,8 +112,7 @@ def saturate(v):
     return np.clip(v, STATE_MIN, STATE_MAX)
 
 
-@dataclass(frozen=True)
-class QuantizedWeights:
+class QuantizedWeights(NamedTuple):
     """``W ~ w * 2**e``; Lava's Dense sends ``(w @ s) << weight_exp`` in units of ``q``."""
 
     w: np.ndarray        # int32 [out, in], even values in [-256, 254]
