@@ -281,3 +281,23 @@ def test_lava_discovers_our_models_without_exception_map(recwarn):
     finally:
         src.stop()
     assert not [w for w in recwarn if "Cannot import module" in str(w.message)]
+
+
+def test_deploy_graph_isolated_at_two_windows():
+    """LM-HT with learned Omega at T' = 2T through the isolated (process-group) path."""
+    torch = pytest.importorskip("torch")
+    from lmh_deploy.fold import fold
+    from lmh_deploy.interpreter import run_reference
+    from lmh_deploy.models import build_model, default_config
+    from lmh_deploy.runtimes.lava_runtime import run_lava_graph
+
+    torch.manual_seed(1)
+    cfg = default_config("mlp", neuron="lmht", timesteps=4)
+    cfg["neuron"]["levels"] = 4
+    graph = fold(build_model(cfg).eval())
+    x = np.random.default_rng(10).uniform(0, 4, size=(6, 1, 8, 8)).astype(np.float32)
+    ref = run_reference(graph, x, 8)
+    run = run_lava_graph(graph, x, 8, isolate=True, timeout_s=100)
+    for name in ref.spikes:
+        np.testing.assert_array_equal(run.spikes[name], ref.spikes[name], err_msg=name)
+    np.testing.assert_array_equal(run.logits, ref.logits)

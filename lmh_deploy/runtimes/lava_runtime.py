@@ -448,20 +448,28 @@ def layers_from_deploy_graph(graph) -> list:
     return layers
 
 
-def run_lava_graph(graph, x, timesteps: int | None = None, *, fixed_point: bool = False):
+def run_lava_graph(graph, x, timesteps: int | None = None, *, fixed_point: bool = False,
+                   isolate: bool = False, timeout_s: float = 300.0):
     """Run a DeployGraph in Lava: the runtime-registry signature ``(graph, x, timesteps) ->
     GraphRun`` (logits [T, B, K], spikes {neuron name: float32 counts [T, B, N]}).
 
     The input is quantized exactly as the reference does (``graph.input_quantum``, ``input_bound``).
+    ``isolate=True`` runs in a separate process group killed after ``timeout_s``
+    (:func:`run_lava_isolated`).
     """
     from ..interpreter import GraphRun
 
     x = np.asarray(x, dtype=np.float32)
     static = x.ndim == len(graph.input_shape) + 1
     t_run = graph.check_timesteps(int(timesteps or graph.timesteps) if static else x.shape[0])
-    run = run_lava(layers_from_deploy_graph(graph), x, t_run if static else None,
-                   fixed_point=fixed_point, input_quantum=graph.input_quantum,
-                   input_bound=graph.input_bound)
+    options = dict(fixed_point=fixed_point, input_quantum=float(graph.input_quantum),
+                   input_bound=float(graph.input_bound))
+    layers = layers_from_deploy_graph(graph)
+    if isolate:
+        run = run_lava_isolated(layers, x, t_run if static else None, timeout_s=timeout_s,
+                                **options)
+    else:
+        run = run_lava(layers, x, t_run if static else None, **options)
     return GraphRun(run.logits, {k: v.astype(np.float32) for k, v in run.spikes.items()})
 
 
