@@ -301,3 +301,11 @@ def test_deploy_graph_isolated_at_two_windows():
     for name in ref.spikes:
         np.testing.assert_array_equal(run.spikes[name], ref.spikes[name], err_msg=name)
     np.testing.assert_array_equal(run.logits, ref.logits)
+
+
+def test_fixed_point_input_payload_must_fit_24_bits():
+    rng = np.random.default_rng(11)
+    layers = _net(rng, [_lmh()], [4, 5, 2])
+    with pytest.raises(LavaRuntimeError, match="exceed 24 bits"):
+        run_lava(layers, np.full((1, 4), 1.0, np.float32), 2, fixed_point=True,
+                 input_quantum=2.0 ** -30)

@@ -187,6 +187,13 @@ def _time_major_input(x, n_in: int, timesteps: int | None):
                            "inputs; give [B, n_in] (or [B, C, H, W]) or [T, B, ...]")
 
 
+def fx_state_max() -> int:
+    """Largest graded payload / state magnitude (24-bit signed)."""
+    from ..lava.fixed_point import STATE_MAX
+
+    return STATE_MAX
+
+
 def default_input_quantum(x) -> float:
     """A power of two so that ``max|x| / quantum < 2**15`` (used when none is given)."""
     amax = float(np.max(np.abs(x))) if np.size(x) else 0.0
@@ -357,7 +364,11 @@ def run_lava(layers, x, timesteps: int | None = None, *, fixed_point: bool = Fal
     if fixed_point:
         if input_quantum is None:
             input_quantum = default_input_quantum(xs)
-        payload = np.rint(payload / input_quantum).astype(np.int32)
+        ints = np.rint(payload / input_quantum)
+        if ints.size and np.abs(ints).max() > fx_state_max():
+            raise LavaRuntimeError(f"input payloads up to {np.abs(ints).max():.0f} exceed 24 bits "
+                                   f"at input_quantum={input_quantum:g}; choose a larger quantum")
+        payload = ints.astype(np.int32)
 
     from ..lava.compat import import_lava
 
