@@ -1,0 +1,103 @@
+"""``lmh-export --format onnx model.pt [-o model.onnx] [--timesteps T]``.
+
+Folds the checkpoint once (:func:`lmh_deploy.fold.fold`) and hands the DeployGraph to the writer
+of the chosen format. The output is written atomically (temporary file in the destination
+directory, then ``os.replace``): on any error no output file is left behind.
+
+Formats live in :data:`FORMATS` ``{name: "module:function"}``; a writer is
+``writer(graph, path, timesteps=None, **options)`` and writes ``path`` (default output:
+the input with suffix ``.<format>``). To add a format, add one line to :data:`FORMATS`.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+from lmh_deploy.cli_common import OneLineParser, fail, positive_int, user_errors
+from lmh_deploy.errors import ExportFormatError
+
+#: format name -> "module:function" of its writer. Constant table: extend it by adding a line.
+FORMATS: dict[str, str] = {
+    "onnx": "lmh_deploy.export.onnx_export:write_onnx",
+    "nir": "lmh_deploy.export.nir_export:write_nir",
+}
+
+
+def get_writer(fmt: str):
+    """The writer function of format ``fmt`` (imported on first use)."""
+    if fmt not in FORMATS:
+        raise ExportFormatError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    module, func = FORMATS[fmt].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def export_checkpoint(path, fmt: str, out=None, timesteps: int | None = None, **options) -> Path:
+    """Fold checkpoint ``path`` and write it in format ``fmt`` to ``out`` (atomically)."""
+    from lmh_deploy.checkpoint import CheckpointError, atomic_output, load_model
+    from lmh_deploy.errors import CheckpointFileError
+    from lmh_deploy.fold import fold
+
+    writer = get_writer(fmt)
+    path = Path(path)
+    out = Path(out) if out else path.with_suffix("." + fmt)
+    if out.resolve() == path.resolve():
+        raise ExportFormatError(f"output {out} would overwrite the checkpoint; pass -o")
+    try:
+        model = load_model(path)
+    except CheckpointError as e:
+        raise CheckpointFileError(str(e)) from None
+    graph = fold(model)
+    if timesteps is not None:
+        graph.check_timesteps(timesteps)
+    with atomic_output(out) as tmp:
+        writer(graph, tmp, timesteps=timesteps, **options)
+    return out
+
+
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog="lmh-export",
+                      description="Export a trained lmh-deploy checkpoint (model.pt) exactly.")
+    p.add_argument("checkpoint", help="the checkpoint (model.pt) to export")
+    p.add_argument("--format", "-f", required=True, metavar="FMT",
+                   help=f"export format: {', '.join(FORMATS)}")
+    p.add_argument("-o", "--output", metavar="PATH",
+                   help="output file (default: beside the input, suffix .<format>)")
+    p.add_argument("--timesteps", "-T", type=positive_int, metavar="T",
+                   help="unrolled time steps (default: the trained T)")
+    p.add_argument("--frames", action="store_true",
+                   help="input is a frame sequence [T, B, C, H, W] (default: a static image [B, C, H, W])")
+    p.add_argument("--with-spikes", action="store_true",
+                   help="add every layer's spike counts as outputs (for verification)")
+    p.add_argument("--form", choices=("temporal", "unrolled"),
+                   help="NIR only: temporal (streaming; time-invariant models) or unrolled "
+                        "(stateless, every model); default: temporal when possible")
+    p.add_argument("--lossy-lif", action="store_true",
+                   help="NIR only: write LIF layers as plain nir.LIF for third-party importers "
+                        "(LOSSY: hard reset to 0 instead of subtracting theta, v(0)=0)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    options = {}
+    if args.frames:
+        options["frames"] = True
+    if args.with_spikes:
+        options["with_spikes"] = True
+    if (args.form or args.lossy_lif) and args.format != "nir":
+        return fail("lmh-export", ExportFormatError("--form and --lossy-lif apply to --format nir"))
+    if args.form:
+        options["form"] = args.form
+    if args.lossy_lif:
+        options["lossy_lif"] = True
+    try:
+        out = export_checkpoint(args.checkpoint, args.format, args.output, args.timesteps, **options)
+    except user_errors() as e:
+        return fail("lmh-export", e)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The runtime registry: every way lmh-deploy can execute a model, by name.
+
+A runtime is ``run(source, x, timesteps) -> GraphRun`` (per-step logits ``[T, B, K]`` and every
+neuron layer's spike counts ``[T, B, ...]``, numpy). What ``source`` is depends on
+:attr:`Runtime.source`:
+
+* ``"model"`` -- the trained :class:`~lmh_deploy.models.SpikingNet` (eval mode);
+* ``"graph"`` -- the folded :class:`~lmh_deploy.deploy_graph.DeployGraph`;
+* an export format name (``"onnx"``, later ``"nir"``) -- what :attr:`Runtime.load` returns for a
+  file written by that format's writer (``lmh_deploy.export.cli.FORMATS``).
+
+To add a runtime (NIR, Lava, ...): write its run (and load) function in its own module and add
+one line to :data:`RUNTIMES`. Functions are named ``"module:function"`` and imported only when the
+runtime is used, so optional dependencies stay optional.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+from ..errors import LmhError
+
+
+class UnknownRuntimeError(LmhError, ValueError):
+    """A runtime name that is not in :data:`RUNTIMES`."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    source: str                 # "model" | "graph" | an export format name
+    run: str                    # "module:function": (source, x, timesteps) -> GraphRun
+    load: str | None = None     # "module:function": path -> source (file formats only)
+    suffixes: tuple = ()        # files it can run directly (lmh-run model.onnx)
+    export_options: dict = field(default_factory=dict)  # passed to the format's writer
+    exact: bool = True          # must equal the reference interpreter spike for spike
+    description: str = ""
+
+    def run_fn(self):
+        return _resolve(self.run)
+
+    def load_fn(self):
+        return _resolve(self.load) if self.load else (lambda path: path)
+
+
+def _resolve(spec: str):
+    module, func = spec.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+#: name -> Runtime. Constant table: extend it by adding a line here.
+RUNTIMES: dict[str, Runtime] = {
+    "torch": Runtime("torch", "model", "lmh_deploy.runtimes.torch_model:run_trained_model",
+                     exact=False, description="the trained nn.Module in eval mode (before the fold)"),
+    "deployed-torch": Runtime("deployed-torch", "graph", "lmh_deploy.interpreter:run_torch",
+                              description="the DeployGraph in torch (interpreter, torch back-end)"),
+    "reference": Runtime("reference", "graph", "lmh_deploy.interpreter:run_reference",
+                         description="the DeployGraph in numpy: the ground truth"),
+    "onnx": Runtime("onnx", "onnx", "lmh_deploy.runtimes.onnx_runtime:run_onnx_model",
+                    load="lmh_deploy.runtimes.onnx_runtime:load_onnx", suffixes=(".onnx",),
+                    export_options={"with_spikes": True},
+                    description="the exported ONNX file in onnxruntime (CPU)"),
+    "nir": Runtime("nir", "nir", "lmh_deploy.runtimes.nir_runtime:run_nir",
+                   load="lmh_deploy.runtimes.nir_runtime:load_nir", suffixes=(".nir",),
+                   description="the exported NIR file in the numpy NIR runtime (lmh-nir/1)"),
+    "nir-torch": Runtime("nir-torch", "nir", "lmh_deploy.runtimes.nir_torch:run_nir_torch",
+                         suffixes=(".nir",),
+                         description="the exported NIR file as a torch module wired by nirtorch"),
+}
+
+
+def get_runtime(name: str) -> Runtime:
+    if name not in RUNTIMES:
+        raise UnknownRuntimeError(f"unknown runtime {name!r}; choose one of {', '.join(RUNTIMES)}")
+    return RUNTIMES[name]
+
+
+def parse_runtimes(text: str) -> list[Runtime]:
+    """``"torch,reference,onnx"`` -> Runtimes (unknown or empty names -> UnknownRuntimeError)."""
+    names = [n.strip() for n in str(text).split(",")]
+    if not names or any(not n for n in names):
+        raise UnknownRuntimeError(f"malformed runtime list {text!r}; give names separated by "
+                                  f"commas, e.g. torch,reference,onnx")
+    return [get_runtime(n) for n in dict.fromkeys(names)]
+
+
+__all__ = ["RUNTIMES", "Runtime", "UnknownRuntimeError", "get_runtime", "parse_runtimes"]

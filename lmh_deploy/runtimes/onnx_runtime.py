@@ -1,0 +1,108 @@
+"""Run an exported ONNX file in onnxruntime (CPU) and return a :class:`GraphRun`.
+
+Graph optimizations are **disabled** (``ORT_DISABLE_ALL``) by default. The exported graph is
+already minimal (constants shared, first layer of a static input computed once); disabling the
+optimizer guarantees that no fusion or constant re-association changes a float32 rounding in the
+neuron updates, so onnxruntime's spikes are bit-identical to the reference interpreter's.
+(``ORT_ENABLE_ALL`` was measured to keep parity on the test models too -- tests check both --
+but only the unoptimized graph is the one we can argue is exact.)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ExportFormatError, TimestepsError, require
+from ..interpreter import GraphRun
+
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def session_options(threads: int | None = None, optimization: str = "disable"):
+    """onnxruntime SessionOptions: ``threads`` intra-op threads (None = onnxruntime default)."""
+    ort = require("onnxruntime", "onnx")
+    so = ort.SessionOptions()
+    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    if optimization not in levels:
+        raise ValueError(f"unknown optimization level {optimization!r}; choose one of "
+                         f"{', '.join(OPTIMIZATION_LEVELS)}")
+    so.graph_optimization_level = levels[optimization]
+    if threads is not None:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return so
+
+
+@dataclass
+class OnnxModel:
+    """A loaded exported file: the session and the metadata lmh-deploy wrote into it."""
+
+    path: str
+    session: object
+    timesteps: int
+    frames: bool
+    time_invariant: bool
+    omega_period: int
+    spike_outputs: dict
+    meta: dict
+
+    def check_timesteps(self, timesteps: int | None) -> int:
+        """The number of steps to report: the file's T or a valid prefix of it."""
+        if timesteps is None:
+            return self.timesteps
+        if not isinstance(timesteps, (int, np.integer)) or timesteps < 1:
+            raise TimestepsError(f"timesteps must be a positive integer, got {timesteps!r}")
+        if timesteps > self.timesteps:
+            raise TimestepsError(
+                f"{self.path} was exported for T={self.timesteps}; it cannot run {timesteps} steps "
+                f"(re-export with lmh-export --timesteps {timesteps})")
+        if self.omega_period and timesteps % self.omega_period:
+            raise TimestepsError(
+                f"this LM-HT model runs at multiples of T={self.omega_period}, not {timesteps}")
+        return int(timesteps)
+
+
+def load_onnx(path, threads: int | None = None, optimization: str = "disable") -> OnnxModel:
+    """Open an exported ``.onnx`` file in onnxruntime (CPU)."""
+    ort = require("onnxruntime", "onnx")
+    try:
+        sess = ort.InferenceSession(str(path), session_options(threads, optimization),
+                                    providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ExportFormatError(f"{path}: not a readable ONNX file ({first}); re-export it with "
+                                f"lmh-export --format onnx") from None
+    meta = dict(sess.get_modelmeta().custom_metadata_map)
+    if "lmh.timesteps" not in meta:
+        raise ExportFormatError(f"{path}: not an lmh-deploy export (no lmh.* metadata); export "
+                                f"it with lmh-export --format onnx")
+    return OnnxModel(path=str(path), session=sess, timesteps=int(meta["lmh.timesteps"]),
+                     frames=meta.get("lmh.input_layout") == "TBCHW",
+                     time_invariant=meta.get("lmh.time_invariant") == "true",
+                     omega_period=int(meta.get("lmh.omega_period", 0)),
+                     spike_outputs=json.loads(meta.get("lmh.spike_outputs", "{}")), meta=meta)
+
+
+def run_onnx_model(model: OnnxModel, x, timesteps: int | None = None) -> GraphRun:
+    """Run a loaded file on ``x`` (``[B, C, H, W]``, or ``[T, B, ...]`` for a frames export).
+
+    Returns per-step logits ``[T', B, K]`` and the spike outputs the file has (``--with-spikes``),
+    cut to the first ``T'`` steps when ``timesteps`` asks for a prefix of the file's T."""
+    t = model.check_timesteps(timesteps)
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    names = ["logits"] + list(model.spike_outputs.values())
+    outs = model.session.run(names, {"input": x})
+    spikes = {k: o[:t] for k, o in zip(model.spike_outputs, outs[1:])}
+    return GraphRun(outs[0][:t], spikes)
+
+
+def run_onnx(path_or_model, x, timesteps: int | None = None) -> GraphRun:
+    """Runtime entry ``onnx``: a path (opened here) or an :class:`OnnxModel`."""
+    m = path_or_model if isinstance(path_or_model, OnnxModel) else load_onnx(path_or_model)
+    return run_onnx_model(m, x, timesteps)
