@@ -1,0 +1,206 @@
+"""The training loop: ``train(cfg) -> metrics``.
+
+One epoch = one pass over the training split in an order drawn from a generator seeded by
+``(seed, epoch)``, so a run resumed from the checkpoint of epoch e replays exactly the batches of
+an uninterrupted run. After every epoch the model is evaluated on the test split and
+``<out>/model.pt`` (with optimizer and scheduler state) and ``<out>/metrics.json`` are written
+atomically.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from lmh_deploy.checkpoint import (CheckpointError, atomic_write_text, load_checkpoint,
+                                   model_from_checkpoint, save_checkpoint)
+from lmh_deploy.data import get_dataset
+from lmh_deploy.models import build_model, default_config
+
+from .config import ConfigError, resolve_config
+from .losses import get_loss
+from .optim import build_optimizer, build_scheduler
+
+CHECKPOINT_NAME = "model.pt"
+METRICS_NAME = "metrics.json"
+
+
+def model_config_for(cfg: dict, data) -> dict:
+    """The model config (``SpikingNet.config``) of a resolved training config and data set."""
+    extra = {}
+    if cfg["per_channel"]:
+        extra["per_channel"] = True
+    if cfg["neuron"] == "lif":
+        extra["lif_decay"] = float(cfg["lif_decay"])
+    return default_config(arch=cfg["arch"], neuron=cfg["neuron"], timesteps=cfg["timesteps"],
+                          num_classes=data.num_classes, input_shape=data.input_shape,
+                          levels=cfg["levels"] if cfg["levels"] is not None else 2, **extra)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator that orders epoch ``epoch``'s batches (a function of seed and epoch only)."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+
+
+def _to_device(x, y, device, frames: bool):
+    x = x.to(device, non_blocking=True)
+    if frames:  # [B, T, ...] -> time-major [T, B, ...]
+        x = x.transpose(0, 1)
+    return x, y.to(device, non_blocking=True)
+
+
+def accuracy_per_t(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Correct counts ``[T]`` of the cumulative mean logits: prediction after step t is
+    ``argmax_k (1/t) sum_{u<=t} logits[u, :, k]``."""
+    t = logits.shape[0]
+    cum = logits.cumsum(0) / torch.arange(1, t + 1, device=logits.device, dtype=logits.dtype).view(-1, 1, 1)
+    return (cum.argmax(-1) == target.unsqueeze(0)).sum(1)
+
+
+@torch.no_grad()
+def evaluate(model, dataset, cfg: dict, frames: bool = False) -> dict:
+    """Test accuracy of the mean logits, and per step of the cumulative mean (``[T]``)."""
+    device = torch.device(cfg["device"])
+    model.eval()
+    loader = DataLoader(dataset, batch_size=cfg["eval_batch_size"], shuffle=False,
+                        num_workers=cfg["num_workers"])
+    correct = None
+    n = 0
+    for x, y in loader:
+        x, y = _to_device(x, y, device, frames)
+        c = accuracy_per_t(model(x), y).cpu()
+        correct = c if correct is None else correct + c
+        n += y.shape[0]
+    per_t = [float(v) / n for v in correct]
+    return {"test_accuracy": per_t[-1], "test_accuracy_per_t": per_t, "test_samples": n}
+
+
+def train_one_epoch(model, data, optimizer, loss_fn, cfg: dict, epoch: int) -> dict:
+    """One pass over ``data.train``; returns mean loss and train accuracy (of the mean logits)."""
+    from tqdm import tqdm
+
+    device = torch.device(cfg["device"])
+    model.train()
+    loader = DataLoader(data.train, batch_size=cfg["batch_size"], shuffle=True,
+                        generator=epoch_generator(cfg["seed"], epoch),
+                        num_workers=cfg["num_workers"])
+    total_loss, correct, n = 0.0, 0, 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg['epochs']}", leave=False,
+               disable=None if cfg["progress"] is None else not cfg["progress"])
+    for x, y in bar:
+        x, y = _to_device(x, y, device, data.frames)
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        b = y.shape[0]
+        total_loss += loss.item() * b
+        correct += int((logits.detach().mean(0).argmax(-1) == y).sum())
+        n += b
+        bar.set_postfix(loss=f"{total_loss / n:.4f}", acc=f"{correct / n:.4f}")
+    bar.close()
+    return {"train_loss": total_loss / n, "train_accuracy": correct / n}
+
+
+def _check_device(name: str) -> None:
+    kind = name.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r} requested but MPS is not available; use --device cpu")
+
+
+def _resume_state(path: str, model_cfg: dict) -> dict:
+    ckpt = load_checkpoint(path)
+    if ckpt["model_config"] != model_cfg:
+        raise CheckpointError(f"{path}: cannot resume, its model config {ckpt['model_config']} differs "
+                              f"from this run's {model_cfg}; use the same model options or a new --out")
+    if ckpt.get("optimizer") is None or ckpt.get("scheduler") is None:
+        raise CheckpointError(f"{path}: cannot resume, it holds no optimizer/scheduler state")
+    return ckpt
+
+
+def _summary(rec: dict) -> str:
+    return (f"epoch {rec['epoch']:>3}/{rec['epochs']}  lr {rec['lr']:.4g}  "
+            f"loss {rec['train_loss']:.4f}  train {rec['train_accuracy']:.4f}  "
+            f"test {rec['test_accuracy']:.4f}  {rec['epoch_time_s']:.1f}s")
+
+
+def train(cfg: dict | None = None, on_epoch_end=None, log=print) -> dict:
+    """Train a spiking network as configured by ``cfg`` (keys of ``config.DEFAULTS``; missing ones
+    take their defaults) and return the final metrics (also written to ``<out>/metrics.json``).
+
+    ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint is written
+    (``epoch`` counts completed epochs); raising from it stops the run the way an interruption
+    would. ``log`` receives the one-line summary of each epoch (``None``: silent).
+    """
+    cfg = resolve_config(cfg)
+    _check_device(cfg["device"])
+    log = log or (lambda *_: None)
+    out = Path(cfg["out"])
+    device = torch.device(cfg["device"])
+
+    data = get_dataset(cfg["dataset"], root=cfg["data_dir"], seed=cfg["seed"])
+    model_cfg = model_config_for(cfg, data)
+    torch.manual_seed(cfg["seed"])
+    model = build_model(model_cfg)
+    start_epoch, history, wall_before = 0, [], 0.0
+    ckpt = _resume_state(cfg["resume"], model_cfg) if cfg["resume"] else None
+    if ckpt is not None:
+        model = model_from_checkpoint(ckpt, cfg["resume"])
+    model.to(device)
+    optimizer = build_optimizer(model.parameters(), cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scheduler.T_max = cfg["epochs"]  # --epochs beyond the saved run extends the cosine
+        start_epoch = int(ckpt["epoch"])
+        history = list(ckpt["metrics"].get("history", []))
+        wall_before = float(ckpt["metrics"].get("wall_time_s", 0.0))
+        log(f"resuming from {cfg['resume']} after epoch {start_epoch}")
+    loss_fn = get_loss(cfg["loss"])
+    t0 = time.perf_counter()
+
+    def metrics_now(ev: dict) -> dict:
+        return {
+            "test_accuracy": ev["test_accuracy"],
+            "test_accuracy_per_t": ev["test_accuracy_per_t"],
+            "test_samples": ev["test_samples"],
+            "train_samples": len(data.train),
+            "epochs_completed": len(history),
+            "wall_time_s": wall_before + time.perf_counter() - t0,
+            "history": list(history),
+            "config": cfg,
+            "model_config": model_cfg,
+            "torch_version": str(torch.__version__),
+        }
+
+    def write(ev: dict, epoch: int) -> dict:
+        m = metrics_now(ev)
+        save_checkpoint(out / CHECKPOINT_NAME, model, metrics=m, train_config=cfg, epoch=epoch,
+                        optimizer=optimizer, scheduler=scheduler)
+        atomic_write_text(out / METRICS_NAME, json.dumps(m, indent=2) + "\n")
+        return m
+
+    final = None
+    for epoch in range(start_epoch, cfg["epochs"]):
+        te = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        rec = train_one_epoch(model, data, optimizer, loss_fn, cfg, epoch)
+        scheduler.step()
+        ev = evaluate(model, data.test, cfg, data.frames)
+        rec = {"epoch": epoch + 1, "epochs": cfg["epochs"], "lr": lr, **rec,
+               "test_accuracy": ev["test_accuracy"], "epoch_time_s": time.perf_counter() - te}
+        history.append(rec)
+        final = write(ev, epoch + 1)
+        log(_summary(rec))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, rec)
+    if final is None:  # nothing left to train (resumed a finished run): evaluate and rewrite
+        final = write(evaluate(model, data.test, cfg, data.frames), start_epoch)
+    return final
