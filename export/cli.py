@@ -34,20 +34,16 @@ def get_writer(fmt: str):
 
 def export_checkpoint(path, fmt: str, out=None, timesteps: int | None = None, **options) -> Path:
     """Fold checkpoint ``path`` and write it in format ``fmt`` to ``out`` (atomically)."""
-    from lmh_deploy.checkpoint import CheckpointError, atomic_output, load_model
-    from lmh_deploy.errors import CheckpointFileError
+    from lmh_deploy.checkpoint import atomic_output
     from lmh_deploy.fold import fold
+    from lmh_deploy.runtimes.deployment import load_model_checked
 
     writer = get_writer(fmt)
     path = Path(path)
     out = Path(out) if out else path.with_suffix("." + fmt)
     if out.resolve() == path.resolve():
         raise ExportFormatError(f"output {out} would overwrite the checkpoint; pass -o")
-    try:
-        model = load_model(path)
-    except CheckpointError as e:
-        raise CheckpointFileError(str(e)) from None
-    graph = fold(model)
+    graph = fold(load_model_checked(path))
     if timesteps is not None:
         graph.check_timesteps(timesteps)
     with atomic_output(out) as tmp:
@@ -79,7 +75,10 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a bad option (one line already printed): its status
+        return int(e.code or 0)
     options = {}
     if args.frames:
         options["frames"] = True

@@ -34,13 +34,7 @@ class Deployment:
             if self.path.suffix in rt.suffixes:
                 self.file_runtime = rt
         if self.file_runtime is None:
-            from ..checkpoint import CheckpointError, load_model
-            from ..errors import CheckpointFileError
-
-            try:
-                self._model = load_model(self.path)
-            except CheckpointError as e:
-                raise CheckpointFileError(str(e)) from None
+            self._model = load_model_checked(self.path)
         else:
             if not self.path.is_file():
                 raise LmhError(f"{self.path}: no such file")
@@ -153,6 +147,23 @@ class Deployment:
         import json
 
         return tuple(json.loads(self._handles[(self.file_runtime.name, None)].meta["lmh.input_shape"]))
+
+
+def load_model_checked(path):
+    """:func:`lmh_deploy.checkpoint.load_model`, with every failure to read the file turned into
+    a one-line :class:`~lmh_deploy.errors.CheckpointFileError` naming the file."""
+    from ..checkpoint import CheckpointError, load_model
+    from ..errors import CheckpointFileError, LmhError
+
+    try:
+        return load_model(path)
+    except CheckpointError as e:
+        raise CheckpointFileError(str(e)) from None
+    except LmhError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types on garbage input
+        raise CheckpointFileError(f"{path}: not a readable lmh-deploy checkpoint "
+                                  f"({type(e).__name__}); re-save or re-train it") from None
 
 
 def concat_runs(runs: list) -> GraphRun:

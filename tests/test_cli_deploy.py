@@ -1,0 +1,147 @@
+"""lmh-export / lmh-run / lmh-verify: outputs, exit codes, one-line errors, nothing left behind."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from _deploy_models import random_model, save_model, trained_checkpoint  # noqa: E402
+
+from lmh_deploy import cli_run, cli_verify  # noqa: E402
+from lmh_deploy.export import cli as export_cli  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    src = trained_checkpoint("mlp", "lmh")
+    d = tmp_path_factory.mktemp("ck")
+    p = d / "model.pt"
+    p.write_bytes(src.read_bytes())
+    return p
+
+
+def _one_line_error(capsys, code, rc):
+    err = capsys.readouterr().err
+    assert rc == code, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "error:" in lines[0], err
+    return lines[0]
+
+
+def test_export_default_output_beside_input_and_runs(ckpt, capsys):
+    assert export_cli.main(["--format", "onnx", str(ckpt)]) == 0
+    out = ckpt.with_suffix(".onnx")
+    assert out.is_file() and "wrote" in capsys.readouterr().out
+    res_file = cli_run.run_file(out, limit=120)
+    res_ckpt = cli_run.run_file(ckpt, runtime="reference", limit=120)
+    assert res_file["accuracy_per_step"] == res_ckpt["accuracy_per_step"]
+    assert res_file["accuracy"] > 0.5
+
+
+def test_export_options_timesteps_and_output(ckpt, tmp_path):
+    out = tmp_path / "sub" / "m8.onnx"
+    assert export_cli.main(["-f", "onnx", str(ckpt), "-o", str(out), "-T", "8", "--with-spikes"]) == 0
+    res = cli_run.run_file(out, limit=50)
+    assert res["timesteps"] == 8 and len(res["accuracy_per_step"]) == 8
+    assert res["spikes_per_sample"] > 0
+    # a prefix of the file's T is allowed, more is a clear error
+    assert cli_run.run_file(out, limit=50, timesteps=3)["accuracy_per_step"] == \
+        res["accuracy_per_step"][:3]
+    assert cli_run.main([str(out), "--timesteps", "9", "--limit", "5"]) == 2
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04garbage"])
+def test_export_bad_file(tmp_path, capsys, content):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(content)
+    rc = export_cli.main(["--format", "onnx", str(bad)])
+    line = _one_line_error(capsys, 2, rc)
+    assert "bad.pt" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pt"]
+
+
+def test_export_truncated_checkpoint(ckpt, tmp_path, capsys):
+    bad = tmp_path / "trunc.pt"
+    bad.write_bytes(ckpt.read_bytes()[:2000])
+    line = _one_line_error(capsys, 2, export_cli.main(["--format", "onnx", str(bad)]))
+    assert "corrupt" in line or "not an lmh-deploy" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trunc.pt"]
+
+
+def test_export_unknown_format(ckpt, tmp_path, capsys):
+    out = tmp_path / "x.tflite"
+    line = _one_line_error(capsys, 2, export_cli.main(["--format", "tflite", str(ckpt), "-o", str(out)]))
+    assert "unknown format 'tflite'" in line and "onnx" in line
+    assert not out.exists()
+
+
+def test_export_impossible_timesteps(tmp_path, capsys):
+    ck = save_model(random_model("mlp", "lmht", 4, levels=2), tmp_path / "lmht.pt")
+    out = tmp_path / "lmht.onnx"
+    line = _one_line_error(capsys, 2, export_cli.main(["--format", "onnx", str(ck), "-T", "6"]))
+    assert "multiple of 4" in line
+    assert not out.exists()
+    rc = export_cli.main(["--format", "onnx", str(ck), "-T", "0"])
+    assert rc == 2 and not out.exists()  # argparse: one line, exit 2
+    assert "error:" in capsys.readouterr().err
+    assert export_cli.main(["--format", "onnx", str(ck), "-T", "8"]) == 0 and out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files
+
+
+def test_run_prints_each_step_and_json(ckpt, tmp_path, capsys):
+    js = tmp_path / "r.json"
+    assert cli_run.main([str(ckpt), "--dataset", "digits", "--runtime", "onnx", "--limit", "40",
+                         "--timesteps", "5", "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("accuracy") >= 6 and "T=5" in out
+    res = json.loads(js.read_text())
+    assert res["runtime"] == "onnx" and res["samples"] == 40 and len(res["accuracy_per_step"]) == 5
+    torch_res = cli_run.run_file(ckpt, runtime="torch", limit=40, timesteps=5)
+    assert len(torch_res["accuracy_per_step"]) == 5
+
+
+def test_run_bad_inputs(ckpt, capsys):
+    assert "unknown runtime" in _one_line_error(capsys, 2, cli_run.main([str(ckpt), "--runtime", "tpu"]))
+    assert "unknown dataset" in _one_line_error(capsys, 2, cli_run.main([str(ckpt), "--dataset", "nope"]))
+
+
+def test_verify_table_json_and_exit_codes(ckpt, tmp_path, capsys, monkeypatch):
+    js = tmp_path / "v.json"
+    rc = cli_verify.main([str(ckpt), "--format", "onnx", "--limit", "60", "--json", str(js)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "sn0" in out and "OK" in out
+    rep = json.loads(js.read_text())
+    assert rep["ok"] and set(rep["runtimes"]) == {"deployed-torch", "onnx"}
+    for r in rep["runtimes"].values():
+        assert all(v == 1.0 for v in r["spike_agreement"].values()) and r["max_abs_logit_diff"] == 0
+    f = rep["fold_fidelity"]
+    assert 0.9 <= min(f["spike_agreement"].values()) <= 1.0
+    assert abs(f["accuracy_trained"] - f["accuracy_deployed"]) < 0.1
+    # a runtime that computes different spikes makes lmh-verify exit 1
+    from lmh_deploy.runtimes import onnx_runtime
+
+    real = onnx_runtime.run_onnx_model
+
+    def broken(model, x, timesteps=None):
+        run = real(model, x, timesteps)
+        k = next(iter(run.spikes))
+        run.spikes[k] = run.spikes[k].copy()
+        run.spikes[k].flat[0] = 1 - run.spikes[k].flat[0]
+        return run
+
+    monkeypatch.setattr(onnx_runtime, "run_onnx_model", broken)
+    assert cli_verify.main([str(ckpt), "--format", "onnx", "--limit", "20"]) == 1
+    assert "MISMATCH: onnx" in capsys.readouterr().out
+
+
+def test_verify_bad_inputs(ckpt, tmp_path, capsys):
+    assert "unknown format" in _one_line_error(
+        capsys, 2, cli_verify.main([str(ckpt), "--format", "tflite"]))
+    bad = tmp_path / "b.pt"
+    bad.write_text("junk")
+    _one_line_error(capsys, 2, cli_verify.main([str(bad), "--format", "onnx"]))
+    _one_line_error(capsys, 2, cli_verify.main([str(ckpt), "--format", "onnx", "--runtime", "x"]))
