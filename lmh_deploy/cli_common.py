@@ -56,14 +56,14 @@ def parse_timesteps(text: str, maximum: int = 4096) -> list[int]:
             if "-" in part:
                 a, b = part.split("-")
                 lo, hi = int(a), int(b)
-                if lo > hi:
-                    raise TimestepsError(f"reversed range {part!r} in --timesteps; write {hi}-{lo}")
-                vals = range(lo, hi + 1)
             else:
-                vals = [int(part)]
+                lo = hi = int(part)
         except ValueError:
             raise TimestepsError(f"malformed --timesteps {text!r}: {part!r} is not N or A-B "
                                  f"(e.g. 1-32 or 1,2,4,8)") from None
+        if lo > hi:
+            raise TimestepsError(f"reversed range {part!r} in --timesteps; write {hi}-{lo}")
+        vals = range(lo, hi + 1)
         for v in vals:
             if v < 1 or v > maximum:
                 raise TimestepsError(f"time step count {v} in --timesteps {text!r} is out of "
