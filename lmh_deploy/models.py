@@ -43,15 +43,39 @@ class Synapse(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t, b = x.shape[:2]
         y = self.layer(x.reshape((t * b,) + x.shape[2:]))
-        if self.bn is not None:
+        if isinstance(self.bn, PerStepBN):
+            y = self.bn.forward_steps(y, t)
+        elif self.bn is not None:
             y = self.bn(y)
         return y.reshape((t, b) + y.shape[1:])
+
+
+BN_MODES = ("tdbn", "per_step")
+
+
+class PerStepBN(nn.Module):
+    """Per-step BatchNorm: one BN per time step t (statistics over B at each step); steps past
+    the trained T reuse the last step's BN. Input ``[T*B, ...]`` merged by :class:`Synapse`,
+    so it needs T: set by the synapse before the call. Not foldable into a time-invariant
+    synapse (the fold refuses it)."""
+
+    def __init__(self, bn_cls, channels: int, timesteps: int):
+        super().__init__()
+        self.steps = nn.ModuleList(bn_cls(channels) for _ in range(timesteps))
+
+    def forward_steps(self, y: torch.Tensor, t: int) -> torch.Tensor:
+        ys = y.reshape((t, -1) + y.shape[1:])
+        last = len(self.steps) - 1
+        return torch.cat([self.steps[min(i, last)](ys[i]) for i in range(t)])
 
 
 class NetBuilder:
     """Records nodes and their modules; shapes are tracked to size neurons and linear layers."""
 
-    def __init__(self, input_shape, neuron_cfg: dict, timesteps: int):
+    def __init__(self, input_shape, neuron_cfg: dict, timesteps: int, bn: str = "tdbn"):
+        if bn not in BN_MODES:
+            raise ValueError(f"unknown bn {bn!r}; choose one of {', '.join(BN_MODES)}")
+        self.bn = bn
         self.nodes: list[Node] = []
         self.modules: dict[str, nn.Module] = {}
         self.shapes = {"input": tuple(input_shape)}
@@ -77,14 +101,18 @@ class NetBuilder:
         p = k // 2 if padding is None else padding
         layer = nn.Conv2d(c, out_ch, k, stride=stride, padding=p, bias=not bn)
         ho, wo = (h + 2 * p - k) // stride + 1, (w + 2 * p - k) // stride + 1
-        mod = Synapse(layer, nn.BatchNorm2d(out_ch) if bn else None)
+        mod = Synapse(layer, self._bn(nn.BatchNorm2d, out_ch) if bn else None)
         return self._add("synapse", [x], (out_ch, ho, wo), mod, prefix="conv", op="conv",
                          stride=stride, padding=p, kernel=k)
 
     def linear(self, x, out_f, bn=True) -> str:
         (f,) = self.shapes[x]
-        mod = Synapse(nn.Linear(f, out_f, bias=not bn), nn.BatchNorm1d(out_f) if bn else None)
+        mod = Synapse(nn.Linear(f, out_f, bias=not bn), self._bn(nn.BatchNorm1d, out_f) if bn else None)
         return self._add("synapse", [x], (out_f,), mod, prefix="fc", op="linear")
+
+    def _bn(self, bn_cls, channels: int) -> nn.Module:
+        """tdBN (one BN over T*B) or per-step BN (one per t), by the model config's ``bn``."""
+        return bn_cls(channels) if self.bn == "tdbn" else PerStepBN(bn_cls, channels, self.timesteps)
 
     def neuron(self, x) -> str:
         shape = self.shapes[x]
@@ -188,7 +216,7 @@ class SpikingNet(nn.Module):
         self.config = dict(config)
         self.timesteps = int(config["timesteps"])
         self.input_shape = tuple(config["input_shape"])
-        b = NetBuilder(self.input_shape, config["neuron"], self.timesteps)
+        b = NetBuilder(self.input_shape, config["neuron"], self.timesteps, config.get("bn", "tdbn"))
         self.output_name = ARCHS[arch](b, int(config["num_classes"]))
         self.nodes = b.nodes
         self.shapes = b.shapes
@@ -208,9 +236,14 @@ class SpikingNet(nn.Module):
             return x
         raise ValueError(f"expected input [B, {self.input_shape}] or [T, B, ...], got {tuple(x.shape)}")
 
-    def run(self, x: torch.Tensor, timesteps: int | None = None, record: bool = False):
+    def run(self, x: torch.Tensor, timesteps: int | None = None, record: bool = False,
+            neuron_state: dict | None = None, t0: int = 0):
         """Run the graph; returns ``(logits [T, B, K], spikes)`` where ``spikes`` maps each
-        neuron node to its spike counts ``[T, B, ...]`` when ``record`` is set (else empty)."""
+        neuron node to its spike counts ``[T, B, ...]`` when ``record`` is set (else empty).
+
+        Time slicing: with a dict ``neuron_state`` the run covers steps ``t0 ..`` and starts
+        each neuron from ``neuron_state[name]`` (absent: initial state); the final states are
+        written back into the dict (the caller detaches them between slices)."""
         acts = {"input": self._time_major(x, timesteps)}
         spikes: dict[str, torch.Tensor] = {}
         for node in self.nodes:
@@ -219,7 +252,12 @@ class SpikingNet(nn.Module):
                 y = self.layers[node.name](ins[0])
             elif node.kind == "neuron":
                 mod = self.layers[node.name]
-                if isinstance(mod, SpikingNeuron):
+                if isinstance(mod, SpikingNeuron) and neuron_state is not None:
+                    s, neuron_state[node.name] = mod.counts_from(ins[0], neuron_state.get(node.name), t0)
+                    if record:
+                        spikes[node.name] = s
+                    y = s * mod.theta
+                elif isinstance(mod, SpikingNeuron):
                     s = mod.counts(ins[0])
                     if record:
                         spikes[node.name] = s
@@ -240,20 +278,28 @@ class SpikingNet(nn.Module):
             acts[node.name] = y
         return acts[self.output_name], spikes
 
-    def forward(self, x: torch.Tensor, timesteps: int | None = None) -> torch.Tensor:
-        """Per-step logits ``[T, B, K]``."""
-        return self.run(x, timesteps)[0]
+    def forward(self, x: torch.Tensor, timesteps: int | None = None, neuron_state: dict | None = None,
+                t0: int = 0) -> torch.Tensor:
+        """Per-step logits ``[T, B, K]`` (``neuron_state``, ``t0``: time slicing, see :meth:`run`)."""
+        return self.run(x, timesteps, neuron_state=neuron_state, t0=t0)[0]
 
 
 def default_config(arch="mlp", neuron="lmh", timesteps=4, num_classes=10, input_shape=(1, 8, 8),
-                   levels=2, **neuron_extra) -> dict:
-    """A complete model config (what the checkpoint stores to rebuild the model)."""
+                   levels=2, bn="tdbn", input_quantum=None, input_bound=None,
+                   **neuron_extra) -> dict:
+    """A complete model config (what the checkpoint stores to rebuild the model).
+
+    ``input_quantum`` / ``input_bound``: the deployed input grid (see the fold), when the data
+    set knows it; ``neuron_extra`` goes to the neuron section (per_channel, theta, ...)."""
     ncfg = {"kind": neuron}
     if neuron == "lmht":
         ncfg["levels"] = levels
     ncfg.update(neuron_extra)
-    return {"arch": arch, "timesteps": int(timesteps), "num_classes": int(num_classes),
-            "input_shape": list(input_shape), "neuron": ncfg}
+    cfg = {"arch": arch, "timesteps": int(timesteps), "num_classes": int(num_classes),
+           "input_shape": list(input_shape), "neuron": ncfg, "bn": bn}
+    if input_quantum is not None:
+        cfg["input_quantum"], cfg["input_bound"] = float(input_quantum), float(input_bound)
+    return cfg
 
 
 def build_model(config: dict) -> SpikingNet:

@@ -53,6 +53,12 @@ class SpikingNeuron(nn.Module):
     def counts(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def counts_from(self, x: torch.Tensor, state=None, t0: int = 0):
+        """Time-slicing hook: run steps ``t0 .. t0+len(x)-1`` from ``state`` (the state after step
+        ``t0-1``; None: the initial state) -> ``(counts, final state)``. Same step function as
+        :meth:`counts`; the caller detaches the state between slices."""
+        raise NotImplementedError(f"{type(self).__name__} cannot carry its state between time slices")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.counts(x) * self.theta
 
@@ -103,6 +109,16 @@ class LMHNeuron(SpikingNeuron):
             out.append(s)
         return torch.stack(out)
 
+    def counts_from(self, x: torch.Tensor, state=None, t0: int = 0):
+        values = self.evaluated()
+        if state is None:
+            state = nm.lmh_initial_state(torch.zeros_like(x[0]), self.theta)
+        out = []
+        for t in range(x.shape[0]):
+            s, state = nm.lmh_step(TorchOps, state, x[t], self._step_params(values, t0 + t, x.dim() - 1))
+            out.append(s)
+        return torch.stack(out), state
+
     def deploy_params(self) -> dict:
         mu_d, mu_s, lam_s, lam_d = self.evaluated()
         r = self.radical
@@ -138,6 +154,17 @@ class LIFNeuron(SpikingNeuron):
             s, state = nm.lmh_step(TorchOps, state, x[t], p)
             out.append(s)
         return torch.stack(out)
+
+    def counts_from(self, x: torch.Tensor, state=None, t0: int = 0):
+        mu_d, mu_s, lam_s, lam_d = self.evaluated()
+        p = nm.LMHParams(mu_d=mu_d, mu_s=mu_s, lam_s=lam_s, lam_d=lam_d, theta=self.theta)
+        if state is None:
+            state = nm.lmh_initial_state(torch.zeros_like(x[0]), self.theta)
+        out = []
+        for t in range(x.shape[0]):
+            s, state = nm.lmh_step(TorchOps, state, x[t], p)
+            out.append(s)
+        return torch.stack(out), state
 
     def deploy_params(self) -> dict:
         mu_d, mu_s, lam_s, lam_d = self.evaluated()
@@ -194,6 +221,26 @@ class LMHTNeuron(SpikingNeuron):
             s, v = nm.lmht_step(TorchOps, v, cur, p)
             out.append(s)
         return torch.stack(out)
+
+    def counts_from(self, x: torch.Tensor, state=None, t0: int = 0):
+        """A learned T-GIM mixes whole windows of T steps, so a slice must start at a multiple
+        of T and span whole windows (slice length k a multiple of T); Omega = I has no limit."""
+        xs = list((x * self.gain).unbind(0))
+        omega = self.omega()
+        if omega is not None:
+            if t0 % self.timesteps or len(xs) % self.timesteps:
+                raise ValueError(f"LM-HT with a learned T-GIM mixes whole windows of T={self.timesteps} "
+                                 f"steps; use a slice length that is a multiple of {self.timesteps} "
+                                 f"(or learn_omega=False)")
+            rows = [[omega[t, j] for j in range(self.timesteps)] for t in range(self.timesteps)]
+            xs = nm.omega_mix_blocked(xs, rows)
+        p = nm.LMHTParams(lam=_bcast(self.lam(), x.dim() - 1), theta=self.theta, levels=self.levels)
+        v = torch.zeros_like(xs[0]) + self.v0_frac * self.theta if state is None else state
+        out = []
+        for cur in xs:
+            s, v = nm.lmht_step(TorchOps, v, cur, p)
+            out.append(s)
+        return torch.stack(out), v
 
     def deploy_params(self) -> dict:
         omega = self.omega()
