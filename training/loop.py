@@ -35,6 +35,8 @@ def model_config_for(cfg: dict, data) -> dict:
         extra["per_channel"] = True
     if cfg["neuron"] == "lif":
         extra["lif_decay"] = float(cfg["lif_decay"])
+    if data.input_quantum is not None:
+        extra["input_quantum"], extra["input_bound"] = data.input_quantum, data.input_bound
     return default_config(arch=cfg["arch"], neuron=cfg["neuron"], timesteps=cfg["timesteps"],
                           num_classes=data.num_classes, input_shape=data.input_shape,
                           levels=cfg["levels"] if cfg["levels"] is not None else 2, **extra)
@@ -141,6 +143,16 @@ def train(cfg: dict | None = None, on_epoch_end=None, log=print) -> dict:
     cfg = resolve_config(cfg)
     _check_device(cfg["device"])
     log = log or (lambda *_: None)
+    threads_before = torch.get_num_threads()
+    if cfg["threads"] is not None:
+        torch.set_num_threads(cfg["threads"])
+    try:
+        return _train(cfg, on_epoch_end, log)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(cfg: dict, on_epoch_end, log) -> dict:
     out = Path(cfg["out"])
     device = torch.device(cfg["device"])
 

@@ -43,6 +43,11 @@ class DataSplits:
     num_classes: int
     input_shape: tuple  # one sample per step, e.g. (1, 8, 8)
     frames: bool = False  # True: samples are [T, *input_shape] event frames
+    # The input grid a deployed model rounds its input to (a power of two) and the largest input
+    # magnitude: every sample of the set is exactly representable on it (digits: k/16 in [0, 1]).
+    # None: the fold's defaults (2**-8, 8.0). See lmh_deploy.deploy_graph.
+    input_quantum: float | None = None
+    input_bound: float | None = None
 
 
 def get_dataset(name: str, root: str | None = None, seed: int = 0, **options) -> DataSplits:

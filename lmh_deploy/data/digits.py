@@ -39,4 +39,6 @@ def load_digits(root: str | None = None, seed: int = 0) -> DataSplits:
         test=TensorDataset(torch.from_numpy(x_te), torch.from_numpy(y_te)),
         num_classes=10,
         input_shape=(1, 8, 8),
+        input_quantum=1 / 16,  # pixels are k/16, k = 0..16: exact on the deployed input grid
+        input_bound=1.0,
     )

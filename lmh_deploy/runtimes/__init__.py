@@ -66,6 +66,13 @@ RUNTIMES: dict[str, Runtime] = {
     "nir-torch": Runtime("nir-torch", "nir", "lmh_deploy.runtimes.nir_torch:run_nir_torch",
                          suffixes=(".nir",),
                          description="the exported NIR file as a torch module wired by nirtorch"),
+    "lava": Runtime("lava", "nir", "lmh_deploy.runtimes.lava_nir:run_lava_nir",
+                    load="lmh_deploy.runtimes.lava_nir:load_nir_layers", suffixes=(".nir",),
+                    description="the exported NIR file as a Lava process graph (float simulation)"),
+    "lava-fixed": Runtime("lava-fixed", "nir", "lmh_deploy.runtimes.lava_nir:run_lava_nir_fixed",
+                          load="lmh_deploy.runtimes.lava_nir:load_nir_layers", suffixes=(".nir",),
+                          exact=False,
+                          description="the exported NIR file in Lava, Loihi-2-style fixed point"),
 }
 
 
