@@ -99,16 +99,18 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file "
                               "(train one with: python training/fit.py --out DIR)")
+    corrupt = (f"{path}: truncated or corrupt checkpoint, torch cannot read it ({{}}); "
+               "re-save or re-train it")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its index is at the end
+        raise CheckpointError(corrupt.format("not a complete torch zip archive"))
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:  # weights_only refused an object: someone else's pickle
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not an lmh-deploy checkpoint (it holds pickled objects, "
-                              f"not only tensors: {first[:120]})") from None
+    except pickle.UnpicklingError:  # weights_only refused an object: someone else's pickle
+        raise CheckpointError(f"{path}: not an lmh-deploy checkpoint (it holds pickled Python "
+                              "objects, not only tensors and plain containers)") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError,
             AttributeError, IndexError, TypeError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint, cannot be read by torch "
-                              f"({type(e).__name__}); re-save or re-train it") from None
+        raise CheckpointError(corrupt.format(type(e).__name__)) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_TAG:
         what = (f"format tag {ckpt.get('format')!r}" if isinstance(ckpt, dict) and "format" in ckpt
                 else f"a {type(ckpt).__name__} without a format tag")

@@ -79,6 +79,7 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     ({"epochs": 1.5}, "epochs must be an integer"),
     ({"lr": -1.0}, "lr must be a number >= 0"),
     ({"device": "tpu"}, "unknown device"),
+    ({"threads": 0}, "threads must be an integer >= 1"),
     ({"learning_rate": 0.1}, "unknown option(s) learning_rate"),
 ])
 def test_bad_config_raises(cfg, match):
@@ -93,12 +94,15 @@ def test_defaults_are_the_documented_default_run():
     assert (cfg["neuron"], cfg["arch"], cfg["dataset"], cfg["timesteps"], cfg["device"]) == \
         ("lmh", "mlp", "digits", 4, "cpu")
     assert (cfg["optimizer"], cfg["momentum"], cfg["loss"]) == ("sgd", 0.9, "ce")
+    assert cfg["threads"] == 1  # the small default models run fastest on one thread
 
 
 # --- end to end ------------------------------------------------------------------------------
 def test_short_fit_writes_checkpoint_and_metrics(tmp_path):
     lines = []
+    threads = torch.get_num_threads()
     m = train({**FAST, "out": str(tmp_path)}, log=lines.append)
+    assert torch.get_num_threads() == threads  # restored
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "model.pt"]
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("test_accuracy", "test_accuracy_per_t", "config", "model_config", "wall_time_s",

@@ -69,8 +69,34 @@ def build_parser(prog: str = "fit.py") -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", dest="weight_decay", type=float,
                    help=f"weight decay (default {d['weight_decay']})")
     g.add_argument("--loss", choices=LOSSES, help="ce: CE of the mean logits (default); tet: mean over t of CE")
+    g.add_argument("--bn", choices=("tdbn", "per_step"),
+                   help="tdBN: BN over T*B (default; foldable for export); per_step: one BN per step")
+    g.add_argument("--autoaugment", type=_bool, metavar="BOOL", help="AutoAugment (default true)")
+    g.add_argument("--cutout", type=int, metavar="PX", help="Cutout side (default: per data set; 0 off)")
+    g = p.add_argument_group("paper-scale training")
+    g.add_argument("--slice", type=int, metavar="K",
+                   help="time-slicing online training: K steps per slice, one optimizer step each")
+    g.add_argument("--sparsity-width", dest="sparsity_width", type=float, metavar="D",
+                   help="STDS sparse training to target width D (paper: 0.05)")
+    g.add_argument("--hybrid", nargs="?", const=True, type=_bool, metavar="BOOL",
+                   help="hybrid training: QCFS ANN (stage 1) -> convert -> fine-tune")
+    g.add_argument("--ann-checkpoint", dest="ann_checkpoint", metavar="CKPT",
+                   help="hybrid: start from this trained QCFS ANN (implies --hybrid)")
+    g.add_argument("--tq", type=int, metavar="TQ", help="hybrid: QCFS quantization steps (default 8)")
+    g.add_argument("--ann-epochs", dest="ann_epochs", type=int, help="hybrid: ANN epochs (default 30)")
+    g.add_argument("--ann-lr", dest="ann_lr", type=float, help="hybrid: ANN learning rate (default 0.1)")
+    g.add_argument("--amp", nargs="?", const=True, type=_bool, metavar="BOOL", help="bf16 autocast on CUDA")
+    g.add_argument("--channels-last", dest="channels_last", type=_bool, metavar="BOOL",
+                   help="channels-last convolutions on CUDA (default true)")
+    g.add_argument("--sync-bn", dest="sync_bn", nargs="?", const=True, type=_bool, metavar="BOOL",
+                   help="SyncBatchNorm under torchrun (CUDA)")
+    g.add_argument("--keep-best", dest="keep_best", type=_bool, metavar="BOOL",
+                   help="also keep <out>/best.pt (default true)")
     g = p.add_argument_group("run")
     g.add_argument("--device", help=f"cpu, cuda, cuda:N or mps (default {d['device']})")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="torch CPU threads during training (default 1: fastest for the digits models; "
+                        "raise it for large models on the CPU)")
     g.add_argument("--seed", type=int, help=f"random seed (default {d['seed']})")
     g.add_argument("--out", metavar="DIR", help=f"output directory (default {d['out']})")
     g.add_argument("--resume", nargs="?", const=RESUME_FROM_OUT, metavar="CKPT",

@@ -36,10 +36,30 @@ DEFAULTS: dict = {
     "device": "cpu",
     "seed": 0,
     "num_workers": 0,
+    "threads": 1,             # torch CPU threads during train() (None: torch's default); 1 is
+                              # fastest for the small digits models, on a busy CPU by 10x
     "out": "runs/latest",
     "resume": None,           # path of a checkpoint to continue from (None: start fresh)
     "progress": None,         # tqdm bar: None = only on a terminal, True/False to force
+    # --- paper-scale options (issue 6; implemented in training/extensions.py) ---
+    "source": None,           # free text: the paper table a config file reproduces
+    "bn": "tdbn",             # tdbn (BN over T*B, foldable) | per_step (one BN per step)
+    "autoaugment": True,      # AutoAugment on CIFAR / ImageNet-style data sets
+    "cutout": None,           # Cutout side (None: the data set's default, 0: off)
+    "slice": None,            # time-slicing online training: k steps per slice (None: full BPTT)
+    "sparsity_width": None,   # STDS target width D (None: dense training)
+    "hybrid": False,          # QCFS ANN -> neuron conversion, then fine-tuning (epochs/lr below)
+    "ann_checkpoint": None,   # hybrid: a trained QCFS ANN checkpoint (None: train it first)
+    "tq": 8,                  # hybrid: QCFS quantization steps T_q
+    "ann_epochs": 30,         # hybrid stage 1 epochs
+    "ann_lr": 0.1,            # hybrid stage 1 learning rate (SGD, cosine)
+    "amp": False,             # bf16 autocast on CUDA
+    "channels_last": True,    # channels-last convolutions on CUDA
+    "sync_bn": False,         # SyncBatchNorm under torchrun (CUDA)
+    "keep_best": True,        # also keep <out>/best.pt (highest test accuracy)
 }
+
+BN_MODES = ("tdbn", "per_step")
 
 
 class ConfigError(ValueError):
@@ -77,18 +97,35 @@ def resolve_config(cfg: dict | None = None) -> dict:
     for key in ("timesteps", "epochs", "batch_size", "eval_batch_size"):
         _positive_int(out, key)
     _positive_int(out, "num_workers", 0)
+    if out["threads"] is not None:
+        _positive_int(out, "threads")
     if out["levels"] is not None:
         if out["neuron"] != "lmht":
             raise ConfigError(f"levels is only valid with neuron lmht (got neuron {out['neuron']!r}); "
                               "drop --levels or use --neuron lmht")
         _positive_int(out, "levels")
-    for key in ("lr", "momentum", "weight_decay", "lif_decay"):
+    _choice(out, "bn", BN_MODES)
+    for key in ("slice", "cutout"):
+        if out[key] is not None:
+            _positive_int(out, key, 0 if key == "cutout" else 1)
+    if out["ann_checkpoint"] is not None:
+        out["hybrid"] = True
+    if out["hybrid"] and out["neuron"] not in ("lmh", "lmh-radical", "lmht"):
+        raise ConfigError(f"hybrid training converts a QCFS ANN into lmh, lmh-radical or lmht, not "
+                          f"{out['neuron']!r}; choose one with --neuron")
+    _positive_int(out, "tq")
+    _positive_int(out, "ann_epochs", 0)
+    for key in ("lr", "momentum", "weight_decay", "lif_decay", "ann_lr"):
         v = out[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             raise ConfigError(f"{key} must be a number >= 0, got {v!r}")
     if not (isinstance(out["device"], str) and out["device"].split(":")[0] in ("cpu", "cuda", "mps")):
         raise ConfigError(f"unknown device {out['device']!r}; choose cpu, cuda, cuda:N or mps")
-    for key in ("out", "resume", "data_dir"):
+    if out["sparsity_width"] is not None:
+        v = out["sparsity_width"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise ConfigError(f"sparsity_width must be a number >= 0, got {v!r}")
+    for key in ("out", "resume", "data_dir", "ann_checkpoint"):
         if out[key] is not None:
             out[key] = os.fspath(out[key])
     return out
