@@ -30,9 +30,10 @@ class Deployment:
         self.file_runtime: Runtime | None = None
         from . import RUNTIMES
 
-        for rt in RUNTIMES.values():
+        for rt in RUNTIMES.values():  # the first runtime (registry order) taking this suffix
             if self.path.suffix in rt.suffixes:
                 self.file_runtime = rt
+                break
         if self.file_runtime is None:
             self._model = load_model_checked(self.path)
         else:
@@ -80,23 +81,39 @@ class Deployment:
         return self._graph
 
     @property
+    def _file_handle(self):
+        return self._handles[(self.file_runtime.name, None)]
+
+    @property
     def trained_timesteps(self) -> int:
         if self.is_checkpoint:
             return int(self.model.timesteps)
-        return int(self._handles[(self.file_runtime.name, None)].timesteps)
+        t = getattr(self._file_handle, "timesteps", None)
+        if t is None:
+            raise LmhError(f"{self.path}: the file does not say its T; pass --timesteps")
+        return int(t)
 
     def check_timesteps(self, timesteps: int) -> int:
         """Raise :class:`TimestepsError` if the model cannot run ``timesteps`` steps."""
         if self.is_checkpoint:
             return self.graph.check_timesteps(timesteps)
-        return self._handles[(self.file_runtime.name, None)].check_timesteps(timesteps)
+        check = getattr(self._file_handle, "check_timesteps", None)
+        if check is None:
+            if not isinstance(timesteps, int) or timesteps < 1:
+                raise TimestepsError(f"timesteps must be a positive integer, got {timesteps!r}")
+            return timesteps
+        return check(timesteps)
 
     def check_runtime(self, name: str) -> Runtime:
+        """The runtime ``name``; for an exported file, only runtimes of its format."""
         rt = get_runtime(name)
-        if not self.is_checkpoint and rt.name != self.file_runtime.name:
+        if not self.is_checkpoint and rt.source != self.file_runtime.source:
+            from . import RUNTIMES
+
+            ok = [r.name for r in RUNTIMES.values() if r.source == self.file_runtime.source]
             raise UnknownRuntimeError(
-                f"{self.path} is an exported {self.file_runtime.source} file: it runs only in "
-                f"runtime {self.file_runtime.name!r}; give the checkpoint (.pt) for {name!r}")
+                f"{self.path} is an exported {self.file_runtime.source} file: it runs in "
+                f"{', '.join(ok)}; give the checkpoint (.pt) for {name!r}")
         return rt
 
     def export(self, fmt: str, timesteps: int, **options) -> Path:
@@ -113,6 +130,8 @@ class Deployment:
     def source(self, rt: Runtime, timesteps: int):
         """What ``rt.run`` takes, for a run of ``timesteps`` steps."""
         if not self.is_checkpoint:
+            if (rt.name, None) not in self._handles:
+                self._handles[(rt.name, None)] = rt.load_fn()(self.path)
             return self._handles[(rt.name, None)]
         if rt.source == "model":
             return self.model
@@ -132,7 +151,8 @@ class Deployment:
         src = self.source(rt, t)
         fn = rt.run_fn()
         x = np.asarray(x, dtype=np.float32)
-        frames = x.ndim == len(self.input_shape) + 2
+        shape = self.input_shape
+        frames = shape is not None and x.ndim == len(shape) + 2
         n = x.shape[1] if frames else x.shape[0]
         runs = []
         for i in range(0, n, batch_size):
@@ -141,12 +161,17 @@ class Deployment:
         return concat_runs(runs)
 
     @property
-    def input_shape(self) -> tuple:
+    def input_shape(self) -> tuple | None:
+        """Per-sample input shape (None if an exported file does not record it)."""
         if self.is_checkpoint:
             return tuple(self.model.input_shape)
         import json
 
-        return tuple(json.loads(self._handles[(self.file_runtime.name, None)].meta["lmh.input_shape"]))
+        meta = getattr(self._file_handle, "meta", {}) or {}
+        if "lmh.input_shape" in meta:
+            return tuple(json.loads(meta["lmh.input_shape"]))
+        shape = getattr(self._file_handle, "input_shape", None)
+        return None if shape is None else tuple(shape)
 
 
 def load_model_checked(path):
