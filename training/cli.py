@@ -91,7 +91,7 @@ def build_parser(prog: str = "fit.py") -> argparse.ArgumentParser:
     g.add_argument("--sync-bn", dest="sync_bn", nargs="?", const=True, type=_bool, metavar="BOOL",
                    help="SyncBatchNorm under torchrun (CUDA)")
     g.add_argument("--keep-best", dest="keep_best", type=_bool, metavar="BOOL",
-                   help="also keep <out>/best.pt (default true)")
+                   help="also keep <out>/best.pt, the best test accuracy (default false; paper configs true)")
     g = p.add_argument_group("run")
     g.add_argument("--device", help=f"cpu, cuda, cuda:N or mps (default {d['device']})")
     g.add_argument("--threads", type=int, metavar="N",

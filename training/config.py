@@ -56,7 +56,7 @@ DEFAULTS: dict = {
     "amp": False,             # bf16 autocast on CUDA
     "channels_last": True,    # channels-last convolutions on CUDA
     "sync_bn": False,         # SyncBatchNorm under torchrun (CUDA)
-    "keep_best": True,        # also keep <out>/best.pt (highest test accuracy)
+    "keep_best": False,       # also keep <out>/best.pt (highest test accuracy); paper configs: true
 }
 
 BN_MODES = ("tdbn", "per_step")

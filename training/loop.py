@@ -21,10 +21,14 @@ from lmh_deploy.data import get_dataset
 from lmh_deploy.models import build_model, default_config
 
 from .config import ConfigError, resolve_config
+from .distributed import (channels_last, cleanup, init_distributed, rank_device, train_sampler,
+                          wrap_model)
+from .extensions import StepRunner, dataset_options, prepare_hybrid, updates_per_epoch
 from .losses import get_loss
 from .optim import build_optimizer, build_scheduler
 
-CHECKPOINT_NAME = "model.pt"
+CHECKPOINT_NAME = "model.pt"  # the last epoch's checkpoint (resume from it)
+BEST_NAME = "best.pt"  # the epoch with the highest test accuracy (keep_best)
 METRICS_NAME = "metrics.json"
 
 
@@ -39,7 +43,7 @@ def model_config_for(cfg: dict, data) -> dict:
         extra["input_quantum"], extra["input_bound"] = data.input_quantum, data.input_bound
     return default_config(arch=cfg["arch"], neuron=cfg["neuron"], timesteps=cfg["timesteps"],
                           num_classes=data.num_classes, input_shape=data.input_shape,
-                          levels=cfg["levels"] if cfg["levels"] is not None else 2, **extra)
+                          levels=cfg["levels"] if cfg["levels"] is not None else 2, bn=cfg["bn"], **extra)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -80,20 +84,34 @@ def evaluate(model, dataset, cfg: dict, frames: bool = False) -> dict:
     return {"test_accuracy": per_t[-1], "test_accuracy_per_t": per_t, "test_samples": n}
 
 
-def train_one_epoch(model, data, optimizer, loss_fn, cfg: dict, epoch: int) -> dict:
-    """One pass over ``data.train``; returns mean loss and train accuracy (of the mean logits)."""
+def train_one_epoch(model, data, optimizer, loss_fn, cfg: dict, epoch: int, runner=None,
+                    sampler=None) -> dict:
+    """One pass over ``data.train``; returns mean loss and train accuracy (of the mean logits).
+    ``runner(x, y) -> (loss, logits)`` replaces the plain step (slicing, STDS, AMP:
+    :class:`extensions.StepRunner`); ``sampler``: a DistributedSampler under torchrun."""
     from tqdm import tqdm
 
     device = torch.device(cfg["device"])
     model.train()
-    loader = DataLoader(data.train, batch_size=cfg["batch_size"], shuffle=True,
-                        generator=epoch_generator(cfg["seed"], epoch),
-                        num_workers=cfg["num_workers"])
+    if sampler is not None:
+        sampler.set_epoch(epoch)
+    loader = DataLoader(data.train, batch_size=cfg["batch_size"], shuffle=sampler is None,
+                        sampler=sampler,
+                        generator=epoch_generator(cfg["seed"], epoch) if sampler is None else None,
+                        num_workers=cfg["num_workers"], pin_memory=device.type == "cuda")
     total_loss, correct, n = 0.0, 0, 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg['epochs']}", leave=False,
                disable=None if cfg["progress"] is None else not cfg["progress"])
     for x, y in bar:
         x, y = _to_device(x, y, device, data.frames)
+        if runner is not None:
+            loss_v, logits = runner(x, y)
+            b = y.shape[0]
+            total_loss += loss_v * b
+            correct += int((logits.mean(0).argmax(-1) == y).sum())
+            n += b
+            bar.set_postfix(loss=f"{total_loss / n:.4f}", acc=f"{correct / n:.4f}")
+            continue
         logits = model(x)
         loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -156,15 +174,29 @@ def _train(cfg: dict, on_epoch_end, log) -> dict:
     out = Path(cfg["out"])
     device = torch.device(cfg["device"])
 
-    data = get_dataset(cfg["dataset"], root=cfg["data_dir"], seed=cfg["seed"])
+    data = get_dataset(cfg["dataset"], root=cfg["data_dir"], seed=cfg["seed"], **dataset_options(cfg))
     model_cfg = model_config_for(cfg, data)
+    if cfg["hybrid"]:  # the config the converted SNN will have (for --resume)
+        from .hybrid import ann_config, snn_config
+        model_cfg = snn_config(ann_config(model_cfg, cfg["tq"]), cfg["neuron"], cfg["timesteps"],
+                               cfg["levels"] or 2, bool(cfg["per_channel"]))
+    dist_info = init_distributed(cfg["device"])
+    device = rank_device(cfg["device"], dist_info)
     torch.manual_seed(cfg["seed"])
     model = build_model(model_cfg)
-    start_epoch, history, wall_before = 0, [], 0.0
+    start_epoch, history, wall_before, extra = 0, [], 0.0, {}
     ckpt = _resume_state(cfg["resume"], model_cfg) if cfg["resume"] else None
     if ckpt is not None:
         model = model_from_checkpoint(ckpt, cfg["resume"])
+        extra = {"hybrid": ckpt["metrics"]["hybrid"]} if "hybrid" in ckpt["metrics"] else {}
+    elif cfg["hybrid"]:
+        model, model_cfg, report = prepare_hybrid(cfg, model_cfg, data, log)
+        extra["hybrid"] = report
     model.to(device)
+    channels_last(model, device, cfg["channels_last"])
+    ddp_model = wrap_model(model, dist_info, device, cfg["sync_bn"])
+    if ddp_model is not model and cfg["sync_bn"]:
+        model = ddp_model.module  # SyncBN conversion replaced the BN modules
     optimizer = build_optimizer(model.parameters(), cfg)
     scheduler = build_scheduler(optimizer, cfg)
     if ckpt is not None:
@@ -176,6 +208,10 @@ def _train(cfg: dict, on_epoch_end, log) -> dict:
         wall_before = float(ckpt["metrics"].get("wall_time_s", 0.0))
         log(f"resuming from {cfg['resume']} after epoch {start_epoch}")
     loss_fn = get_loss(cfg["loss"])
+    per_epoch = updates_per_epoch(cfg, len(data.train), dist_info.world_size)
+    runner = StepRunner(cfg, ddp_model, model, optimizer, loss_fn, device,
+                        total_updates=cfg["epochs"] * per_epoch, start_update=start_epoch * per_epoch)
+    sampler = train_sampler(data.train, dist_info, cfg["seed"])
     t0 = time.perf_counter()
 
     def metrics_now(ev: dict) -> dict:
@@ -190,12 +226,19 @@ def _train(cfg: dict, on_epoch_end, log) -> dict:
             "config": cfg,
             "model_config": model_cfg,
             "torch_version": str(torch.__version__),
+            **extra,
+            **runner.metrics(),
         }
 
     def write(ev: dict, epoch: int) -> dict:
         m = metrics_now(ev)
+        if not dist_info.is_main:  # under torchrun only rank 0 writes
+            return m
         save_checkpoint(out / CHECKPOINT_NAME, model, metrics=m, train_config=cfg, epoch=epoch,
                         optimizer=optimizer, scheduler=scheduler)
+        if cfg["keep_best"] and history and ev["test_accuracy"] >= max(h["test_accuracy"] for h in history):
+            save_checkpoint(out / BEST_NAME, model, metrics=m, train_config=cfg, epoch=epoch,
+                            optimizer=optimizer, scheduler=scheduler)
         atomic_write_text(out / METRICS_NAME, json.dumps(m, indent=2) + "\n")
         return m
 
@@ -203,11 +246,12 @@ def _train(cfg: dict, on_epoch_end, log) -> dict:
     for epoch in range(start_epoch, cfg["epochs"]):
         te = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        rec = train_one_epoch(model, data, optimizer, loss_fn, cfg, epoch)
+        rec = train_one_epoch(model, data, optimizer, loss_fn, cfg, epoch, runner, sampler)
         scheduler.step()
         ev = evaluate(model, data.test, cfg, data.frames)
         rec = {"epoch": epoch + 1, "epochs": cfg["epochs"], "lr": lr, **rec,
-               "test_accuracy": ev["test_accuracy"], "epoch_time_s": time.perf_counter() - te}
+               "test_accuracy": ev["test_accuracy"], "epoch_time_s": time.perf_counter() - te,
+               **runner.metrics()}
         history.append(rec)
         final = write(ev, epoch + 1)
         log(_summary(rec))
@@ -215,4 +259,5 @@ def _train(cfg: dict, on_epoch_end, log) -> dict:
             on_epoch_end(epoch + 1, rec)
     if final is None:  # nothing left to train (resumed a finished run): evaluate and rewrite
         final = write(evaluate(model, data.test, cfg, data.frames), start_epoch)
+    cleanup(dist_info)
     return final

@@ -24,6 +24,11 @@ from torch.utils.data import Dataset
 #: name -> "module:function" of its loader. Constant table: extend it by editing this file.
 LOADERS: dict[str, str] = {
     "digits": "lmh_deploy.data.digits:load_digits",
+    "cifar10": "lmh_deploy.data.cifar:load_cifar10",
+    "cifar100": "lmh_deploy.data.cifar:load_cifar100",
+    "tinyimagenet": "lmh_deploy.data.imagefolder:load_tinyimagenet",
+    "imagenet": "lmh_deploy.data.imagefolder:load_imagenet",
+    "dvscifar10": "lmh_deploy.data.dvs:load_dvscifar10",
 }
 
 DATASET_NAMES = tuple(LOADERS)
