@@ -23,6 +23,7 @@ if .venv/bin/lmh-verify --help >/dev/null 2>&1; then
 fi
 if .venv/bin/lmh-sweep --help >/dev/null 2>&1; then
   echo "== accuracy against the number of time steps"
-  .venv/bin/lmh-sweep "$OUT/model.pt" --timesteps 1-16 --out "$OUT/sweep" --no-progress
+  .venv/bin/lmh-sweep "$OUT/model.pt" --timesteps 1-32 --out "$OUT/sweep" --no-progress
+  echo "== figure: $OUT/sweep/sweep.png"
 fi
 echo "== done: results in $OUT/"
