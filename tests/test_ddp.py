@@ -60,7 +60,8 @@ def _worker(rank, port, out, neuron, slice_k):
         cleanup(info)
 
 
-@pytest.mark.parametrize("neuron,slice_k", [("lmh", None), ("lmht", None), ("lmh", 1)])
+@pytest.mark.parametrize("neuron,slice_k", [("lmh", None), pytest.param("lmht", None, marks=pytest.mark.slow),
+                                            pytest.param("lmh", 1, marks=pytest.mark.slow)])
 def test_two_process_ddp_equals_single_process(tmp_path, neuron, slice_k):
     mp.spawn(_worker, args=(_free_port(), str(tmp_path), neuron, slice_k), nprocs=2, join=True)
     single = _model(neuron)
