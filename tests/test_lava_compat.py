@@ -86,3 +86,39 @@ def test_package_modules_execute_standalone():
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)   # raises on failure
+
+
+_AFTER_RLOCK = """
+import multiprocessing as mp
+mp.RLock()                      # fixes the default context to 'fork', as tqdm does
+original = mp.set_start_method
+from lmh_deploy.lava.compat import import_lava
+import_lava()
+import lava.proc.dense.process  # would raise 'context has already been set' without the shim
+assert mp.set_start_method == original, "the shim leaked"
+assert mp.get_start_method() == "fork"
+try:
+    mp.set_start_method("spawn")
+except RuntimeError:
+    print("OK")
+"""
+
+_AFTER_SPAWN = """
+import multiprocessing as mp
+mp.set_start_method("spawn")
+from lmh_deploy.lava.compat import import_lava, LavaUnavailableError
+try:
+    import_lava()
+except LavaUnavailableError as e:
+    print("REFUSED", e)
+"""
+
+
+@pytest.mark.timeout(120, method="signal")
+def test_start_method_already_fork_is_tolerated_and_other_methods_refused():
+    ok = subprocess.run([sys.executable, "-c", _AFTER_RLOCK], capture_output=True, text=True,
+                        timeout=100)
+    assert ok.returncode == 0 and ok.stdout.strip() == "OK", ok.stderr[-2000:]
+    no = subprocess.run([sys.executable, "-c", _AFTER_SPAWN], capture_output=True, text=True,
+                        timeout=100)
+    assert no.returncode == 0 and "REFUSED" in no.stdout and "'spawn'" in no.stdout, no.stderr

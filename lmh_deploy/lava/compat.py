@@ -14,8 +14,16 @@ module pass through untouched; afterwards ``dataclasses.dataclass`` is the origi
 no module keeps a reference to the wrapper, so the mutable-default check still rejects mutable
 defaults everywhere else.
 
-Call :func:`import_lava` before any ``lava`` import. It never touches the multiprocessing start
-method (importing a Lava process sets ``fork`` itself).
+A second, equally narrow fix: ``lava/magma/runtime/message_infrastructure/multiprocessing.py``
+calls ``multiprocessing.set_start_method('fork')`` without ``force`` at import, which raises
+"context has already been set" whenever anything in the process has already fixed the default
+context -- even to ``fork`` itself (a ``multiprocessing.RLock()``, as tqdm creates, does that).
+While that one module is imported, a request for the method that is already in force is a no-op;
+any other request behaves as before. If the process already fixed a *different* method
+(``spawn``), Lava cannot run in it and :class:`LavaUnavailableError` says to use a fresh process.
+We never set the start method ourselves.
+
+Call :func:`import_lava` before any ``lava`` import.
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ import sys
 import threading
 
 TARGET_MODULE = "lava.magma.compiler.var_model"
+MP_MODULE = "lava.magma.runtime.message_infrastructure.multiprocessing"
 _LOCK = threading.Lock()
 
 
@@ -81,6 +90,32 @@ def _load_target() -> None:
                 mod.dataclass = original
 
 
+def _load_mp_module() -> None:
+    """Import MP_MODULE so that its ``set_start_method('fork')`` tolerates 'fork' already set."""
+    import multiprocessing as mp
+
+    current = mp.get_start_method(allow_none=True)
+    if current is None:
+        importlib.import_module(MP_MODULE)
+        return
+    if current != "fork":
+        raise LavaUnavailableError(
+            f"this process already uses the multiprocessing start method {current!r}; Lava needs "
+            f"'fork': run Lava in a fresh process (the lava runtimes of lmh-run do)")
+    original = mp.set_start_method
+
+    def set_start_method(method, force=False):
+        if not force and method == mp.get_start_method(allow_none=True):
+            return None
+        return original(method, force=force)
+
+    mp.set_start_method = set_start_method
+    try:
+        importlib.import_module(MP_MODULE)
+    finally:
+        mp.set_start_method = original
+
+
 def import_lava():
     """Make ``lava`` importable on Python 3.11 and return the ``lava`` package.
 
@@ -97,6 +132,15 @@ def import_lava():
                     "with --no-deps --ignore-requires-python)") from e
             try:
                 _load_target()
+            except ImportError as e:
+                raise LavaUnavailableError(
+                    f"lava-nc imports failed ({e}); run scripts/setup.sh to install its "
+                    "dependencies") from e
+        if MP_MODULE not in sys.modules:
+            try:
+                _load_mp_module()
+            except LavaUnavailableError:
+                raise
             except ImportError as e:
                 raise LavaUnavailableError(
                     f"lava-nc imports failed ({e}); run scripts/setup.sh to install its "
