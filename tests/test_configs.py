@@ -48,7 +48,7 @@ def test_config_set_covers_the_tables():
 def test_config_parses_and_builds(path):
     raw = json.loads(path.read_text())
     cfg = _resolved(path)
-    assert cfg["source"] and cfg["keep_best"] is True
+    assert cfg["source"] and cfg["keep_best"] is True and cfg["device"] == "cuda"
     for k, v in raw.items():
         assert cfg[k] == v, k
     mcfg = model_config_for(cfg, FakeData(cfg["dataset"]))
@@ -124,7 +124,8 @@ def test_fit_cli_with_config_on_fabricated_cifar(tmp_path):
     out = tmp_path / "run"
     rc = main(["--config", str(ROOT / "configs" / "slice_lmh_c10_resnet18_k3x2.json"), "--arch", "cnn",
                "--data-dir", str(tmp_path / "data"), "--epochs", "1", "--batch-size", "8",
-               "--sparsity-width", "0.05", "--out", str(out), "--progress", "false"])
+               "--sparsity-width", "0.05", "--out", str(out), "--progress", "false",
+               "--device", "cpu", "--num-workers", "0"])
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["config"]["slice"] == 3 and m["config"]["arch"] == "cnn" and m["test_samples"] == 4

@@ -190,6 +190,9 @@ def _train(cfg: dict, on_epoch_end, log) -> dict:
         model = model_from_checkpoint(ckpt, cfg["resume"])
         extra = {"hybrid": ckpt["metrics"]["hybrid"]} if "hybrid" in ckpt["metrics"] else {}
     elif cfg["hybrid"]:
+        if dist_info.enabled and not cfg["ann_checkpoint"]:
+            raise ConfigError("under torchrun, hybrid training needs --ann-checkpoint: train the QCFS ANN "
+                              "first (one process: --hybrid --epochs 1) and pass its <out>/ann/model.pt")
         model, model_cfg, report = prepare_hybrid(cfg, model_cfg, data, log)
         extra["hybrid"] = report
     model.to(device)
