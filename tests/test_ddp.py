@@ -93,3 +93,25 @@ def test_single_process_helpers_are_noops():
         assert torch.get_autocast_dtype("cpu") is not None
     with pytest.raises(ValueError, match="sync-bn needs CUDA"):
         wrap_model(m, DistInfo(0, 2, 0), torch.device("cpu"), sync_bn=True)
+
+
+@pytest.mark.slow
+def test_torchrun_fit_two_cpu_processes(tmp_path):
+    """``torchrun --nproc_per_node 2 training/fit.py``: runs, rank 0 writes, BN buffers agree."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), str(root / "training" / "fit.py"), "--epochs", "1",
+           "--slice", "2", "--out", str(out), "--progress", "false"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.count("epoch   1/1") == 1  # only rank 0 logs the epoch line
+    m = json.loads((out / "metrics.json").read_text())
+    accs = {line.split("test accuracy ")[1].split(" ")[0] for line in res.stdout.splitlines()
+            if line.startswith("test accuracy")}
+    assert len(accs) == 1 and m["epochs_completed"] == 1  # both ranks evaluated the same model

@@ -112,6 +112,16 @@ def all_reduce_sum(values: list[float], device: torch.device, info: DistInfo) ->
     return t.tolist()
 
 
+@torch.no_grad()
+def broadcast_buffers(model: nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BN running statistics) to every rank, so that evaluation and the
+    checkpoint agree across ranks (each rank updates its running stats on its own shard)."""
+    if not info.enabled:
+        return
+    for b in model.buffers():
+        dist.broadcast(b, src=0)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
@@ -131,6 +141,6 @@ def loader_kwargs(device: torch.device, num_workers: int) -> dict:
     return kw
 
 
-__all__ = ["DistInfo", "all_reduce_sum", "autocast", "barrier", "channels_last", "cleanup",
+__all__ = ["DistInfo", "all_reduce_sum", "autocast", "barrier", "broadcast_buffers", "channels_last", "cleanup",
            "init_distributed", "loader_kwargs", "rank_device", "to_channels_last", "train_sampler",
            "unwrap", "wrap_model"]

@@ -21,8 +21,8 @@ from lmh_deploy.data import get_dataset
 from lmh_deploy.models import build_model, default_config
 
 from .config import ConfigError, resolve_config
-from .distributed import (channels_last, cleanup, init_distributed, rank_device, train_sampler,
-                          wrap_model)
+from .distributed import (broadcast_buffers, channels_last, cleanup, init_distributed, rank_device,
+                          train_sampler, wrap_model)
 from .extensions import StepRunner, dataset_options, prepare_hybrid, updates_per_epoch
 from .losses import get_loss
 from .optim import build_optimizer, build_scheduler
@@ -182,6 +182,8 @@ def _train(cfg: dict, on_epoch_end, log) -> dict:
                                cfg["levels"] or 2, bool(cfg["per_channel"]))
     dist_info = init_distributed(cfg["device"])
     device = rank_device(cfg["device"], dist_info)
+    if not dist_info.is_main:  # under torchrun only rank 0 logs
+        log = lambda *_: None  # noqa: E731
     torch.manual_seed(cfg["seed"])
     model = build_model(model_cfg)
     start_epoch, history, wall_before, extra = 0, [], 0.0, {}
@@ -250,6 +252,7 @@ def _train(cfg: dict, on_epoch_end, log) -> dict:
         te = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         rec = train_one_epoch(model, data, optimizer, loss_fn, cfg, epoch, runner, sampler)
+        broadcast_buffers(model, dist_info)
         scheduler.step()
         ev = evaluate(model, data.test, cfg, data.frames)
         rec = {"epoch": epoch + 1, "epochs": cfg["epochs"], "lr": lr, **rec,
