@@ -257,11 +257,12 @@ class SpikingNet(nn.Module):
                     if record:
                         spikes[node.name] = s
                     y = s * mod.theta
-                elif isinstance(mod, SpikingNeuron):
+                elif isinstance(mod, SpikingNeuron) and record:
                     s = mod.counts(ins[0])
-                    if record:
-                        spikes[node.name] = s
+                    spikes[node.name] = s
                     y = s * mod.theta
+                elif isinstance(mod, SpikingNeuron):
+                    y = mod(ins[0])  # theta * counts (the fused kernels write it in one pass)
                 else:
                     y = mod(ins[0])
             elif node.kind == "add":

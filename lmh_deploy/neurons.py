@@ -119,6 +119,11 @@ class LMHNeuron(SpikingNeuron):
             out.append(s)
         return torch.stack(out), state
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused and x.is_cuda and kernels_available():  # theta * s from the kernel itself
+            return lmh_counts(x, *self.evaluated(), self.theta, per_step=self.radical, scaled=True)
+        return super().forward(x)
+
     def deploy_params(self) -> dict:
         mu_d, mu_s, lam_s, lam_d = self.evaluated()
         r = self.radical
@@ -165,6 +170,11 @@ class LIFNeuron(SpikingNeuron):
             s, state = nm.lmh_step(TorchOps, state, x[t], p)
             out.append(s)
         return torch.stack(out), state
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused and x.is_cuda and kernels_available():  # theta * s from the kernel itself
+            return lmh_counts(x, *self.evaluated(), self.theta, per_step=False, scaled=True)
+        return super().forward(x)
 
     def deploy_params(self) -> dict:
         mu_d, mu_s, lam_s, lam_d = self.evaluated()
@@ -221,6 +231,12 @@ class LMHTNeuron(SpikingNeuron):
             s, v = nm.lmht_step(TorchOps, v, cur, p)
             out.append(s)
         return torch.stack(out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused and x.is_cuda and kernels_available():  # theta * s from the kernel itself
+            return lmht_counts(x, self.lam(), self.omega(), self.theta, self.levels, self.v0_frac,
+                               self.gain, self.timesteps, scaled=True)
+        return super().forward(x)
 
     def counts_from(self, x: torch.Tensor, state=None, t0: int = 0):
         """A learned T-GIM mixes whole windows of T steps, so a slice must start at a multiple

@@ -185,3 +185,87 @@ def test_module_hook_on_cuda(kind):
     _, ref = model.run(x, record=True)
     for name in ref:
         assert torch.equal(fused[name], ref[name]), name
+
+
+@pytest.fixture
+def few_programs(monkeypatch):
+    """Force the backward grid down to a few programs, each over several blocks (ITERS > 1,
+    trailing blocks entirely masked), as on a GPU with large layers."""
+    from lmh_deploy.kernels import fused
+
+    lmh_cfg, lmht_cfg = fused._lmh_bwd_cfg, fused._lmht_bwd_cfg
+    monkeypatch.setattr(fused, "_lmh_bwd_cfg", lambda *a: lmh_cfg(*a)[:2] + (1,))
+    monkeypatch.setattr(fused, "_lmht_bwd_cfg", lambda *a: lmht_cfg(*a)[:2] + (1,))
+    monkeypatch.setattr(fused, "_sm_count", lambda device: 3)
+    iters = []
+    grid_iters = fused._grid_iters
+    monkeypatch.setattr(fused, "_grid_iters", lambda *a: iters.append(grid_iters(*a)) or iters[-1])
+    return iters
+
+
+@pytest.mark.parametrize("kind", ["lmh", "lmh-radical", "lif", "lmht", "lmht-ch"])
+def test_multi_block_programs(few_programs, kind):
+    """Per-program register accumulation over ITERS blocks gives the reference gradients."""
+    T = 4
+    if kind == "lif":
+        mod = LIFNeuron(T, decay=0.75)
+    elif kind.startswith("lmht"):
+        mod = LMHTNeuron(T, levels=2, channels=3 if kind == "lmht-ch" else None)
+    else:
+        mod = LMHNeuron(T, radical=kind == "lmh-radical")
+    _randomize(mod, seed=21)
+    # n = 2*3*23*29 = 4002 neurons: 8-32 blocks over 3 programs, the last ones partly or all masked
+    _compare(mod, _inputs((T, 2, 3, 23, 29), seed=22, step=0.125), seed=3)
+    assert few_programs and all(it > 1 for _, it in few_programs)
+
+
+def _scaled_vs_counts(mod, x):
+    """forward() (theta*s written by the kernel, dL/ds formed in-kernel) equals counts()*theta:
+    outputs and all gradients bit for bit."""
+    mod = mod.to(DEV)
+    params = [p for p in mod.parameters() if p.requires_grad]
+    gen = torch.Generator().manual_seed(5)
+    g = torch.randn(x.shape, generator=gen).to(DEV).to(x.dtype)
+    outs = []
+    for scaled in (False, True):
+        xr = x.clone().requires_grad_()
+        if isinstance(mod, LMHTNeuron):
+            c = lmht_counts(xr, mod.lam(), mod.omega(), mod.theta, mod.levels, mod.v0_frac,
+                            mod.gain, mod.timesteps, scaled=scaled)
+        else:
+            vals = mod.evaluated()
+            c = lmh_counts(xr, *vals, mod.theta, per_step=getattr(mod, "radical", False),
+                           chunk=4, scaled=scaled)
+        o = c if scaled else c * mod.theta
+        assert o.dtype == x.dtype
+        outs.append((o,) + torch.autograd.grad(o, [xr] + params, grad_outputs=g))
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["lmh", "lmh-radical", "lmht"])
+def test_scaled_output_equals_counts_times_theta(kind, dtype):
+    T = 4
+    if kind == "lmht":
+        mod = LMHTNeuron(T, levels=3)  # theta = 2/3: the product rounds
+    else:
+        mod = LMHNeuron(T, radical=kind == "lmh-radical", theta=0.7)
+    _randomize(mod, seed=8)
+    _scaled_vs_counts(mod, _inputs((T, 2, 3, 11), seed=9, step=0.125).to(dtype))
+
+
+@pytest.mark.skipif(not CUDA, reason="the automatic hook runs for CUDA tensors only")
+@pytest.mark.parametrize("kind", ["lif", "lmh", "lmht"])
+def test_module_forward_fused_equals_reference(kind):
+    """SpikingNet.run without recording calls the neuron's forward (theta*s from the kernel)."""
+    from lmh_deploy.models import build_model, default_config
+
+    cfg = default_config("cnn", neuron=kind, timesteps=4, input_shape=(3, 8, 8))
+    model = build_model(cfg).to(DEV)
+    x = torch.randn(5, 3, 8, 8, device=DEV)
+    out = model(x)
+    for m in model.modules():
+        if hasattr(m, "fused"):
+            m.fused = False
+    assert torch.equal(out, model(x))

@@ -32,14 +32,18 @@ def _fused():
     return fused
 
 
-def lmh_counts(x, mu_d, mu_s, lam_s, lam_d, theta, per_step: bool, chunk: int = 16):
-    """Fused LM-H / LIF spike counts ``[T, ...]``; see :func:`.fused.lmh_counts`."""
-    return _fused().lmh_counts(x, mu_d, mu_s, lam_s, lam_d, theta, per_step, chunk)
+def lmh_counts(x, mu_d, mu_s, lam_s, lam_d, theta, per_step: bool, chunk: int = 16,
+               scaled: bool = False):
+    """Fused LM-H / LIF spike counts ``[T, ...]`` (``theta * counts`` if ``scaled``); see
+    :func:`.fused.lmh_counts`."""
+    return _fused().lmh_counts(x, mu_d, mu_s, lam_s, lam_d, theta, per_step, chunk, scaled)
 
 
-def lmht_counts(x, lam, omega, theta, levels: int, v0_frac: float, gain, timesteps: int):
-    """Fused LM-HT spike counts ``[k*T, ...]``; see :func:`.fused.lmht_counts`."""
-    return _fused().lmht_counts(x, lam, omega, theta, levels, v0_frac, gain, timesteps)
+def lmht_counts(x, lam, omega, theta, levels: int, v0_frac: float, gain, timesteps: int,
+                scaled: bool = False):
+    """Fused LM-HT spike counts ``[k*T, ...]`` (``theta * counts`` if ``scaled``); see
+    :func:`.fused.lmht_counts`."""
+    return _fused().lmht_counts(x, lam, omega, theta, levels, v0_frac, gain, timesteps, scaled)
 
 
 __all__ = ["kernels_available", "lmh_counts", "lmht_counts"]

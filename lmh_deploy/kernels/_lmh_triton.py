@@ -20,6 +20,17 @@ detached, full BPTT through v_D and v_S. Reverse-time recurrence, with adjoints
 Parameter gradients: ``dmu_D += dL/dv_D[t] v_D[t-1]``, ``dmu_S += dL/dv_D[t] v_S[t-1]``,
 ``dlambda_S += dL/dm[t] v_S[t-1]``, ``dlambda_D += dL/dm[t] v_D[t]``, reduced in-kernel.
 
+Per-layer parameters: each program runs ITERS consecutive blocks and keeps the gradient terms
+in per-element fp32 registers across them (radical LM-H with one chunk and T = P: one
+accumulator per step and parameter), reducing them once at its end into its own slot of a
+``[programs, 4*P]`` buffer that the caller sums. Per-channel parameters: per-block atomics.
+
+``SCALED``: the layer output ``o = theta * s`` is written instead of ``s`` (one pass, no extra
+multiply kernel), and backward reads ``dL/do`` and forms ``dL/ds = theta * dL/do``, each product
+rounded to the input dtype exactly as torch's ``s * theta`` and its autograd round it: with
+ROUND_THETA (CUDA) theta is first rounded to that dtype too, as torch's CUDA kernels cast a 0-dim
+fp32 operand to the bf16 common dtype (its CPU kernels use it as an fp32 scalar).
+
 Nothing but the input is saved for backward: the backward kernel recomputes the membranes of a
 chunk of K steps into registers, then walks the chunk backwards. For T > K the forward pass
 stores the two states at every chunk start (``2*ceil(T/K)-2`` fp32 values per neuron).
@@ -35,28 +46,29 @@ import triton.language as tl
 
 
 @triton.jit
-def _reduce_add(gp_ptr, val, mask, pid, ch, INNER, C, NSLOT,
+def _reduce_add(gp_ptr, val, mask, pid, blk, ch, INNER, C, NSLOT,
                 PER_CH: tl.constexpr, CH_MODE: tl.constexpr, CP: tl.constexpr,
                 BLOCK: tl.constexpr):
     """Add the block's per-element parameter-gradient terms ``val`` into ``gp_ptr[channel]``.
 
-    Per-layer (scalar) parameters: the block's sum goes to its own slot ``gp_ptr[pid * NSLOT]``
-    of a ``[programs, NSLOT]`` buffer that the caller sums (no same-address atomic contention;
-    deterministic). Per-channel: CH_MODE 0: one atomic per element (any layout); 1: the block lies in one channel;
+    ``pid`` is the program, ``blk`` the block it is working on (``offs = blk*BLOCK + ...``).
+    Per-layer (scalar) parameters: the block's sum goes to its program's own slot
+    ``gp_ptr[pid * NSLOT]`` of a zeroed ``[programs, NSLOT]`` buffer that the caller sums (no
+    same-address atomic contention). Per-channel: CH_MODE 0: one atomic per element (any layout); 1: the block lies in one channel;
     2: channel-innermost layout with a power-of-two C dividing BLOCK (CP = C);
     3: NCHW layout with a power-of-two INNER dividing BLOCK (CP = INNER).
     """
     val = tl.where(mask, val, 0.0)
     if PER_CH:
         if CH_MODE == 1:
-            c0 = ((pid * BLOCK) // INNER) % C
+            c0 = ((blk * BLOCK) // INNER) % C
             tl.atomic_add(gp_ptr + c0, tl.sum(val, axis=0))
         elif CH_MODE == 2:
             r = tl.sum(tl.reshape(val, [BLOCK // CP, CP]), axis=0)
             tl.atomic_add(gp_ptr + tl.arange(0, CP), r)
         elif CH_MODE == 3:
             r = tl.sum(tl.reshape(val, [BLOCK // CP, CP]), axis=1)
-            cidx = ((pid * BLOCK) // CP + tl.arange(0, BLOCK // CP)) % C
+            cidx = ((blk * BLOCK) // CP + tl.arange(0, BLOCK // CP)) % C
             tl.atomic_add(gp_ptr + cidx, r)
         else:
             tl.atomic_add(gp_ptr + ch, val, mask=mask)
@@ -65,14 +77,60 @@ def _reduce_add(gp_ptr, val, mask, pid, ch, INNER, C, NSLOT,
 
 
 @triton.jit
+def _add4(acc, i0: tl.constexpr, S: tl.constexpr, NACC: tl.constexpr, v0, w0, v1, w1, v2, w2, v3, w3):
+    """Return ``acc`` (a tuple of NACC vectors) with ``acc[p*S + i0] += v_p * w_p`` for p = 0..3."""
+    out = ()
+    for i in tl.static_range(NACC):
+        if i == i0:
+            out = out + (tl.fma(v0, w0, acc[i]),)
+        elif i == S + i0:
+            out = out + (tl.fma(v1, w1, acc[i]),)
+        elif i == 2 * S + i0:
+            out = out + (tl.fma(v2, w2, acc[i]),)
+        elif i == 3 * S + i0:
+            out = out + (tl.fma(v3, w3, acc[i]),)
+        else:
+            out = out + (acc[i],)
+    return out
+
+
+@triton.jit
+def _round_as(x, ptr):
+    """fp32 ``x`` rounded to nearest-even in ``ptr``'s element type, returned as fp32 (bf16 by
+    bit arithmetic: Triton's interpreter truncates on a plain cast; the GPU rounds the same)."""
+    if ptr.dtype.element_ty == tl.bfloat16:
+        u = x.to(tl.uint32, bitcast=True)
+        u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+        return u.to(tl.float32, bitcast=True)
+    elif ptr.dtype.element_ty == tl.float32:
+        return x
+    else:
+        return x.to(ptr.dtype.element_ty).to(tl.float32)
+
+
+@triton.jit
+def _zeros_tuple(n: tl.constexpr, BLOCK: tl.constexpr):
+    out = ()
+    for i in tl.static_range(n):
+        out = out + (tl.zeros([BLOCK], tl.float32),)
+    return out
+
+
+@triton.jit
 def lmh_fwd_kernel(x_ptr, s_ptr, prm_ptr, th_ptr, ck_ptr, N, T, P, C, INNER,
-                   PER_CH: tl.constexpr, SAVE: tl.constexpr, K: tl.constexpr,
-                   BLOCK: tl.constexpr):
-    """Forward over all T steps; writes spikes s[t] (and chunk-start states if SAVE)."""
+                   PER_CH: tl.constexpr, SAVE: tl.constexpr, SCALED: tl.constexpr,
+                   ROUND_THETA: tl.constexpr, K: tl.constexpr,
+                   I64: tl.constexpr, BLOCK: tl.constexpr):
+    """Forward over all T steps; writes spikes s[t] (theta*s[t] if SCALED) and, if SAVE, the
+    chunk-start states."""
     pid = tl.program_id(0)
-    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    IDX: tl.constexpr = tl.int64 if I64 else tl.int32  # element offsets
+    offs = pid.to(IDX) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
     theta = tl.load(th_ptr)
+    theta_o = theta
+    if ROUND_THETA:  # as torch's CUDA s * theta: the 0-dim fp32 theta is cast to s's dtype
+        theta_o = _round_as(theta, s_ptr)
     if PER_CH:
         ch = (offs // INNER) % C
     else:
@@ -84,7 +142,7 @@ def lmh_fwd_kernel(x_ptr, s_ptr, prm_ptr, th_ptr, ck_ptr, N, T, P, C, INNER,
         if SAVE:
             if t > 0:
                 if t % K == 0:
-                    cbase = tl.cast(t // K - 1, tl.int64) * 2 * N
+                    cbase = tl.cast(t // K - 1, IDX) * 2 * N
                     tl.store(ck_ptr + cbase + offs, vd, mask=mask)
                     tl.store(ck_ptr + cbase + N + offs, vs, mask=mask)
         pi = tl.minimum(t, P - 1) * C + ch
@@ -92,110 +150,130 @@ def lmh_fwd_kernel(x_ptr, s_ptr, prm_ptr, th_ptr, ck_ptr, N, T, P, C, INNER,
         mu_s = tl.load(prm_ptr + PC + pi)
         lam_s = tl.load(prm_ptr + 2 * PC + pi)
         lam_d = tl.load(prm_ptr + 3 * PC + pi)
-        base = tl.cast(t, tl.int64) * N
+        base = tl.cast(t, IDX) * N
         cur = tl.load(x_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
         vd = mu_d * vd + mu_s * vs + cur
         m = lam_s * vs + lam_d * vd
         s = (m >= theta).to(tl.float32)
         vs = m - s * theta
+        if SCALED:
+            s = _round_as(s * theta_o, s_ptr)
         tl.store(s_ptr + base + offs, s.to(s_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def lmh_bwd_kernel(x_ptr, g_ptr, gx_ptr, prm_ptr, th_ptr, ck_ptr, gp_ptr, N, T, P, C, INNER, NSLOT,
-                   GAMMA: tl.constexpr, PER_CH: tl.constexpr, RADICAL: tl.constexpr,
-                   NEED_PGRAD: tl.constexpr, CH_MODE: tl.constexpr, CP: tl.constexpr,
-                   K: tl.constexpr, BLOCK: tl.constexpr):
-    """Backward over all T steps (chunks of K steps, last chunk first)."""
+                   ITERS, GAMMA: tl.constexpr, PER_CH: tl.constexpr, RADICAL: tl.constexpr,
+                   NEED_PGRAD: tl.constexpr, STEP_ACC: tl.constexpr, SCALED: tl.constexpr,
+                   ROUND_THETA: tl.constexpr,
+                   CH_MODE: tl.constexpr, CP: tl.constexpr, K: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr):
+    """Backward over all T steps (chunks of K steps, last chunk first) for ITERS consecutive
+    blocks of BLOCK neurons. STEP_ACC (radical, per-layer, T = K = P): per-step accumulators."""
     pid = tl.program_id(0)
-    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < N
+    IDX: tl.constexpr = tl.int64 if I64 else tl.int32  # element offsets
     theta = tl.load(th_ptr)
-    if PER_CH:
-        ch = (offs // INNER) % C
-    else:
-        ch = 0
+    theta_o = theta
+    if ROUND_THETA:  # as torch's CUDA s * theta: the 0-dim fp32 theta is cast to s's dtype
+        theta_o = _round_as(theta, g_ptr)
     PC = P * C
-    a_d = tl.zeros([BLOCK], tl.float32)
-    a_s = tl.zeros([BLOCK], tl.float32)
-    acc_md = tl.zeros([BLOCK], tl.float32)
-    acc_ms = tl.zeros([BLOCK], tl.float32)
-    acc_ls = tl.zeros([BLOCK], tl.float32)
-    acc_ld = tl.zeros([BLOCK], tl.float32)
+    S: tl.constexpr = K if STEP_ACC else 1
+    NACC: tl.constexpr = 4 * S
+    # per-layer (or per-step) parameter-gradient terms, per element, summed over the blocks
+    acc = _zeros_tuple(NACC, BLOCK)
     nch = (T + K - 1) // K
-    for cc in range(nch):
-        c = nch - 1 - cc
-        t0 = c * K
-        if c == 0:
-            vd = tl.zeros([BLOCK], tl.float32)
-            vs = vd + 0.5 * theta
+    for it in range(ITERS):
+        blk = pid.to(IDX) * ITERS + it
+        offs = blk * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < N
+        if PER_CH:
+            ch = (offs // INNER) % C
         else:
-            cbase = tl.cast(c - 1, tl.int64) * 2 * N
-            vd = tl.load(ck_ptr + cbase + offs, mask=mask, other=0.0)
-            vs = tl.load(ck_ptr + cbase + N + offs, mask=mask, other=0.0)
-        # recompute the chunk's states: vds[k] = v_D[t0+k-1], vss[k] = v_S[t0+k-1]
-        vds = (vd,)
-        vss = (vs,)
-        for k in tl.static_range(K):
-            t = t0 + k
-            pi = tl.minimum(t, P - 1) * C + ch
-            mu_d = tl.load(prm_ptr + pi)
-            mu_s = tl.load(prm_ptr + PC + pi)
-            lam_s = tl.load(prm_ptr + 2 * PC + pi)
-            lam_d = tl.load(prm_ptr + 3 * PC + pi)
-            cur = tl.load(x_ptr + tl.cast(t, tl.int64) * N + offs, mask=mask & (t < T),
-                          other=0.0).to(tl.float32)
-            vd = mu_d * vd + mu_s * vs + cur
-            m = lam_s * vs + lam_d * vd
-            s = (m >= theta).to(tl.float32)
-            vs = m - s * theta
-            vds = vds + (vd,)
-            vss = vss + (vs,)
-        # walk the chunk backwards
-        for k in tl.static_range(K - 1, -1, -1):
-            t = t0 + k
-            valid = mask & (t < T)
-            pi = tl.minimum(t, P - 1) * C + ch
-            mu_d = tl.load(prm_ptr + pi)
-            mu_s = tl.load(prm_ptr + PC + pi)
-            lam_s = tl.load(prm_ptr + 2 * PC + pi)
-            lam_d = tl.load(prm_ptr + 3 * PC + pi)
-            vd_prev = vds[k]
-            vs_prev = vss[k]
-            vd_t = vds[k + 1]
-            m = lam_s * vs_prev + lam_d * vd_t
-            toff = tl.cast(t, tl.int64) * N
-            g = tl.load(g_ptr + toff + offs, mask=valid, other=0.0).to(tl.float32)
-            sg = tl.maximum(GAMMA - tl.abs(m - theta), 0.0) / (GAMMA * GAMMA)
-            gm = g * sg + a_s
-            gvd = a_d + lam_d * gm
-            tl.store(gx_ptr + toff + offs, gvd.to(gx_ptr.dtype.element_ty), mask=valid)
-            a_d = mu_d * gvd
-            a_s = mu_s * gvd + lam_s * gm
-            if NEED_PGRAD:
-                if RADICAL:
-                    if t < T:
-                        prow = tl.minimum(t, P - 1) * C
-                        _reduce_add(gp_ptr + prow, gvd * vd_prev, mask, pid, ch, INNER, C, NSLOT,
+            ch = 0
+        a_d = tl.zeros([BLOCK], tl.float32)
+        a_s = tl.zeros([BLOCK], tl.float32)
+        for cc in range(nch):
+            c = nch - 1 - cc
+            t0 = c * K
+            if c == 0:
+                vd = tl.zeros([BLOCK], tl.float32)
+                vs = vd + 0.5 * theta
+            else:
+                cbase = tl.cast(c - 1, IDX) * 2 * N
+                vd = tl.load(ck_ptr + cbase + offs, mask=mask, other=0.0)
+                vs = tl.load(ck_ptr + cbase + N + offs, mask=mask, other=0.0)
+            # recompute the chunk's states: vds[k] = v_D[t0+k-1], vss[k] = v_S[t0+k-1];
+            # the chunk's incoming gradients are loaded here too (all loads in flight at once)
+            vds = (vd,)
+            vss = (vs,)
+            gs = ()
+            for k in tl.static_range(K):
+                t = t0 + k
+                valid = mask & (t < T)
+                pi = tl.minimum(t, P - 1) * C + ch
+                mu_d = tl.load(prm_ptr + pi)
+                mu_s = tl.load(prm_ptr + PC + pi)
+                lam_s = tl.load(prm_ptr + 2 * PC + pi)
+                lam_d = tl.load(prm_ptr + 3 * PC + pi)
+                toff = tl.cast(t, IDX) * N
+                cur = tl.load(x_ptr + toff + offs, mask=valid, other=0.0).to(tl.float32)
+                gs = gs + (tl.load(g_ptr + toff + offs, mask=valid, other=0.0),)
+                vd = mu_d * vd + mu_s * vs + cur
+                m = lam_s * vs + lam_d * vd
+                s = (m >= theta).to(tl.float32)
+                vs = m - s * theta
+                vds = vds + (vd,)
+                vss = vss + (vs,)
+            # walk the chunk backwards
+            for k in tl.static_range(K - 1, -1, -1):
+                t = t0 + k
+                valid = mask & (t < T)
+                pi = tl.minimum(t, P - 1) * C + ch
+                mu_d = tl.load(prm_ptr + pi)
+                mu_s = tl.load(prm_ptr + PC + pi)
+                lam_s = tl.load(prm_ptr + 2 * PC + pi)
+                lam_d = tl.load(prm_ptr + 3 * PC + pi)
+                vd_prev = vds[k]
+                vs_prev = vss[k]
+                vd_t = vds[k + 1]
+                m = lam_s * vs_prev + lam_d * vd_t
+                g = gs[k].to(tl.float32)
+                if SCALED:  # dL/ds = theta * dL/do, rounded as autograd of s * theta rounds it
+                    g = _round_as(g * theta_o, g_ptr)
+                sg = tl.maximum(GAMMA - tl.abs(m - theta), 0.0) / (GAMMA * GAMMA)
+                gm = tl.fma(g, sg, a_s)
+                gvd = tl.fma(lam_d, gm, a_d)
+                tl.store(gx_ptr + tl.cast(t, IDX) * N + offs,
+                         gvd.to(gx_ptr.dtype.element_ty), mask=valid)
+                a_d = mu_d * gvd
+                a_s = tl.fma(mu_s, gvd, lam_s * gm)
+                if NEED_PGRAD:
+                    if STEP_ACC:
+                        acc = _add4(acc, k, S, NACC, gvd, vd_prev, gvd, vs_prev, gm, vs_prev,
+                                    gm, vd_t)
+                    elif RADICAL:
+                        if t < T:
+                            prow = tl.minimum(t, P - 1) * C
+                            _reduce_add(gp_ptr + prow, gvd * vd_prev, mask, pid, blk, ch, INNER, C,
+                                        NSLOT, PER_CH, CH_MODE, CP, BLOCK)
+                            _reduce_add(gp_ptr + PC + prow, gvd * vs_prev, mask, pid, blk, ch, INNER,
+                                        C, NSLOT, PER_CH, CH_MODE, CP, BLOCK)
+                            _reduce_add(gp_ptr + 2 * PC + prow, gm * vs_prev, mask, pid, blk, ch,
+                                        INNER, C, NSLOT, PER_CH, CH_MODE, CP, BLOCK)
+                            _reduce_add(gp_ptr + 3 * PC + prow, gm * vd_t, mask, pid, blk, ch, INNER,
+                                        C, NSLOT, PER_CH, CH_MODE, CP, BLOCK)
+                    else:
+                        acc = _add4(acc, 0, 1, 4, gvd, vd_prev, gvd, vs_prev, gm, vs_prev,
+                                    gm, vd_t)
+        if NEED_PGRAD:
+            if PER_CH:
+                if not RADICAL:  # channels differ between blocks: flush this block's terms
+                    for p in tl.static_range(4):
+                        _reduce_add(gp_ptr + p * PC, acc[p], mask, pid, blk, ch, INNER, C, NSLOT,
                                     PER_CH, CH_MODE, CP, BLOCK)
-                        _reduce_add(gp_ptr + PC + prow, gvd * vs_prev, mask, pid, ch, INNER, C, NSLOT,
-                                    PER_CH, CH_MODE, CP, BLOCK)
-                        _reduce_add(gp_ptr + 2 * PC + prow, gm * vs_prev, mask, pid, ch, INNER,
-                                    C, NSLOT, PER_CH, CH_MODE, CP, BLOCK)
-                        _reduce_add(gp_ptr + 3 * PC + prow, gm * vd_t, mask, pid, ch, INNER, C, NSLOT,
-                                    PER_CH, CH_MODE, CP, BLOCK)
-                else:
-                    acc_md += gvd * vd_prev
-                    acc_ms += gvd * vs_prev
-                    acc_ls += gm * vs_prev
-                    acc_ld += gm * vd_t
+                    acc = _zeros_tuple(NACC, BLOCK)
     if NEED_PGRAD:
-        if not RADICAL:
-            _reduce_add(gp_ptr, acc_md, mask, pid, ch, INNER, C, NSLOT, PER_CH, CH_MODE, CP,
-                        BLOCK)
-            _reduce_add(gp_ptr + PC, acc_ms, mask, pid, ch, INNER, C, NSLOT, PER_CH, CH_MODE, CP,
-                        BLOCK)
-            _reduce_add(gp_ptr + 2 * PC, acc_ls, mask, pid, ch, INNER, C, NSLOT, PER_CH, CH_MODE, CP,
-                        BLOCK)
-            _reduce_add(gp_ptr + 3 * PC, acc_ld, mask, pid, ch, INNER, C, NSLOT, PER_CH, CH_MODE, CP,
-                        BLOCK)
+        if not PER_CH:
+            if STEP_ACC or not RADICAL:  # one store per program and slot (P = 1 unless STEP_ACC)
+                for p in tl.static_range(4):
+                    for k in tl.static_range(S):
+                        tl.store(gp_ptr + pid * NSLOT + p * P + k, tl.sum(acc[p * S + k], axis=0))

@@ -12,11 +12,15 @@ the torch path. Per window of T steps (Omega is T x T; T' = k*T runs k windows, 
 
 Backward (DESIGN §1): rectangular window ``d(theta s)/dm = 1`` on ``0.5 theta <= m <= (L+0.5)
 theta``; m -> v[t-1] and the reset are detached, so the backward is local per step except
-through Omega (dL/dOmega: per-program partial sums in a [programs, T*T] buffer)::
+through Omega. Each backward program runs ITERS consecutive blocks and keeps the T*T Omega
+terms (and a per-layer lambda's) per element in fp32 registers across them, reducing them once
+at its end into its own row of a ``[programs, T*T]`` buffer that the caller sums::
 
     dL/dI[t]    = dL/ds[t] * window(m[t]) / theta
     dL/dx[j]    = gain * sum_t Omega[t, j] dL/dI[t]
     dL/dOmega[t, j] += sum_n dL/dI[t] X[j];   dL/dlambda += sum dL/dI[t] v[t-1]
+
+``SCALED``: as in :mod:`._lmh_triton`, the kernels write ``theta * s`` and take ``dL/d(theta s)``.
 
 Only the input is saved; the backward kernel recomputes the forward pass window by window.
 Layout as in :mod:`._lmh_triton` (step stride N, channel ``(i // INNER) % C``).
@@ -26,7 +30,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._lmh_triton import _reduce_add
+from ._lmh_triton import _reduce_add, _round_as, _zeros_tuple
 
 
 @triton.jit
@@ -52,12 +56,17 @@ def _mix_row(om_ptr, xs, t: tl.constexpr, T: tl.constexpr, HAS_OMEGA: tl.constex
 @triton.jit
 def lmht_fwd_kernel(x_ptr, s_ptr, om_ptr, lam_ptr, cst_ptr, N, NW, C, INNER,
                     T: tl.constexpr, L: tl.constexpr, HAS_OMEGA: tl.constexpr,
-                    PER_CH: tl.constexpr, BLOCK: tl.constexpr):
-    """Forward over NW windows of T steps; writes spike counts s[t] in 0..L."""
+                    PER_CH: tl.constexpr, SCALED: tl.constexpr, ROUND_THETA: tl.constexpr,
+                    I64: tl.constexpr, BLOCK: tl.constexpr):
+    """Forward over NW windows of T steps; writes spike counts s[t] in 0..L (theta*s if SCALED)."""
     pid = tl.program_id(0)
-    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    IDX: tl.constexpr = tl.int64 if I64 else tl.int32  # element offsets
+    offs = pid.to(IDX) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
     theta = tl.load(cst_ptr)
+    theta_o = theta
+    if ROUND_THETA:  # as torch's CUDA s * theta (see _lmh_triton)
+        theta_o = _round_as(theta, s_ptr)
     v0 = tl.load(cst_ptr + 1)
     gain = tl.load(cst_ptr + 2)
     if PER_CH:
@@ -66,67 +75,101 @@ def lmht_fwd_kernel(x_ptr, s_ptr, om_ptr, lam_ptr, cst_ptr, N, NW, C, INNER,
         lam = tl.load(lam_ptr)
     v = tl.zeros([BLOCK], tl.float32) + v0
     for w in range(NW):
-        wbase = tl.cast(w, tl.int64) * T
+        wbase = tl.cast(w, IDX) * T
         xs = _load_window(x_ptr, wbase, N, offs, mask, gain, T)
         for t in tl.static_range(T):
             cur = _mix_row(om_ptr, xs, t, T, HAS_OMEGA)
             m = lam * v + cur
             s = tl.minimum(tl.maximum(tl.floor(tl.math.div_rn(m, theta)), 0.0), L)
             v = m - s * theta
+            if SCALED:
+                s = _round_as(s * theta_o, s_ptr)
             tl.store(s_ptr + (wbase + t) * N + offs, s.to(s_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
+def _outer_acc(acc, a, b, T: tl.constexpr):
+    """``acc[t*T + j] += a[t] * b[j]`` for a tuple of T*T vectors."""
+    out = ()
+    for t in tl.static_range(T):
+        for j in tl.static_range(T):
+            out = out + (tl.fma(a[t], b[j], acc[t * T + j]),)
+    return out
+
+
+@triton.jit
 def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, cst_ptr, glam_ptr, gom_ptr,
-                    N, NW, C, INNER, NSLOT,
+                    N, NW, C, INNER, NSLOT, ITERS,
                     T: tl.constexpr, L: tl.constexpr, HAS_OMEGA: tl.constexpr,
                     PER_CH: tl.constexpr, NEED_LAM: tl.constexpr, NEED_OMEGA: tl.constexpr,
-                    CH_MODE: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
-    """Backward: recompute each window forward, then dL/dx, dL/dlambda, dL/dOmega."""
+                    SCALED: tl.constexpr, ROUND_THETA: tl.constexpr, CH_MODE: tl.constexpr,
+                    CP: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr):
+    """Backward of ITERS consecutive blocks: recompute each window forward, then dL/dx,
+    dL/dlambda, dL/dOmega."""
     pid = tl.program_id(0)
-    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < N
+    IDX: tl.constexpr = tl.int64 if I64 else tl.int32  # element offsets
     theta = tl.load(cst_ptr)
+    theta_o = theta
+    if ROUND_THETA:  # as torch's CUDA s * theta (see _lmh_triton)
+        theta_o = _round_as(theta, g_ptr)
     v0 = tl.load(cst_ptr + 1)
     gain = tl.load(cst_ptr + 2)
-    if PER_CH:
-        ch = (offs // INNER) % C
-        lam = tl.load(lam_ptr + ch)
-    else:
-        ch = 0
-        lam = tl.load(lam_ptr)
     lo = 0.5 * theta
     hi = (L + 0.5) * theta
-    v = tl.zeros([BLOCK], tl.float32) + v0
+    NOM: tl.constexpr = T * T if NEED_OMEGA else 0
+    acc_om = _zeros_tuple(NOM, BLOCK)
     acc_lam = tl.zeros([BLOCK], tl.float32)
-    for w in range(NW):
-        wbase = tl.cast(w, tl.int64) * T
-        xs = _load_window(x_ptr, wbase, N, offs, mask, gain, T)
-        gis = ()
-        for t in tl.static_range(T):
-            cur = _mix_row(om_ptr, xs, t, T, HAS_OMEGA)
-            m = lam * v + cur
-            s = tl.minimum(tl.maximum(tl.floor(tl.math.div_rn(m, theta)), 0.0), L)
-            g = tl.load(g_ptr + (wbase + t) * N + offs, mask=mask, other=0.0).to(tl.float32)
-            win = ((m >= lo) & (m <= hi)).to(tl.float32)
-            gi = tl.math.div_rn(g * win, theta)
-            if NEED_LAM:
-                acc_lam += gi * v
-            v = m - s * theta
-            gis = gis + (gi,)
-        for j in tl.static_range(T):
-            if HAS_OMEGA:
-                acc = tl.load(om_ptr + j) * gis[0]
-                for t in tl.static_range(1, T):
-                    acc = acc + tl.load(om_ptr + t * T + j) * gis[t]
-            else:
-                acc = gis[j]
-            gxj = acc * gain
-            tl.store(gx_ptr + (wbase + j) * N + offs, gxj.to(gx_ptr.dtype.element_ty), mask=mask)
-        if NEED_OMEGA:
+    for it in range(ITERS):
+        blk = pid.to(IDX) * ITERS + it
+        offs = blk * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < N
+        if PER_CH:
+            ch = (offs // INNER) % C
+            lam = tl.load(lam_ptr + ch)
+        else:
+            ch = 0
+            lam = tl.load(lam_ptr)
+        v = tl.zeros([BLOCK], tl.float32) + v0
+        for w in range(NW):
+            wbase = tl.cast(w, IDX) * T
+            xs = _load_window(x_ptr, wbase, N, offs, mask, gain, T)
+            gw = ()
             for t in tl.static_range(T):
-                for j in tl.static_range(T):
-                    part = tl.sum(tl.where(mask, gis[t] * xs[j], 0.0), axis=0)
-                    tl.atomic_add(gom_ptr + pid * (T * T) + t * T + j, part)
+                gw = gw + (tl.load(g_ptr + (wbase + t) * N + offs, mask=mask, other=0.0),)
+            gis = ()
+            for t in tl.static_range(T):
+                cur = _mix_row(om_ptr, xs, t, T, HAS_OMEGA)
+                m = lam * v + cur
+                s = tl.minimum(tl.maximum(tl.floor(tl.math.div_rn(m, theta)), 0.0), L)
+                g = gw[t].to(tl.float32)
+                if SCALED:  # dL/ds = theta * dL/do, rounded as autograd of s * theta rounds it
+                    g = _round_as(g * theta_o, g_ptr)
+                win = ((m >= lo) & (m <= hi)).to(tl.float32)
+                gi = tl.math.div_rn(g * win, theta)
+                if NEED_LAM:
+                    acc_lam = tl.fma(gi, v, acc_lam)
+                v = m - s * theta
+                gis = gis + (gi,)
+            for j in tl.static_range(T):
+                if HAS_OMEGA:
+                    acc = tl.load(om_ptr + j) * gis[0]
+                    for t in tl.static_range(1, T):
+                        acc = tl.fma(tl.load(om_ptr + t * T + j), gis[t], acc)
+                else:
+                    acc = gis[j]
+                gxj = acc * gain
+                tl.store(gx_ptr + (wbase + j) * N + offs, gxj.to(gx_ptr.dtype.element_ty),
+                         mask=mask)
+            if NEED_OMEGA:
+                acc_om = _outer_acc(acc_om, gis, xs, T)
+        if NEED_LAM:
+            if PER_CH:  # channels differ between blocks: flush this block's terms
+                _reduce_add(glam_ptr, acc_lam, mask, pid, blk, ch, INNER, C, NSLOT, PER_CH,
+                            CH_MODE, CP, BLOCK)
+                acc_lam = tl.zeros([BLOCK], tl.float32)
+    if NEED_OMEGA:
+        for i in tl.static_range(T * T):
+            tl.store(gom_ptr + pid * (T * T) + i, tl.sum(acc_om[i], axis=0))
     if NEED_LAM:
-        _reduce_add(glam_ptr, acc_lam, mask, pid, ch, INNER, C, NSLOT, PER_CH, CH_MODE, CP, BLOCK)
+        if not PER_CH:
+            tl.store(glam_ptr + pid, tl.sum(acc_lam, axis=0))

@@ -7,6 +7,7 @@ and bf16 inputs alike (a bf16 input gives the spikes of the fp32 reference on ``
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -14,9 +15,11 @@ import torch
 from ._lmh_triton import lmh_bwd_kernel, lmh_fwd_kernel
 from ._lmht_triton import lmht_bwd_kernel, lmht_fwd_kernel
 
-_NUM_WARPS = 4
 _GAMMA = 1.0  # triangle surrogate width, DESIGN §1 (TorchOps.gamma)
-_LAUNCH = {"num_warps": _NUM_WARPS, "enable_fp_fusion": False}
+_FP = {"enable_fp_fusion": False}  # no FMA contraction: the recurrences match torch bit for bit
+_FWD_WARPS = 4
+_FWD_BLOCK = 1024
+_PROGRAMS_PER_SM = 4  # backward grid: about this many programs per SM, each over ITERS blocks
 
 
 def _is_pow2(n: int) -> bool:
@@ -58,15 +61,46 @@ def _ch_mode(per_ch: bool, channels: int, inner: int, block: int) -> tuple[int, 
     return 0, 1
 
 
-def _lmh_block(k: int) -> int:
-    """Elements per program: fewer per thread for longer chunks (2(K+1) states in registers)."""
-    per_thread = 8 if k <= 4 else (4 if k <= 8 else 2)
-    return per_thread * 32 * _NUM_WARPS
+def _lmh_bwd_cfg(k: int, step_acc: bool, need_p: bool) -> tuple[int, int, int]:
+    """(elements per thread, warps, programs per SM) of the LM-H backward: 2(K+1) states (and,
+    radical, 4K per-step accumulators) per element live in registers. Measured on an H200
+    (bench_neurons --sections tune, bf16 [T,64,128,32,32], 2026-11-22): the values below."""
+    if step_acc:
+        return (4, 4, 8) if k <= 4 else (2, 4, 2) if k <= 10 else (1, 4, 2)
+    if k <= 4:
+        return (4 if need_p else 8), 4, _PROGRAMS_PER_SM
+    return (2 if k <= 10 else 1), 4, _PROGRAMS_PER_SM
 
 
-def _lmht_block(t: int) -> int:
-    per_thread = 4 if t <= 10 else 2  # measured on an H200: 4 beats 2, 8, 16 at T = 4 and 10
-    return per_thread * 32 * _NUM_WARPS
+def _lmht_bwd_cfg(t: int, need_omega: bool) -> tuple[int, int, int]:
+    """(elements per thread, warps, programs per SM) of the LM-HT backward: T*T Omega
+    accumulators per element (H200: T = 4: 2 per thread, 8 programs/SM; T = 10: 1, 2)."""
+    if need_omega:
+        return (2, 4, 8) if t <= 4 else (1, 4, 2)
+    return 4, 4, _PROGRAMS_PER_SM
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count_cuda(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return _sm_count_cuda(device.index if device.index is not None else torch.cuda.current_device())
+    return 4  # interpreter on CPU: a few programs, each over several blocks
+
+
+def _grid_iters(n: int, block: int, device: torch.device, pps: int) -> tuple[int, int]:
+    """(programs, ITERS): about ``pps`` programs per SM, each over ITERS blocks."""
+    nblk = triton_cdiv(n, block)
+    iters = max(1, triton_cdiv(nblk, _sm_count(device) * pps))
+    return triton_cdiv(nblk, iters), iters
+
+
+def _i64(*tensors: torch.Tensor) -> bool:
+    """Element offsets need 64 bits (else the kernels index in int32: fewer registers)."""
+    return any(t.numel() >= 2**31 - 1 for t in tensors)
 
 
 def _check_channels(x: torch.Tensor, c: int) -> None:
@@ -76,10 +110,11 @@ def _check_channels(x: torch.Tensor, c: int) -> None:
 
 
 class LMHFunction(torch.autograd.Function):
-    """Fused LM-H over all steps: ``(x [T,...], prm [4,P,C], theta []) -> s [T,...]``."""
+    """Fused LM-H over all steps: ``(x [T,...], prm [4,P,C], theta []) -> s [T,...]``
+    (``theta * s`` when ``scaled``)."""
 
     @staticmethod
-    def forward(ctx, x, prm, theta, chunk):
+    def forward(ctx, x, prm, theta, chunk, scaled):
         x, inner, _ = _layout(x)
         t_steps = x.shape[0]
         n = x[0].numel()
@@ -93,45 +128,57 @@ class LMHFunction(torch.autograd.Function):
         ck = torch.empty((max(n_ck, 0) * 2, n) if save and n_ck > 0 else (1,),
                          device=x.device, dtype=torch.float32)
         s = torch.empty_like(x)
-        block = 1024
-        grid = (triton_cdiv(n, block),)
+        grid = (triton_cdiv(n, _FWD_BLOCK),)
         lmh_fwd_kernel[grid](x, s, prm_f, th, ck, n, t_steps, p_rows, c, inner,
-                             PER_CH=c > 1, SAVE=bool(save and n_ck > 0), K=k, BLOCK=block,
-                             **_LAUNCH)
+                             PER_CH=c > 1, SAVE=bool(save and n_ck > 0), SCALED=bool(scaled),
+                             ROUND_THETA=x.is_cuda, K=k, BLOCK=_FWD_BLOCK, I64=_i64(x, ck), num_warps=_FWD_WARPS, **_FP)
         ctx.save_for_backward(x, prm_f, th, ck)
-        ctx.meta = (inner, k, n_ck)
+        ctx.meta = (inner, k, n_ck, bool(scaled))
         return s
 
     @staticmethod
     def backward(ctx, g):
         x, prm_f, th, ck = ctx.saved_tensors
-        inner, k, _ = ctx.meta
+        inner, k, n_ck, scaled = ctx.meta
         g = _match(g, x)
         t_steps = x.shape[0]
         n = x[0].numel()
         p_rows, c = prm_f.shape[1], prm_f.shape[2]
         need_p = ctx.needs_input_grad[1]
+        radical = p_rows > 1
+        # radical, per-layer, one chunk covering exactly the P parameter rows: per-step registers
+        step_acc = radical and c == 1 and n_ck == 0 and t_steps == p_rows
         gx = torch.empty_like(x)
-        block = _lmh_block(k)
+        per_thread, warps, pps = _lmh_bwd_cfg(k, step_acc, need_p)
+        block = per_thread * 32 * warps
         mode, cp = _ch_mode(c > 1, c, inner, block)
-        grid = (triton_cdiv(n, block),)
+        grid, iters = _grid_iters(n, block, x.device, pps)
         nslot = 4 * p_rows
-        # per-layer params: per-program partial sums [programs, 4*P]; per-channel: atomics [4,P,C]
-        gp = torch.zeros((grid[0], nslot) if c == 1 else prm_f.shape, device=x.device,
-                         dtype=torch.float32) if need_p else prm_f
-        lmh_bwd_kernel[grid](x, g, gx, prm_f, th, ck, gp, n, t_steps, p_rows, c, inner, nslot,
-                             GAMMA=_GAMMA, PER_CH=c > 1, RADICAL=p_rows > 1, NEED_PGRAD=need_p,
-                             CH_MODE=mode, CP=cp, K=k, BLOCK=block, **_LAUNCH)
+        # per-layer: per-program slots [programs, 4*P] (stored once each, or zeroed and atomically
+        # added per step for radical without step_acc); per-channel: zeroed [4, P, C], atomics
+        if not need_p:
+            gp = prm_f
+        elif c == 1 and (step_acc or not radical):
+            gp = torch.empty((grid, nslot), device=x.device, dtype=torch.float32)
+        else:
+            gp = torch.zeros((grid, nslot) if c == 1 else prm_f.shape, device=x.device,
+                             dtype=torch.float32)
+        lmh_bwd_kernel[(grid,)](x, g, gx, prm_f, th, ck, gp, n, t_steps, p_rows, c, inner, nslot,
+                                iters, GAMMA=_GAMMA, PER_CH=c > 1, RADICAL=radical,
+                                NEED_PGRAD=need_p, STEP_ACC=step_acc, SCALED=scaled,
+                                ROUND_THETA=x.is_cuda,
+                                CH_MODE=mode, CP=cp, K=k, BLOCK=block, I64=_i64(x, ck), num_warps=warps, **_FP)
         if need_p and c == 1:
             gp = gp.sum(0).reshape(prm_f.shape)
-        return gx, (gp if need_p else None), None, None
+        return gx, (gp if need_p else None), None, None, None
 
 
 class LMHTFunction(torch.autograd.Function):
-    """Fused LM-HT: ``(x [k*T,...], lam [C], omega [T,T] | None, consts [theta, v0, gain])``."""
+    """Fused LM-HT: ``(x [k*T,...], lam [C], omega [T,T] | None, consts [theta, v0, gain])``
+    -> counts (``theta * counts`` when ``scaled``)."""
 
     @staticmethod
-    def forward(ctx, x, lam, omega, consts, levels, window):
+    def forward(ctx, x, lam, omega, consts, levels, window, scaled):
         x, inner, _ = _layout(x)
         n = x[0].numel()
         c = lam.numel()
@@ -143,18 +190,20 @@ class LMHTFunction(torch.autograd.Function):
                 else torch.zeros(1, device=x.device, dtype=torch.float32))
         cst = consts.detach().to(device=x.device, dtype=torch.float32).contiguous()
         s = torch.empty_like(x)
-        block = 1024 if window <= 4 else 512
+        block = _FWD_BLOCK if window <= 4 else _FWD_BLOCK // 2
         grid = (triton_cdiv(n, block),)
         lmht_fwd_kernel[grid](x, s, om_f, lam_f, cst, n, nw, c, inner, T=window, L=int(levels),
-                              HAS_OMEGA=has_om, PER_CH=c > 1, BLOCK=block, **_LAUNCH)
+                              HAS_OMEGA=has_om, PER_CH=c > 1, SCALED=bool(scaled),
+                              ROUND_THETA=x.is_cuda, BLOCK=block, I64=_i64(x),
+                              num_warps=_FWD_WARPS, **_FP)
         ctx.save_for_backward(x, lam_f, om_f, cst)
-        ctx.meta = (inner, int(levels), window, has_om, tuple(lam.shape))
+        ctx.meta = (inner, int(levels), window, has_om, tuple(lam.shape), bool(scaled))
         return s
 
     @staticmethod
     def backward(ctx, g):
         x, lam_f, om_f, cst = ctx.saved_tensors
-        inner, levels, window, has_om, lam_shape = ctx.meta
+        inner, levels, window, has_om, lam_shape, scaled = ctx.meta
         g = _match(g, x)
         n = x[0].numel()
         c = lam_f.numel()
@@ -162,20 +211,24 @@ class LMHTFunction(torch.autograd.Function):
         need_lam = ctx.needs_input_grad[1]
         need_om = has_om and ctx.needs_input_grad[2]
         gx = torch.empty_like(x)
-        block = _lmht_block(window)
+        per_thread, warps, pps = _lmht_bwd_cfg(window, need_om)
+        block = per_thread * 32 * warps
         mode, cp = _ch_mode(c > 1, c, inner, block)
-        grid = (triton_cdiv(n, block),)
-        # per-program partial sums (scalar lambda: [programs, 1]; Omega: [programs, T*T])
-        glam = torch.zeros((grid[0], 1) if c == 1 else (c,), device=x.device, dtype=torch.float32)
-        gom = (torch.zeros((grid[0], window * window), device=x.device, dtype=torch.float32)
+        grid, iters = _grid_iters(n, block, x.device, pps)
+        # per-program rows, each stored once (scalar lambda: [programs, 1]; Omega: [programs, T*T]);
+        # per-channel lambda: zeroed [C], atomics
+        glam = (torch.empty((grid, 1), device=x.device, dtype=torch.float32) if c == 1
+                else torch.zeros((c,), device=x.device, dtype=torch.float32))
+        gom = (torch.empty((grid, window * window), device=x.device, dtype=torch.float32)
                if need_om else om_f)
-        lmht_bwd_kernel[grid](x, g, gx, om_f, lam_f, cst, glam, gom, n, nw, c, inner, 1,
-                              T=window, L=levels, HAS_OMEGA=has_om, PER_CH=c > 1,
-                              NEED_LAM=need_lam, NEED_OMEGA=need_om, CH_MODE=mode, CP=cp,
-                              BLOCK=block, **_LAUNCH)
+        lmht_bwd_kernel[(grid,)](x, g, gx, om_f, lam_f, cst, glam, gom, n, nw, c, inner, 1, iters,
+                                 T=window, L=levels, HAS_OMEGA=has_om, PER_CH=c > 1,
+                                 NEED_LAM=need_lam, NEED_OMEGA=need_om, SCALED=scaled,
+                                 ROUND_THETA=x.is_cuda,
+                                 CH_MODE=mode, CP=cp, BLOCK=block, I64=_i64(x), num_warps=warps, **_FP)
         glam = glam.sum(0) if c == 1 else glam
         gom = gom.sum(0).reshape(window, window) if need_om else None
-        return gx, glam.reshape(lam_shape) if need_lam else None, gom, None, None, None
+        return gx, glam.reshape(lam_shape) if need_lam else None, gom, None, None, None, None
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -183,8 +236,9 @@ def triton_cdiv(a: int, b: int) -> int:
 
 
 def lmh_counts(x: torch.Tensor, mu_d, mu_s, lam_s, lam_d, theta: torch.Tensor,
-               per_step: bool, chunk: int = 16) -> torch.Tensor:
-    """Fused LM-H spike counts (see :mod:`._lmh_triton` for the equations).
+               per_step: bool, chunk: int = 16, scaled: bool = False) -> torch.Tensor:
+    """Fused LM-H spike counts (see :mod:`._lmh_triton` for the equations); with ``scaled`` the
+    layer output ``theta * counts`` instead, from the same kernels (no extra pass).
 
     Parameters are the evaluated values: 0-dim (per layer), ``[C]`` (per channel), or with a
     leading step dim ``[P]`` / ``[P, C]`` when ``per_step`` (radical LM-H).
@@ -197,13 +251,15 @@ def lmh_counts(x: torch.Tensor, mu_d, mu_s, lam_s, lam_d, theta: torch.Tensor,
     p_rows = v0.shape[0] if per_step else 1
     c = v0.numel() // p_rows
     prm = torch.stack([v.reshape(p_rows, c) for v in vals])
-    return LMHFunction.apply(x, prm, theta, chunk)
+    if scaled and theta.requires_grad:  # a learned threshold: let autograd see the product
+        return LMHFunction.apply(x, prm, theta, chunk, False) * theta
+    return LMHFunction.apply(x, prm, theta, chunk, bool(scaled))
 
 
 def lmht_counts(x: torch.Tensor, lam, omega, theta: torch.Tensor, levels: int, v0_frac: float,
-                gain: torch.Tensor, timesteps: int) -> torch.Tensor:
+                gain: torch.Tensor, timesteps: int, scaled: bool = False) -> torch.Tensor:
     """Fused LM-HT spike counts over ``x.shape[0] = k*T`` steps (Omega per window; ``omega=None``
-    means Omega = I, any number of steps)."""
+    means Omega = I, any number of steps); ``scaled``: ``theta * counts`` from the same kernels."""
     t_total = x.shape[0]
     if omega is not None:
         if t_total % timesteps:
@@ -217,4 +273,6 @@ def lmht_counts(x: torch.Tensor, lam, omega, theta: torch.Tensor, levels: int, v
     v0 = v0_frac * theta32
     consts = torch.stack([theta32, v0, gain.detach().to(theta32)]).to(x.device)
     lam = torch.as_tensor(lam, device=x.device, dtype=torch.float32)
-    return LMHTFunction.apply(x, lam, omega, consts, int(levels), window)
+    if scaled and theta.requires_grad:
+        return LMHTFunction.apply(x, lam, omega, consts, int(levels), window, False) * theta
+    return LMHTFunction.apply(x, lam, omega, consts, int(levels), window, bool(scaled))
