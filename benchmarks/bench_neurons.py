@@ -12,7 +12,8 @@ Sections (``--sections``, comma-separated):
 * ``infer``    forward only at T = 64 (LM-HT: Omega of T = 4 in 16 windows); floor 4 B/neuron-step.
 * ``resnet``   ResNet-19 CIFAR training step, bf16 autocast, channels-last: SNN (B=64, T=4) eager
                and fused vs the same network with ReLU at batch 256.
-* ``tune``     fused backward block sizes (elements per thread) for LM-H / LM-HT.
+* ``tune``     fused backward elements per thread and programs per SM, per kind and T (graph
+               time); the fastest are installed for the later sections and written to the JSON.
 
 Usage: ``python benchmarks/bench_neurons.py --json out.json [--sections bw,layer,infer,resnet]``.
 Needs a CUDA GPU.
@@ -216,7 +217,7 @@ def _relu_net(snn):
     return net
 
 
-def resnet_rows(kinds):
+def resnet_rows(kinds, eager=True):
     from lmh_deploy.models import build_model, default_config
 
     rows = []
@@ -261,7 +262,7 @@ def resnet_rows(kinds):
     for kind in kinds:
         cfg = default_config("resnet19", neuron=kind, timesteps=4, num_classes=10,
                              input_shape=(3, 32, 32))
-        for fused in (False, True):
+        for fused in ((False, True) if eager else (True,)):
             r = measure(build_model(cfg), 64, 4, "snn", kind, fused)
             r["impl"] = "fused" if fused else "eager"
             if "ms" in r and "ms" in relu:
@@ -303,23 +304,82 @@ def profile_resnet(kind="lmh", batch=64, t=4):
 
 
 def tune_rows(bw, ts=(4, 10)):
+    """Sweep the fused backward's elements per thread and programs per SM (GPU time of one
+    fwd+bwd step as a CUDA graph); install the fastest per (kind, T) and return the rows."""
     from lmh_deploy.kernels import fused as F
 
-    rows = []
-    orig = (F._lmh_block, F._lmht_block)
+    cand = {("lif", 4): (4, 8), ("lmh", 4): (2, 4), ("lmh-radical", 4): (2, 4),
+            ("lmht", 4): (1, 2), ("lif", 10): (1, 2), ("lmh", 10): (1, 2),
+            ("lmh-radical", 10): (1, 2), ("lmht", 10): (1,)}
+    rows, best = [], {}
+    orig = (F._lmh_bwd_cfg, F._lmht_bwd_cfg)
     try:
-        for per_thread in (2, 4, 8, 16):
-            blk = per_thread * 32 * F._NUM_WARPS
-            F._lmh_block = lambda k, b=blk: b
-            F._lmht_block = lambda t, b=blk: b
-            sub = layer_rows(("lmh", "lmht"), ts, ("fused",), bw)
-            for r in sub:
-                r["section"] = "tune"
-                r["per_thread"] = per_thread
-            rows += sub
+        for kind in ("lif", "lmh", "lmh-radical", "lmht"):
+            for t in ts:
+                trials = [(pt, 4) for pt in cand.get((kind, t), (1, 2, 4))]
+                res = {}
+                for item in trials + [None, None]:
+                    if item is None:  # programs per SM around the best elements per thread
+                        if not res:
+                            continue
+                        bpt = min(res, key=res.get)[0]
+                        extra = [(bpt, q) for q in (2, 8) if (bpt, q) not in res]
+                        item = extra[0]
+                    pt, pps = item
+                    F._lmh_bwd_cfg = lambda k, sa, npg, v=pt, q=pps: (v, 4, q)
+                    F._lmht_bwd_cfg = lambda tt, no, v=pt, q=pps: (v, 4, q)
+                    row = _fused_graph_row(kind, t, bw)
+                    row.update(section="tune", per_thread=pt, pps=pps)
+                    rows.append(row)
+                    print(_fmt(row), flush=True)
+                    if "graph_ms" in row:
+                        res[(pt, pps)] = row["graph_ms"]
+                if res:
+                    best[(kind, t)] = min(res, key=res.get)
+                    print(f"# best {kind} T={t}: per_thread={best[(kind, t)][0]} "
+                          f"programs/SM={best[(kind, t)][1]} {res[best[(kind, t)]]:.4f} ms", flush=True)
     finally:
-        F._lmh_block, F._lmht_block = orig
-    return rows
+        F._lmh_bwd_cfg, F._lmht_bwd_cfg = orig
+    return rows, best
+
+
+def _fused_graph_row(kind, t, bw, shape_rest=(64, 128, 32, 32), dtype=torch.bfloat16):
+    n = math.prod(shape_rest)
+    floor_ms = 8 * t * n / bw * 1e3
+    row = {"section": "layer", "kind": kind, "T": t, "impl": "fused", "floor_ms": floor_ms}
+    try:
+        x = torch.randn((t,) + tuple(shape_rest), device="cuda", dtype=dtype) * 0.8 + 0.3
+        x.requires_grad_(True)
+        g = torch.randn((t,) + tuple(shape_rest), device="cuda", dtype=dtype)
+        mod = _init(make_neuron(kind, t))
+        ins = [x] + [p for p in mod.parameters() if p.requires_grad]
+
+        def step():
+            torch.autograd.grad(mod.counts(x), ins, grad_outputs=g)
+
+        step()
+        row["graph_ms"] = _graph_ms(step)
+        row["graph_x_floor"] = row["graph_ms"] / floor_ms
+        row["ms"], row["x_floor"], row["peak_gb"] = row["graph_ms"], row["graph_x_floor"], 0.0
+    except Exception as e:  # noqa: BLE001
+        row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+    return row
+
+
+def install_best(best):
+    """Make the fused launchers use the tuned (elements per thread, programs per SM)."""
+    from lmh_deploy.kernels import fused as F
+
+    lmh0, lmht0 = F._lmh_bwd_cfg, F._lmht_bwd_cfg
+
+    def lmh_cfg(k, step_acc, need_p):
+        kind = "lmh-radical" if step_acc else ("lmh" if need_p else "lif")
+        return (best[(kind, k)][0], 4, best[(kind, k)][1]) if (kind, k) in best else lmh0(k, step_acc, need_p)
+
+    def lmht_cfg(t, need_omega):
+        return (best[("lmht", t)][0], 4, best[("lmht", t)][1]) if ("lmht", t) in best else lmht0(t, need_omega)
+
+    F._lmh_bwd_cfg, F._lmht_bwd_cfg = lmh_cfg, lmht_cfg
 
 
 def _fmt(r):
@@ -327,7 +387,7 @@ def _fmt(r):
         head = f"resnet19 {r['net']:<5} {r['kind']:<11} B={r['batch']:<3} T={r['T']:<2} {r.get('impl', ''):<6}"
     else:
         head = (f"{r['section']:<6} {r['kind']:<11} T={r['T']:<3} {r['impl']:<12}"
-                + (f" pt={r['per_thread']}" if "per_thread" in r else ""))
+                + (f" pt={r['per_thread']} pps={r.get('pps')}" if "per_thread" in r else ""))
     if "error" in r:
         return head + "  ERROR " + r["error"]
     out = head + f" {r['ms']:9.3f} ms"
@@ -352,6 +412,7 @@ def main(argv=None):
     ap.add_argument("--ts", default="2,4,10")
     ap.add_argument("--impls", default="eager,fused,spikingjelly")
     ap.add_argument("--resnet-kinds", default="lmh,lmht")
+    ap.add_argument("--resnet-impls", default="eager,fused")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("bench_neurons needs a CUDA GPU")
@@ -371,25 +432,37 @@ def main(argv=None):
     res["copy_bw_TBps"] = bw / 1e12
     print(f"# {res['gpu']}  torch {res['torch']}  triton {res['triton']}  copy bandwidth "
           f"{bw / 1e12:.2f} TB/s (read+write)", flush=True)
+    if "tune" in secs:
+        rows, best = tune_rows(bw)
+        res["rows"] += rows
+        res["best"] = {f"{k[0]} T={k[1]}": list(v) for k, v in best.items()}
+        install_best(best)
+        print("# installed:", res["best"], flush=True)
+        _dump(res, args.json)
     if "layer" in secs:
         res["rows"] += layer_rows(kinds, ts, impls, bw)
+        _dump(res, args.json)
     if "compile" in secs:
         res["rows"] += layer_rows(kinds, ts, ("compile",), bw)
     if "infer" in secs:
         res["rows"] += infer_rows(kinds, [i for i in impls if i != "compile"], bw)
-    if "tune" in secs:
-        res["rows"] += tune_rows(bw)
     if "profile" in secs:
         profile_resnet()
     if "resnet" in secs:
-        res["rows"] += resnet_rows(args.resnet_kinds.split(","))
+        res["rows"] += resnet_rows(args.resnet_kinds.split(","),
+                                   eager="eager" in args.resnet_impls.split(","))
+    _dump(res, args.json)
     print("\n# summary")
     for r in res["rows"]:
         print(_fmt(r))
-    tmp = args.json + ".tmp"
+    _dump(res, args.json)
+
+
+def _dump(res, path):
+    tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(res, f, indent=1)
-    os.replace(tmp, args.json)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
