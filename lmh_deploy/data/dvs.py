@@ -136,10 +136,12 @@ def list_event_files(root: str, train: bool, train_ratio: float = 0.9):
         if not files:
             raise DatasetError(f"{os.path.join(root, c)}: no event files (.aedat, .npz, .npy)")
         cut = int(round(len(files) * train_ratio))
-        if train:
-            cut = max(cut, 1)
+        cut = min(max(cut, 1), len(files) - 1) if len(files) > 1 else 1  # both splits non-empty
         picked = files[:cut] if train else files[cut:]
         samples += [(os.path.join(root, c, f), i) for f in picked]
+    if not samples:
+        raise DatasetError(f"{root}: the {'train' if train else 'test'} split is empty (each class needs "
+                           f"at least 2 event files)")
     return samples, classes
 
 
