@@ -32,13 +32,16 @@ from pathlib import Path
 
 import torch
 
+from .errors import CheckpointFileError
+
 FORMAT_TAG = "lmh-deploy/checkpoint"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "version", "model_config", "state_dict")
 
 
-class CheckpointError(ValueError):
-    """A file that cannot be used as an lmh-deploy checkpoint; the message names the file."""
+class CheckpointError(CheckpointFileError):
+    """A file that cannot be used as an lmh-deploy checkpoint; the message names the file.
+    (One of lmh-deploy's typed user errors: the CLIs print it in one line and exit 2.)"""
 
 
 @contextlib.contextmanager

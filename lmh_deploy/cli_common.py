@@ -19,10 +19,9 @@ class OneLineParser(argparse.ArgumentParser):
 
 def user_errors() -> tuple:
     """Exception types that mean bad input (reported in one line, exit 2)."""
-    from .checkpoint import CheckpointError
     from .data import UnknownDatasetError
 
-    return USER_ERRORS + (CheckpointError, UnknownDatasetError)
+    return USER_ERRORS + (UnknownDatasetError,)
 
 
 def fail(prog: str, err: BaseException) -> int:

@@ -177,14 +177,12 @@ class Deployment:
 def load_model_checked(path):
     """:func:`lmh_deploy.checkpoint.load_model`, with every failure to read the file turned into
     a one-line :class:`~lmh_deploy.errors.CheckpointFileError` naming the file."""
-    from ..checkpoint import CheckpointError, load_model
+    from ..checkpoint import load_model
     from ..errors import CheckpointFileError, LmhError
 
     try:
         return load_model(path)
-    except CheckpointError as e:
-        raise CheckpointFileError(str(e)) from None
-    except LmhError:
+    except LmhError:  # CheckpointError included
         raise
     except Exception as e:  # noqa: BLE001 - torch.load raises many types on garbage input
         raise CheckpointFileError(f"{path}: not a readable lmh-deploy checkpoint "
