@@ -79,6 +79,20 @@ class NirProgram:
     def form(self) -> str:
         return str(self.metadata.get("form", "unrolled" if len(self.inputs) > 1 else "temporal"))
 
+    @property
+    def timesteps(self) -> int | None:
+        """The T the file was exported at (our files say it; hand-written ones may not)."""
+        t = self.metadata.get("timesteps")
+        return None if t is None else int(t)
+
+    @property
+    def input_shape(self) -> tuple | None:
+        s = self.metadata.get("input_shape")
+        return None if s is None else tuple(int(v) for v in s)
+
+    def check_timesteps(self, timesteps: int) -> int:
+        return check_file_timesteps(self.form, self.timesteps, timesteps)
+
     def in_edges(self, name):
         return [(i, a) for i, (a, b) in enumerate(self.edges) if b == name]
 
@@ -540,6 +554,21 @@ class NirLayers:
     input_quantum: float
     input_bound: float
     form: str
+
+    def check_timesteps(self, timesteps: int) -> int:
+        return check_file_timesteps(self.form, self.timesteps, timesteps)
+
+
+def check_file_timesteps(form: str, exported_t: int | None, timesteps) -> int:
+    """A temporal (streaming) file runs any number of steps; an unrolled one exactly its T."""
+    from .errors import TimestepsError
+
+    if not isinstance(timesteps, (int, np.integer)) or timesteps < 1:
+        raise TimestepsError(f"timesteps must be a positive integer, got {timesteps!r}")
+    if form == "unrolled" and exported_t is not None and timesteps != exported_t:
+        raise TimestepsError(f"this NIR file is the unrolled form for T={exported_t}; re-export "
+                             f"with lmh-export --format nir --timesteps {timesteps}")
+    return int(timesteps)
 
 
 def read_deploy_graph(source):

@@ -63,3 +63,30 @@ def test_lava_refuses_conv_models_with_a_named_layer(tmp_path):
     write_nir(graph, path)
     with pytest.raises(NirGraphError, match="pool0"):
         run_lava_nir(path, np.zeros((1, 1, 8, 8), np.float32), timeout_s=60)
+
+
+def test_lmh_run_reads_T_from_the_nir_file_for_nir_and_lava(tmp_path, capsys):
+    """`lmh-run model.nir --runtime lava|nir` takes T from the file; the same accuracy per step
+    as the reference; an unrolled file at another T is a one-line error naming the re-export."""
+    import json
+
+    from lmh_deploy import cli_run
+
+    graph = fold_checkpoint(trained_checkpoint("mlp", "lmh", None, timesteps=4, epochs=2))
+    temporal, unrolled = tmp_path / "t.nir", tmp_path / "u.nir"
+    write_nir(graph, temporal, form="temporal")
+    write_nir(graph, unrolled, form="unrolled")
+    x, y = digits_test(30)
+    ref = run_reference(graph, x)
+    want = [float(np.mean(ref.logits[: t + 1].mean(0).argmax(-1) == y)) for t in range(4)]
+    for path, runtime in ((temporal, "lava"), (temporal, "nir"), (unrolled, "nir")):
+        out = tmp_path / f"{path.stem}-{runtime}.json"
+        assert cli_run.main([str(path), "--runtime", runtime, "--limit", "30",
+                             "--json", str(out)]) == 0
+        got = json.loads(out.read_text())
+        assert got["timesteps"] == 4
+        np.testing.assert_allclose(got["accuracy_per_step"], want)
+    capsys.readouterr()
+    assert cli_run.main([str(unrolled), "--runtime", "nir", "--timesteps", "8", "--limit", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--timesteps 8" in err[0]
