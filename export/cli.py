@@ -14,7 +14,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from lmh_deploy.cli_common import OneLineParser, fail, positive_int, user_errors
+from lmh_deploy.cli_common import OneLineParser, positive_int, run_cli
 from lmh_deploy.errors import ExportFormatError
 
 #: format name -> "module:function" of its writer. Constant table: extend it by adding a line.
@@ -75,25 +75,22 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv=None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:  # --help, or a bad option (one line already printed): its status
-        return int(e.code or 0)
+    return run_cli(build_parser(), argv, _main)
+
+
+def _main(args) -> int:
     options = {}
     if args.frames:
         options["frames"] = True
     if args.with_spikes:
         options["with_spikes"] = True
     if (args.form or args.lossy_lif) and args.format != "nir":
-        return fail("lmh-export", ExportFormatError("--form and --lossy-lif apply to --format nir"))
+        raise ExportFormatError("--form and --lossy-lif apply to --format nir")
     if args.form:
         options["form"] = args.form
     if args.lossy_lif:
         options["lossy_lif"] = True
-    try:
-        out = export_checkpoint(args.checkpoint, args.format, args.output, args.timesteps, **options)
-    except user_errors() as e:
-        return fail("lmh-export", e)
+    out = export_checkpoint(args.checkpoint, args.format, args.output, args.timesteps, **options)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return 0
 

@@ -24,6 +24,20 @@ def user_errors() -> tuple:
     return USER_ERRORS + (UnknownDatasetError,)
 
 
+def run_cli(parser: argparse.ArgumentParser, argv, body) -> int:
+    """Parse ``argv`` and return ``body(args)``'s exit status; ``--help`` and bad options return
+    argparse's status, and bad input (a :func:`user_errors` exception) prints one line and
+    returns 2."""
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a bad option (one line already printed): its status
+        return int(e.code or 0)
+    try:
+        return body(args)
+    except user_errors() as e:
+        return fail(parser.prog, e)
+
+
 def fail(prog: str, err: BaseException) -> int:
     msg = " ".join(str(err).split()) or type(err).__name__
     print(f"{prog}: error: {msg}", file=sys.stderr)

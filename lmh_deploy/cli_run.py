@@ -10,7 +10,7 @@ import json
 import sys
 import time
 
-from .cli_common import OneLineParser, fail, positive_int, user_errors
+from .cli_common import OneLineParser, positive_int, run_cli
 
 
 def build_parser() -> OneLineParser:
@@ -53,19 +53,16 @@ def run_file(path, dataset="digits", runtime=None, timesteps=None, limit=None, b
 
 
 def main(argv=None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:  # --help, or a bad option (one line already printed): its status
-        return int(e.code or 0)
-    try:
-        res = run_file(args.file, args.dataset, args.runtime, args.timesteps, args.limit,
-                       args.batch_size)
-        if args.json:
-            from .checkpoint import atomic_write_text
+    return run_cli(build_parser(), argv, _main)
 
-            atomic_write_text(args.json, json.dumps(res, indent=2) + "\n")
-    except user_errors() as e:
-        return fail("lmh-run", e)
+
+def _main(args) -> int:
+    res = run_file(args.file, args.dataset, args.runtime, args.timesteps, args.limit,
+                   args.batch_size)
+    if args.json:
+        from .checkpoint import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(res, indent=2) + "\n")
     print(f"{res['file']}  runtime {res['runtime']}  {res['dataset']} ({res['samples']} test samples)")
     for t, a in enumerate(res["accuracy_per_step"], 1):
         print(f"  T={t:<3d} accuracy {a:.4f}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from .cli_common import OneLineParser, fail, positive_int, user_errors
+from .cli_common import OneLineParser, positive_int, run_cli
 
 
 def build_parser() -> OneLineParser:
@@ -34,20 +34,17 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv=None) -> int:
+    return run_cli(build_parser(), argv, _main)
+
+
+def _main(args) -> int:
     from .sweep import plan, run_sweep, write_outputs
 
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:  # --help, or a bad option (one line already printed): its status
-        return int(e.code or 0)
-    try:
-        dep, rts, ts = plan(args.file, args.runtimes, args.timesteps)
-        with dep:
-            result = run_sweep(dep, rts, ts, args.dataset, args.limit, args.batch_size,
-                               args.per_t, args.progress)
-        paths = write_outputs(result, args.out)
-    except user_errors() as e:
-        return fail("lmh-sweep", e)
+    dep, rts, ts = plan(args.file, args.runtimes, args.timesteps)
+    with dep:
+        result = run_sweep(dep, rts, ts, args.dataset, args.limit, args.batch_size,
+                           args.per_t, args.progress)
+    paths = write_outputs(result, args.out)
     rows = result["rows"]
     names = list(dict.fromkeys(r["runtime"] for r in rows))
     print(f"{'T':>4}" + "".join(f"{n:>16}" for n in names))

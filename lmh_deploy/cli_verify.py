@@ -15,10 +15,10 @@ import sys
 
 import numpy as np
 
-from .cli_common import OneLineParser, fail, positive_int, user_errors
+from .cli_common import OneLineParser, positive_int, run_cli
 
 #: export format -> the runtimes that run its files by default (the NIR runtimes add a line)
-FORMAT_RUNTIMES: dict[str, tuple] = {"onnx": ("onnx",)}
+FORMAT_RUNTIMES: dict[str, tuple] = {"onnx": ("onnx",), "nir": ("nir", "nir-torch")}
 
 
 def build_parser() -> OneLineParser:
@@ -124,19 +124,16 @@ def format_report(rep: dict) -> str:
 
 
 def main(argv=None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:  # --help, or a bad option (one line already printed): its status
-        return int(e.code or 0)
-    try:
-        rep = verify(args.checkpoint, args.format, args.runtime, args.timesteps, args.dataset,
-                     args.limit, args.batch_size)
-        if args.json:
-            from .checkpoint import atomic_write_text
+    return run_cli(build_parser(), argv, _main)
 
-            atomic_write_text(args.json, json.dumps(rep, indent=2) + "\n")
-    except user_errors() as e:
-        return fail("lmh-verify", e)
+
+def _main(args) -> int:
+    rep = verify(args.checkpoint, args.format, args.runtime, args.timesteps, args.dataset,
+                 args.limit, args.batch_size)
+    if args.json:
+        from .checkpoint import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(rep, indent=2) + "\n")
     print(format_report(rep))
     return 0 if rep["ok"] else 1
 
