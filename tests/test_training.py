@@ -3,6 +3,8 @@ resume == uninterrupted run, and (slow) the default run's >= 95% on digits."""
 import json
 
 import numpy as np
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -170,6 +172,16 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     strip = lambda h: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in h]  # noqa: E731
     assert strip(resumed["history"]) == strip(full["history"])
     assert b["scheduler"]["last_epoch"] == 2 and b["epoch"] == 2
+
+
+def test_resume_with_more_epochs_continues_on_the_longer_cosine(tmp_path):
+    """A finished 2-epoch run resumed with epochs=4 trains epoch 3 at the 4-epoch cosine's lr
+    (0.1/2 (1 + cos(pi 2/4)) = 0.05), not at the finished curve's 0."""
+    out = str(tmp_path / "run")
+    train({**FAST, "epochs": 2, "out": out}, log=None)
+    resumed = train({**FAST, "epochs": 4, "out": out, "resume": out + "/model.pt"}, log=None)
+    lrs = [h["lr"] for h in resumed["history"]]
+    assert lrs[2] == pytest.approx(0.05) and lrs[3] == pytest.approx(0.05 * (1 + math.cos(math.pi * 3 / 4)))
 
 
 def test_resume_refuses_other_model(tmp_path):

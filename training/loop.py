@@ -25,7 +25,7 @@ from .distributed import (broadcast_buffers, channels_last, cleanup, init_distri
                           train_sampler, wrap_model)
 from .extensions import StepRunner, dataset_options, prepare_hybrid, updates_per_epoch
 from .losses import get_loss
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, rescale_cosine
 
 CHECKPOINT_NAME = "model.pt"  # the last epoch's checkpoint (resume from it)
 BEST_NAME = "best.pt"  # the epoch with the highest test accuracy (keep_best)
@@ -207,7 +207,8 @@ def _train(cfg: dict, on_epoch_end, log) -> dict:
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        scheduler.T_max = cfg["epochs"]  # --epochs beyond the saved run extends the cosine
+        if scheduler.T_max != cfg["epochs"]:  # --epochs changed on resume: re-place the cosine
+            rescale_cosine(optimizer, scheduler, cfg["epochs"])
         start_epoch = int(ckpt["epoch"])
         history = list(ckpt["metrics"].get("history", []))
         wall_before = float(ckpt["metrics"].get("wall_time_s", 0.0))
