@@ -182,10 +182,11 @@ def fold(model: SpikingNet, input_quantum: float | None = None,
             elif node.kind == "avgpool":
                 k = int(node.attrs["kernel"])
                 nxt = consumers.get(name, [])
-                ok = all(n.kind in ("flatten", "synapse") for n in nxt)
+                ok = all(n.kind in ("flatten", "synapse", "add") for n in nxt)
                 if not ok:
                     raise UnsupportedModelError(
-                        f"average pool {name!r} must feed a conv/linear (its 1/k^2 is folded there)")
+                        f"average pool {name!r} must feed a conv/linear (its 1/k^2 is folded "
+                        f"there) or a residual add (an explicit scale op)")
                 ops.append(DeployOp(name, "sumpool", ins, attrs={"kernel": k}))
                 v = vals[ins[0]]
                 vals[name] = _Val(v.factor / (k * k), v.grid, v.bound * k * k)

@@ -162,8 +162,11 @@ def _cnn(b: NetBuilder, k):
     return b.linear(x, k, bn=False)
 
 
-def _resnet(b: NetBuilder, k, stem, stages, hidden_fc=None):
-    x = b.conv_sn("input", stem)
+def _resnet(b: NetBuilder, k, stem, stages, hidden_fc=None, imagenet_stem=False):
+    if imagenet_stem:  # 7x7/2 conv, then 2x2 average pool (max pool has no exact spiking fold)
+        x = b.avgpool(b.neuron(b.conv("input", stem, 7, 2, padding=3)), 2)
+    else:
+        x = b.conv_sn("input", stem)
     for i, (ch, n) in enumerate(stages):
         for j in range(n):
             x = b.basic_block(x, ch, stride=2 if (i > 0 and j == 0) else 1)
@@ -200,6 +203,8 @@ ARCHS = {
     "resnet18": lambda b, k: _resnet(b, k, 64, [(64, 2), (128, 2), (256, 2), (512, 2)]),
     "resnet19": lambda b, k: _resnet(b, k, 128, [(128, 3), (256, 3), (512, 2)], hidden_fc=256),
     "resnet20": lambda b, k: _resnet(b, k, 16, [(16, 3), (32, 3), (64, 3)]),
+    "resnet34": lambda b, k: _resnet(b, k, 64, [(64, 3), (128, 4), (256, 6), (512, 3)],
+                                     imagenet_stem=True),
     "vgg13": lambda b, k: _vgg(b, k, _VGG["vgg13"]),
     "vgg16": lambda b, k: _vgg(b, k, _VGG["vgg16"]),
 }

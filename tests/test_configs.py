@@ -21,7 +21,8 @@ from lmh_deploy.training.optim import build_optimizer
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.json"))
 META = {"cifar10": (10, (3, 32, 32), False), "cifar100": (100, (3, 32, 32), False),
-        "tinyimagenet": (200, (3, 64, 64), False), "dvscifar10": (10, (2, 48, 48), True)}
+        "tinyimagenet": (200, (3, 64, 64), False), "dvscifar10": (10, (2, 48, 48), True),
+        "imagenet": (1000, (3, 224, 224), False)}
 
 
 class FakeData:
@@ -37,11 +38,11 @@ def _resolved(path, *flags):
 
 def test_config_set_covers_the_tables():
     names = {p.stem for p in CONFIGS}
-    assert len(names) == 39
+    assert len(names) == 40
     assert {"lmh_c10_resnet18", "lmh_c100_resnet19", "lmh_tinyimagenet_vgg13", "lmh_dvscifar10_resnet19",
             "lmht_c10_resnet19_L2T2", "lmht_dvscifar10_resnet18_L4T2", "hybrid_lmh_c100_vgg16",
             "hybrid_lmht_c100_resnet20_tq8_L2T4", "slice_lmh_c100_resnet18_k3x2",
-            "sparse_lmh_c10_resnet19"} <= names
+            "sparse_lmh_c10_resnet19", "lmh_imagenet_resnet34_radical"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

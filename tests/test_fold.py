@@ -31,6 +31,7 @@ CASES = [
     ("cnn", (1, 8, 8), "lmht", {"levels": 4}),
     ("resnet20", (3, 16, 16), "lmht", {"levels": 2, "theta": 0.7}),
     ("mlp", (1, 8, 8), "lif", {}),
+    ("resnet34", (3, 32, 32), "lmh", {}),  # an average pool feeding a residual add
 ]
 
 
