@@ -5,7 +5,6 @@ the DeployGraph), the numpy reference and onnxruntime must agree bit for bit.
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -107,13 +106,12 @@ def test_big_nets_parity_all_configs(arch, fam, t, n):
     _big(arch, fam, t, n)
 
 
-def test_resnet19_T4_exports_under_30s_and_checks():
+def test_resnet19_T4_exports_and_checks():
+    """ResNet-19 at T=4 exports and passes the full checker; its export time (target < 30 s on
+    the CPU) is measured by benchmarks/bench_onnx.py, not here."""
     model = random_model("resnet19", "lmh", 4, input_shape=(3, 32, 32), seed=7)
-    t0 = time.perf_counter()
     graph = fold(model)
     mp = export_onnx(graph, with_spikes=True)  # includes onnx.checker full_check
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 30.0, elapsed
     # weights are shared initializers: the file is the weights plus a little, not T times them
     assert mp.ByteSize() < graph.weight_bytes() * 1.01 + 200_000
     assert mp.opset_import[0].version == 17

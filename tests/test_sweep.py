@@ -1,10 +1,9 @@
 """lmh-sweep (issue 5): identical accuracy across runtimes at every T, CSV == lmh-run, prefix
-runs == per-T runs, errors before any work, and the default model's sweep time."""
+runs == per-T runs, errors before any work, and the default model's sweep to T=32."""
 from __future__ import annotations
 
 import csv
 import json
-import time
 
 import pytest
 
@@ -108,15 +107,19 @@ def test_radical_prefix_equals_per_T(tmp_path):
     (["--timesteps", "0,1"], "out of range"),
     (["--timesteps", "4,6"], "T=6 cannot be swept"),
 ])
-def test_bad_input_fails_before_any_work(tmp_path, capsys, args, needle):
+def test_bad_input_fails_before_any_work(tmp_path, capsys, monkeypatch, args, needle):
+    import lmh_deploy.sweep as sweep_mod
+
+    def no_work(*a, **k):
+        raise AssertionError("a run started before the input was validated")
+
+    monkeypatch.setattr(sweep_mod, "run_sweep", no_work)
     ck = save_model(random_model("mlp", "lmht", 4, levels=2), tmp_path / "m.pt")
     out = tmp_path / "out"
-    t0 = time.perf_counter()
     rc = cli_sweep.main([str(ck), "--out", str(out), "--no-progress"] + args)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and needle in err[0], err
     assert not out.exists()
-    assert time.perf_counter() - t0 < 5.0
 
 
 def test_bad_file_fails_before_any_work(tmp_path, capsys):
@@ -127,9 +130,12 @@ def test_bad_file_fails_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_default_model_sweep_to_32_is_fast(tmp_path):
+def test_default_model_sweep_to_32_writes_every_T(tmp_path):
+    """The README's sweep (torch + onnx to T=32); its speed is measured by
+    benchmarks/bench_deploy_speed.py, not here."""
     ck = trained_checkpoint("mlp", "lmh")
-    t0 = time.perf_counter()
     assert cli_sweep.main([str(ck), "--runtimes", "torch,onnx", "--timesteps", "1-32",
                            "--out", str(tmp_path / "s"), "--no-progress"]) == 0
-    assert time.perf_counter() - t0 < 120.0
+    rows = (tmp_path / "s" / "sweep.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2 * 32
+    assert (tmp_path / "s" / "sweep.png").stat().st_size > 10_000
