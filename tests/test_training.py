@@ -198,4 +198,4 @@ def test_default_run_reaches_95_percent(tmp_path):
     m = train({"out": str(tmp_path), "progress": False}, log=None)
     assert m["config"]["epochs"] == DEFAULTS["epochs"]
     assert m["test_accuracy"] >= 0.95, m["test_accuracy_per_t"]
-    assert m["wall_time_s"] < 180
+    # its < 3 min target is measured by benchmarks/bench_deploy_speed.py
