@@ -77,6 +77,17 @@ class NeuronSpec:
 
 
 @dataclass
+class ChainLayer:
+    """One layer of :meth:`DeployGraph.layer_chain`: ``synapse`` (a DeployOp), then ``neuron``
+    (a NeuronSpec; None for the readout); ``flatten_before``: its input is flattened first."""
+
+    name: str
+    synapse: DeployOp
+    neuron: NeuronSpec | None
+    flatten_before: bool
+
+
+@dataclass
 class DeployGraph:
     ops: list
     output: str
@@ -156,6 +167,39 @@ class DeployGraph:
             else:
                 shp[o.name] = x
         return shp
+
+    def layer_chain(self) -> list:
+        """The graph as a plain layer chain ``[flatten] synapse neuron ... synapse (readout)``:
+        a list of :class:`ChainLayer` (named after the neuron op; the readout after its synapse).
+        Graphs that are not such a chain (residual adds, pools, ...) raise
+        :class:`~lmh_deploy.errors.UnsupportedModelError` naming the op."""
+        from .errors import UnsupportedModelError
+
+        layers, pending, flat, prev = [], None, False, "input"
+        for op in self.ops:
+            if op.inputs != (prev,):
+                raise UnsupportedModelError(f"op {op.name!r} reads {list(op.inputs)}: only layer "
+                                            f"chains (no residual adds) run here")
+            if op.kind == "flatten":
+                flat = True
+            elif op.kind == "synapse":
+                if pending is not None:
+                    raise UnsupportedModelError(f"op {op.name!r}: two synapses in a row")
+                pending = op
+            elif op.kind == "neuron":
+                if pending is None:
+                    raise UnsupportedModelError(f"op {op.name!r}: a neuron must follow a synapse")
+                layers.append(ChainLayer(op.name, pending, self.neuron(op.name), flat))
+                pending, flat = None, False
+            else:
+                raise UnsupportedModelError(f"op {op.name!r} of kind {op.kind!r}: only layer "
+                                            f"chains of synapses and neurons run here")
+            prev = op.name
+        if pending is None or pending.name != self.output:
+            raise UnsupportedModelError(f"the graph output {self.output!r} must be the last "
+                                        f"synapse of the chain (the readout)")
+        layers.append(ChainLayer(pending.name, pending, None, flat))
+        return layers
 
     def weight_bytes(self) -> int:
         return sum(a.nbytes for o in self.ops for a in o.arrays.values() if a is not None)

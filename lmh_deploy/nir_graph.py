@@ -613,31 +613,15 @@ def read_deploy_graph(source):
 def read_layers(source) -> NirLayers:
     """Our NIR file -> :class:`NirLayers`: a chain ``[flatten] synapse neuron ... synapse``
     (residual / pooling graphs raise NirGraphError naming the op)."""
+    from .errors import UnsupportedModelError
+
     graph = read_deploy_graph(source)
     meta = _plain(dict(read_graph(source).metadata or {}))
-    layers, pending, flat, prev = [], None, False, "input"
-    for op in graph.ops:
-        if op.inputs != (prev,):
-            raise NirGraphError(f"op {op.name!r} reads {list(op.inputs)}: read_layers handles "
-                                f"layer chains only; use read_deploy_graph")
-        if op.kind == "flatten":
-            flat = True
-        elif op.kind == "synapse":
-            if pending is not None:
-                raise NirGraphError(f"op {op.name!r}: two synapses in a row")
-            pending = op
-        elif op.kind == "neuron":
-            if pending is None:
-                raise NirGraphError(f"op {op.name!r}: a neuron must follow a synapse")
-            layers.append(_layer(pending, graph.neuron(op.name), flat, op.name))
-            pending, flat = None, False
-        else:
-            raise NirGraphError(f"op {op.name!r} of kind {op.kind!r}: read_layers handles layer "
-                                f"chains only; use read_deploy_graph")
-        prev = op.name
-    if pending is None or pending.name != graph.output:
-        raise NirGraphError("the chain must end with the readout synapse")
-    layers.append(_layer(pending, None, flat, pending.name))
+    try:
+        chain = graph.layer_chain()
+    except UnsupportedModelError as e:
+        raise NirGraphError(f"{e}; use read_deploy_graph for other graphs") from None
+    layers = [_layer(c.synapse, c.neuron, c.flatten_before, c.name) for c in chain]
     return NirLayers(layers, int(meta.get("timesteps", graph.timesteps)), graph.levels,
                      graph.input_shape, graph.input_quantum, graph.input_bound,
                      str(meta.get("form", "temporal")))

@@ -426,36 +426,18 @@ def layers_from_deploy_graph(graph) -> list:
     """A chain ``[flatten] -> linear synapse -> neuron -> ... -> linear synapse (output)`` of a
     :class:`~lmh_deploy.deploy_graph.DeployGraph` -> :class:`LavaLayer` list (names = the neuron
     op names; the readout is named after the output synapse)."""
-    layers, pending, prev = [], None, "input"
-    for op in graph.ops:
-        if op.inputs != (prev,) and not (op.kind == "synapse" and pending is None
-                                         and op.inputs == (prev,)):
-            raise LavaRuntimeError(f"{op.name}: the Lava runtime runs layer chains only (this op "
-                                   f"reads {op.inputs}); run residual graphs with --runtime "
-                                   "reference/onnx")
-        if op.kind == "flatten":
-            pass
-        elif op.kind == "synapse":
-            if op.attrs.get("op") != "linear":
-                raise LavaRuntimeError(f"{op.name}: the Lava runtime supports linear synapses "
-                                       "only (MLP); run conv models with --runtime reference/onnx")
-            if pending is not None:
-                raise LavaRuntimeError(f"{op.name}: two synapses in a row are not supported")
-            pending = op
-        elif op.kind == "neuron":
-            if pending is None:
-                raise LavaRuntimeError(f"{op.name}: a neuron must follow a synapse")
-            layers.append(LavaLayer(pending.arrays["weight"], pending.arrays["bias"],
-                                    graph.neuron(op.name), op.name))
-            pending = None
-        else:
-            raise LavaRuntimeError(f"{op.name}: op kind {op.kind!r} is not supported by the Lava "
-                                   "runtime (layer chains of linear synapses and neurons)")
-        prev = op.name
-    if pending is None or pending.name != graph.output:
-        raise LavaRuntimeError(f"the graph output {graph.output!r} must be the last linear "
-                               "synapse (the readout)")
-    layers.append(LavaLayer(pending.arrays["weight"], pending.arrays["bias"], None, pending.name))
+    from ..errors import UnsupportedModelError
+
+    try:
+        chain = graph.layer_chain()
+    except UnsupportedModelError as e:
+        raise LavaRuntimeError(f"{e}; run other graphs with --runtime reference/onnx") from None
+    for c in chain:
+        if c.synapse.attrs.get("op") != "linear":
+            raise LavaRuntimeError(f"{c.synapse.name}: the Lava runtime supports linear synapses "
+                                   "only (MLP); run conv models with --runtime reference/onnx")
+    layers = [LavaLayer(c.synapse.arrays["weight"], c.synapse.arrays["bias"], c.neuron, c.name)
+              for c in chain]
     return layers
 
 
