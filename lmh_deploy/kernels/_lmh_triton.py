@@ -117,6 +117,16 @@ def _zeros_tuple(n: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _lmh_cell(vd, vs, cur, mu_d, mu_s, lam_s, lam_d, theta):
+    """One LM-H step in :func:`lmh_deploy.neuron_math.lmh_step`'s operation order (launched
+    without FMA contraction, so it rounds as the reference): returns ``(s, v_D, v_S)``."""
+    vd = mu_d * vd + mu_s * vs + cur
+    m = lam_s * vs + lam_d * vd
+    s = (m >= theta).to(tl.float32)
+    return s, vd, m - s * theta
+
+
+@triton.jit
 def lmh_fwd_kernel(x_ptr, s_ptr, prm_ptr, th_ptr, ck_ptr, N, T, P, C, INNER,
                    PER_CH: tl.constexpr, SAVE: tl.constexpr, SCALED: tl.constexpr,
                    ROUND_THETA: tl.constexpr, K: tl.constexpr,
@@ -152,10 +162,7 @@ def lmh_fwd_kernel(x_ptr, s_ptr, prm_ptr, th_ptr, ck_ptr, N, T, P, C, INNER,
         lam_d = tl.load(prm_ptr + 3 * PC + pi)
         base = tl.cast(t, IDX) * N
         cur = tl.load(x_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
-        vd = mu_d * vd + mu_s * vs + cur
-        m = lam_s * vs + lam_d * vd
-        s = (m >= theta).to(tl.float32)
-        vs = m - s * theta
+        s, vd, vs = _lmh_cell(vd, vs, cur, mu_d, mu_s, lam_s, lam_d, theta)
         if SCALED:
             s = _round_as(s * theta_o, s_ptr)
         tl.store(s_ptr + base + offs, s.to(s_ptr.dtype.element_ty), mask=mask)
@@ -217,10 +224,7 @@ def lmh_bwd_kernel(x_ptr, g_ptr, gx_ptr, prm_ptr, th_ptr, ck_ptr, gp_ptr, N, T, 
                 toff = tl.cast(t, IDX) * N
                 cur = tl.load(x_ptr + toff + offs, mask=valid, other=0.0).to(tl.float32)
                 gs = gs + (tl.load(g_ptr + toff + offs, mask=valid, other=0.0),)
-                vd = mu_d * vd + mu_s * vs + cur
-                m = lam_s * vs + lam_d * vd
-                s = (m >= theta).to(tl.float32)
-                vs = m - s * theta
+                s, vd, vs = _lmh_cell(vd, vs, cur, mu_d, mu_s, lam_s, lam_d, theta)
                 vds = vds + (vd,)
                 vss = vss + (vs,)
             # walk the chunk backwards

@@ -54,6 +54,15 @@ def _mix_row(om_ptr, xs, t: tl.constexpr, T: tl.constexpr, HAS_OMEGA: tl.constex
 
 
 @triton.jit
+def _lmht_cell(v, cur, lam, theta, L: tl.constexpr):
+    """One LM-HT charge + fire in :func:`lmh_deploy.neuron_math.lmht_step`'s operation order:
+    ``m = lam v + I``, ``s = clip(floor(m / theta), 0, L)``; returns ``(m, s)``."""
+    m = lam * v + cur
+    s = tl.minimum(tl.maximum(tl.floor(tl.math.div_rn(m, theta)), 0.0), L)
+    return m, s
+
+
+@triton.jit
 def lmht_fwd_kernel(x_ptr, s_ptr, om_ptr, lam_ptr, cst_ptr, N, NW, C, INNER,
                     T: tl.constexpr, L: tl.constexpr, HAS_OMEGA: tl.constexpr,
                     PER_CH: tl.constexpr, SCALED: tl.constexpr, ROUND_THETA: tl.constexpr,
@@ -79,8 +88,7 @@ def lmht_fwd_kernel(x_ptr, s_ptr, om_ptr, lam_ptr, cst_ptr, N, NW, C, INNER,
         xs = _load_window(x_ptr, wbase, N, offs, mask, gain, T)
         for t in tl.static_range(T):
             cur = _mix_row(om_ptr, xs, t, T, HAS_OMEGA)
-            m = lam * v + cur
-            s = tl.minimum(tl.maximum(tl.floor(tl.math.div_rn(m, theta)), 0.0), L)
+            m, s = _lmht_cell(v, cur, lam, theta, L)
             v = m - s * theta
             if SCALED:
                 s = _round_as(s * theta_o, s_ptr)
@@ -139,8 +147,7 @@ def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, cst_ptr, glam_ptr, go
             gis = ()
             for t in tl.static_range(T):
                 cur = _mix_row(om_ptr, xs, t, T, HAS_OMEGA)
-                m = lam * v + cur
-                s = tl.minimum(tl.maximum(tl.floor(tl.math.div_rn(m, theta)), 0.0), L)
+                m, s = _lmht_cell(v, cur, lam, theta, L)
                 g = gw[t].to(tl.float32)
                 if SCALED:  # dL/ds = theta * dL/do, rounded as autograd of s * theta rounds it
                     g = _round_as(g * theta_o, g_ptr)
