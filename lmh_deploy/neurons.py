@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import neuron_math as nm
-from .kernels import kernels_available, lmh_counts, lmht_counts
+from .kernels import kernels_available, lmh_counts, lmh_counts_raw, lmht_counts_raw
 from .ops import TorchOps
 
 NEURON_KINDS = ("lif", "lmh", "lmh-radical", "lmht")
@@ -59,7 +59,19 @@ class SpikingNeuron(nn.Module):
         :meth:`counts`; the caller detaches the state between slices."""
         raise NotImplementedError(f"{type(self).__name__} cannot carry its state between time slices")
 
+    def fused_counts(self, x: torch.Tensor, scaled: bool = False) -> torch.Tensor:
+        """The same counts (``theta * counts`` if ``scaled``) from the fused Triton kernels of
+        :mod:`lmh_deploy.kernels`; :meth:`counts` and :meth:`forward` use it for CUDA inputs. On
+        CPU tensors it runs in Triton's interpreter (``TRITON_INTERPRET=1``, for tests)."""
+        raise NotImplementedError(f"{type(self).__name__} has no fused kernel")
+
+    def _use_fused(self, x: torch.Tensor) -> bool:
+        return (self.fused and x.is_cuda and type(self).fused_counts is not SpikingNeuron.fused_counts
+                and kernels_available())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._use_fused(x):  # theta * s written by the kernel itself
+            return self.fused_counts(x, scaled=True)
         return self.counts(x) * self.theta
 
     def extra_repr(self) -> str:
@@ -98,10 +110,17 @@ class LMHNeuron(SpikingNeuron):
         mu_d, mu_s, lam_s, lam_d = (_bcast(v, ndim) for v in values)
         return nm.LMHParams(mu_d=mu_d, mu_s=mu_s, lam_s=lam_s, lam_d=lam_d, theta=self.theta)
 
+    def raw(self):
+        """The raw learnables ``(x_mu_d, x_mu_s, x_lam_s, x_lam_d)`` (the fused kernels map them)."""
+        return self.x_mu_d, self.x_mu_s, self.x_lam_s, self.x_lam_d
+
+    def fused_counts(self, x: torch.Tensor, scaled: bool = False) -> torch.Tensor:
+        return lmh_counts_raw(x, *self.raw(), self.theta, per_step=self.radical, scaled=scaled)
+
     def counts(self, x: torch.Tensor) -> torch.Tensor:
+        if self._use_fused(x):
+            return self.fused_counts(x)
         values = self.evaluated()
-        if self.fused and x.is_cuda and kernels_available():
-            return lmh_counts(x, *values, self.theta, per_step=self.radical)
         state = nm.lmh_initial_state(torch.zeros_like(x[0]), self.theta)
         out = []
         for t in range(x.shape[0]):
@@ -118,11 +137,6 @@ class LMHNeuron(SpikingNeuron):
             s, state = nm.lmh_step(TorchOps, state, x[t], self._step_params(values, t0 + t, x.dim() - 1))
             out.append(s)
         return torch.stack(out), state
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused and x.is_cuda and kernels_available():  # theta * s from the kernel itself
-            return lmh_counts(x, *self.evaluated(), self.theta, per_step=self.radical, scaled=True)
-        return super().forward(x)
 
     def deploy_params(self) -> dict:
         mu_d, mu_s, lam_s, lam_d = self.evaluated()
@@ -148,10 +162,13 @@ class LIFNeuron(SpikingNeuron):
         zero = torch.zeros((), dtype=torch.float32, device=self.decay.device)
         return zero, zero, self.decay, zero + 1.0
 
+    def fused_counts(self, x: torch.Tensor, scaled: bool = False) -> torch.Tensor:
+        return lmh_counts(x, *self.evaluated(), self.theta, per_step=False, scaled=scaled)
+
     def counts(self, x: torch.Tensor) -> torch.Tensor:
+        if self._use_fused(x):
+            return self.fused_counts(x)
         mu_d, mu_s, lam_s, lam_d = self.evaluated()
-        if self.fused and x.is_cuda and kernels_available():
-            return lmh_counts(x, mu_d, mu_s, lam_s, lam_d, self.theta, per_step=False)
         p = nm.LMHParams(mu_d=mu_d, mu_s=mu_s, lam_s=lam_s, lam_d=lam_d, theta=self.theta)
         state = nm.lmh_initial_state(torch.zeros_like(x[0]), self.theta)
         out = []
@@ -170,11 +187,6 @@ class LIFNeuron(SpikingNeuron):
             s, state = nm.lmh_step(TorchOps, state, x[t], p)
             out.append(s)
         return torch.stack(out), state
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused and x.is_cuda and kernels_available():  # theta * s from the kernel itself
-            return lmh_counts(x, *self.evaluated(), self.theta, per_step=False, scaled=True)
-        return super().forward(x)
 
     def deploy_params(self) -> dict:
         mu_d, mu_s, lam_s, lam_d = self.evaluated()
@@ -215,10 +227,13 @@ class LMHTNeuron(SpikingNeuron):
     def lam(self) -> torch.Tensor:
         return nm.lam_map(TorchOps, self.a)
 
+    def fused_counts(self, x: torch.Tensor, scaled: bool = False) -> torch.Tensor:
+        return lmht_counts_raw(x, self.a, self.M if self.learn_omega else None, self.theta,
+                               self.levels, self.v0_frac, self.gain, self.timesteps, scaled=scaled)
+
     def counts(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused and x.is_cuda and kernels_available():
-            return lmht_counts(x, self.lam(), self.omega(), self.theta, self.levels, self.v0_frac,
-                               self.gain, self.timesteps)
+        if self._use_fused(x):
+            return self.fused_counts(x)
         xs = list((x * self.gain).unbind(0))
         omega = self.omega()
         if omega is not None:
@@ -231,12 +246,6 @@ class LMHTNeuron(SpikingNeuron):
             s, v = nm.lmht_step(TorchOps, v, cur, p)
             out.append(s)
         return torch.stack(out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused and x.is_cuda and kernels_available():  # theta * s from the kernel itself
-            return lmht_counts(x, self.lam(), self.omega(), self.theta, self.levels, self.v0_frac,
-                               self.gain, self.timesteps, scaled=True)
-        return super().forward(x)
 
     def counts_from(self, x: torch.Tensor, state=None, t0: int = 0):
         """A learned T-GIM mixes whole windows of T steps, so a slice must start at a multiple

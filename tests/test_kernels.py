@@ -17,7 +17,7 @@ if not CUDA:
     os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton", reason="Triton not installed (pip install 'lmh-deploy[gpu]')")
 
-from lmh_deploy.kernels import lmh_counts, lmht_counts  # noqa: E402
+from lmh_deploy.kernels import lmh_counts, lmh_counts_raw, lmht_counts  # noqa: E402
 from lmh_deploy.neurons import LIFNeuron, LMHNeuron, LMHTNeuron  # noqa: E402
 
 DEV = "cuda" if CUDA else "cpu"
@@ -50,14 +50,24 @@ def _randomize(mod, seed, scale=1.0):
 
 
 def _fused(mod, x):
+    """The module's own fused path (what ``counts`` runs on CUDA): LM-H and LM-HT from their raw
+    learnables (maps in the kernels), LIF from its constants. LM-H runs in chunks of 4 steps
+    here, so T = 10 exercises the saved chunk-start states."""
+    if isinstance(mod, LMHNeuron):
+        return lmh_counts_raw(x, *mod.raw(), mod.theta, per_step=mod.radical, chunk=4)
+    return mod.fused_counts(x)
+
+
+def _fused_evaluated(mod, x):
+    """The fused path from the evaluated parameters (autograd takes the grads through the maps)."""
     if isinstance(mod, LMHTNeuron):
         return lmht_counts(x, mod.lam(), mod.omega(), mod.theta, mod.levels, mod.v0_frac,
                            mod.gain, mod.timesteps)
-    vals = mod.evaluated()
-    return lmh_counts(x, *vals, mod.theta, per_step=getattr(mod, "radical", False), chunk=4)
+    return lmh_counts(x, *mod.evaluated(), mod.theta, per_step=getattr(mod, "radical", False),
+                      chunk=4)
 
 
-def _compare(mod, x, seed=0):
+def _compare(mod, x, seed=0, fused=_fused):
     """Spikes equal; dL/dx and dL/dparams allclose, for L = sum(s * G) with a random G."""
     mod = mod.to(DEV)
     params = [p for p in mod.parameters() if p.requires_grad]
@@ -68,7 +78,7 @@ def _compare(mod, x, seed=0):
     g = torch.randn(s_ref.shape, generator=gen).to(DEV)
     grads_ref = torch.autograd.grad((s_ref * g).sum(), [x_ref] + params)
     x_f = x.clone().requires_grad_()
-    s = _fused(mod, x_f)
+    s = fused(mod, x_f)
     assert s.dtype == x.dtype and s.shape == x.shape
     assert torch.equal(s, s_ref), f"{(s != s_ref).sum().item()} spikes differ"
     grads = torch.autograd.grad((s * g).sum(), [x_f] + params)
@@ -87,6 +97,29 @@ def test_lmh_matches_reference(T, radical, per_channel):
     mod = LMHNeuron(T, channels=5 if per_channel else None, radical=radical)
     _randomize(mod, seed=T)
     _compare(mod, _inputs((T, 3, 5, 7), seed=T + 10 * radical), seed=T)
+
+
+@pytest.mark.parametrize("kind", ["lmh", "lmh-radical-ch", "lmht", "lmht-ch"])
+def test_evaluated_parameter_path_matches_reference(kind):
+    """lmh_counts / lmht_counts from evaluated parameters (autograd through the torch maps; the
+    path of LIF's constants and of external callers) equal the reference too, at T = 10."""
+    T = 10
+    if kind.startswith("lmht"):
+        mod = LMHTNeuron(T, levels=2, channels=5 if kind.endswith("ch") else None)
+    else:
+        mod = LMHNeuron(T, channels=5 if kind.endswith("ch") else None, radical="radical" in kind)
+    _randomize(mod, seed=31)
+    _compare(mod, _inputs((T, 3, 5, 7), seed=32, step=0.125), fused=_fused_evaluated)
+
+
+@pytest.mark.parametrize("kind", ["lmh", "lmht"])
+def test_module_fused_counts_default_chunk(kind):
+    """The module's fused_counts as called on CUDA (LM-H's default chunk of 16 covers T = 10)."""
+    T = 10
+    mod = LMHNeuron(T, channels=5) if kind == "lmh" else LMHTNeuron(T, levels=3)
+    _randomize(mod, seed=41)
+    _compare(mod, _inputs((T, 2, 5, 9), seed=42, step=0.125),
+             fused=lambda m, x: m.fused_counts(x))
 
 
 @pytest.mark.parametrize("T", [1, 2, 4, 10])
@@ -229,13 +262,7 @@ def _scaled_vs_counts(mod, x):
     outs = []
     for scaled in (False, True):
         xr = x.clone().requires_grad_()
-        if isinstance(mod, LMHTNeuron):
-            c = lmht_counts(xr, mod.lam(), mod.omega(), mod.theta, mod.levels, mod.v0_frac,
-                            mod.gain, mod.timesteps, scaled=scaled)
-        else:
-            vals = mod.evaluated()
-            c = lmh_counts(xr, *vals, mod.theta, per_step=getattr(mod, "radical", False),
-                           chunk=4, scaled=scaled)
+        c = mod.fused_counts(xr, scaled=scaled)
         o = c if scaled else c * mod.theta
         assert o.dtype == x.dtype
         outs.append((o,) + torch.autograd.grad(o, [xr] + params, grad_outputs=g))
@@ -269,3 +296,31 @@ def test_module_forward_fused_equals_reference(kind):
         if hasattr(m, "fused"):
             m.fused = False
     assert torch.equal(out, model(x))
+
+
+def _graph_ops(out):
+    """Names of all autograd nodes between ``out`` and the leaves."""
+    seen, todo, names = set(), [out.grad_fn], []
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.append(type(fn).__name__)
+        todo.extend(f for f, _ in fn.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("kind", ["lmh", "lmh-radical", "lmht"])
+def test_module_fused_path_keeps_maps_in_kernel(kind):
+    """The module's fused path maps its raw learnables inside the kernels: the autograd graph
+    from the output back to the parameters holds the kernel's node (and LM-H's parameter stack)
+    but no sigmoid or shift nodes -- the dozen tiny map kernels of a step are gone."""
+    mod = LMHTNeuron(4, levels=2) if kind == "lmht" else LMHNeuron(4, radical=kind != "lmh")
+    out = mod.to(DEV).fused_counts(_inputs((4, 2, 7), seed=1).requires_grad_(), scaled=True)
+    ops = _graph_ops(out)
+    assert not any("Sigmoid" in o or o.startswith(("Add", "Sub", "Mul")) for o in ops), ops
+    kernel = "LMHTFunctionBackward" if kind == "lmht" else "LMHFunctionBackward"
+    assert ops.count(kernel) == 1 and ops.count("AccumulateGrad") == len(list(mod.parameters())) + 1  # and x
+    ref = _graph_ops(_fused_evaluated(mod, _inputs((4, 2, 7), seed=1).requires_grad_()))
+    assert sum("Sigmoid" in o for o in ref) >= 1  # the evaluated path does carry the maps

@@ -38,6 +38,13 @@ stores the two states at every chunk start (``2*ceil(T/K)-2`` fp32 values per ne
 Memory layout: the input is ``[T, N]`` (step stride N); a neuron's channel is
 ``(i // INNER) % C``. Parameters are packed as fp32 ``[4, P, C]`` (mu_D, mu_S, lambda_S,
 lambda_D); step t uses row ``min(t, P - 1)`` (radical LM-H holds the last step's values).
+
+``MAPPED``: the pack holds ``sigma = sigmoid(x)`` of the raw learnables instead, and the kernels
+apply :func:`lmh_deploy.neuron_math.mu_map` / ``lam_map`` themselves (``mu = sigma - 0.5``,
+``lambda = sigma + 0.5``, the same single fp32 operation as the torch maps, so the same bits)
+and return the gradients of the raw learnables: each parameter-gradient term is multiplied by
+``d sigma / dx = sigma (1 - sigma)``. This keeps the ~12 tiny autograd kernels of the maps
+(four sigmoids, four shifts, their backward) out of a training step.
 """
 from __future__ import annotations
 
@@ -117,6 +124,32 @@ def _zeros_tuple(n: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _lmh_params(prm_ptr, pi, PC, MAPPED: tl.constexpr):
+    """The four parameters at flat index ``pi`` of one row of the ``[4, P, C]`` pack (row
+    stride PC): ``(mu_D, mu_S, lambda_S, lambda_D)``, mapped from their sigmoids if MAPPED."""
+    mu_d = tl.load(prm_ptr + pi)
+    mu_s = tl.load(prm_ptr + PC + pi)
+    lam_s = tl.load(prm_ptr + 2 * PC + pi)
+    lam_d = tl.load(prm_ptr + 3 * PC + pi)
+    if MAPPED:
+        mu_d = mu_d - 0.5
+        mu_s = mu_s - 0.5
+        lam_s = lam_s + 0.5
+        lam_d = lam_d + 0.5
+    return mu_d, mu_s, lam_s, lam_d
+
+
+@triton.jit
+def _map_slope(prm_ptr, idx, MAPPED: tl.constexpr):
+    """``d param / d raw`` at ``prm_ptr[idx]``: ``sigma (1 - sigma)`` if MAPPED, else 1."""
+    if MAPPED:
+        sg = tl.load(prm_ptr + idx)
+        return sg * (1.0 - sg)
+    else:
+        return 1.0
+
+
+@triton.jit
 def _lmh_cell(vd, vs, cur, mu_d, mu_s, lam_s, lam_d, theta):
     """One LM-H step in :func:`lmh_deploy.neuron_math.lmh_step`'s operation order (launched
     without FMA contraction, so it rounds as the reference): returns ``(s, v_D, v_S)``."""
@@ -129,6 +162,7 @@ def _lmh_cell(vd, vs, cur, mu_d, mu_s, lam_s, lam_d, theta):
 @triton.jit
 def lmh_fwd_kernel(x_ptr, s_ptr, prm_ptr, th_ptr, ck_ptr, N, T, P, C, INNER,
                    PER_CH: tl.constexpr, SAVE: tl.constexpr, SCALED: tl.constexpr,
+                   MAPPED: tl.constexpr,
                    ROUND_THETA: tl.constexpr, K: tl.constexpr,
                    I64: tl.constexpr, BLOCK: tl.constexpr):
     """Forward over all T steps; writes spikes s[t] (theta*s[t] if SCALED) and, if SAVE, the
@@ -156,10 +190,7 @@ def lmh_fwd_kernel(x_ptr, s_ptr, prm_ptr, th_ptr, ck_ptr, N, T, P, C, INNER,
                     tl.store(ck_ptr + cbase + offs, vd, mask=mask)
                     tl.store(ck_ptr + cbase + N + offs, vs, mask=mask)
         pi = tl.minimum(t, P - 1) * C + ch
-        mu_d = tl.load(prm_ptr + pi)
-        mu_s = tl.load(prm_ptr + PC + pi)
-        lam_s = tl.load(prm_ptr + 2 * PC + pi)
-        lam_d = tl.load(prm_ptr + 3 * PC + pi)
+        mu_d, mu_s, lam_s, lam_d = _lmh_params(prm_ptr, pi, PC, MAPPED)
         base = tl.cast(t, IDX) * N
         cur = tl.load(x_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
         s, vd, vs = _lmh_cell(vd, vs, cur, mu_d, mu_s, lam_s, lam_d, theta)
@@ -172,7 +203,7 @@ def lmh_fwd_kernel(x_ptr, s_ptr, prm_ptr, th_ptr, ck_ptr, N, T, P, C, INNER,
 def lmh_bwd_kernel(x_ptr, g_ptr, gx_ptr, prm_ptr, th_ptr, ck_ptr, gp_ptr, N, T, P, C, INNER, NSLOT,
                    ITERS, GAMMA: tl.constexpr, PER_CH: tl.constexpr, RADICAL: tl.constexpr,
                    NEED_PGRAD: tl.constexpr, STEP_ACC: tl.constexpr, SCALED: tl.constexpr,
-                   ROUND_THETA: tl.constexpr,
+                   MAPPED: tl.constexpr, ROUND_THETA: tl.constexpr,
                    CH_MODE: tl.constexpr, CP: tl.constexpr, K: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr):
     """Backward over all T steps (chunks of K steps, last chunk first) for ITERS consecutive
     blocks of BLOCK neurons. STEP_ACC (radical, per-layer, T = K = P): per-step accumulators."""
@@ -217,10 +248,7 @@ def lmh_bwd_kernel(x_ptr, g_ptr, gx_ptr, prm_ptr, th_ptr, ck_ptr, gp_ptr, N, T, 
                 t = t0 + k
                 valid = mask & (t < T)
                 pi = tl.minimum(t, P - 1) * C + ch
-                mu_d = tl.load(prm_ptr + pi)
-                mu_s = tl.load(prm_ptr + PC + pi)
-                lam_s = tl.load(prm_ptr + 2 * PC + pi)
-                lam_d = tl.load(prm_ptr + 3 * PC + pi)
+                mu_d, mu_s, lam_s, lam_d = _lmh_params(prm_ptr, pi, PC, MAPPED)
                 toff = tl.cast(t, IDX) * N
                 cur = tl.load(x_ptr + toff + offs, mask=valid, other=0.0).to(tl.float32)
                 gs = gs + (tl.load(g_ptr + toff + offs, mask=valid, other=0.0),)
@@ -232,10 +260,7 @@ def lmh_bwd_kernel(x_ptr, g_ptr, gx_ptr, prm_ptr, th_ptr, ck_ptr, gp_ptr, N, T, 
                 t = t0 + k
                 valid = mask & (t < T)
                 pi = tl.minimum(t, P - 1) * C + ch
-                mu_d = tl.load(prm_ptr + pi)
-                mu_s = tl.load(prm_ptr + PC + pi)
-                lam_s = tl.load(prm_ptr + 2 * PC + pi)
-                lam_d = tl.load(prm_ptr + 3 * PC + pi)
+                mu_d, mu_s, lam_s, lam_d = _lmh_params(prm_ptr, pi, PC, MAPPED)
                 vd_prev = vds[k]
                 vs_prev = vss[k]
                 vd_t = vds[k + 1]
@@ -257,14 +282,23 @@ def lmh_bwd_kernel(x_ptr, g_ptr, gx_ptr, prm_ptr, th_ptr, ck_ptr, gp_ptr, N, T, 
                     elif RADICAL:
                         if t < T:
                             prow = tl.minimum(t, P - 1) * C
-                            _reduce_add(gp_ptr + prow, gvd * vd_prev, mask, pid, blk, ch, INNER, C,
-                                        NSLOT, PER_CH, CH_MODE, CP, BLOCK)
-                            _reduce_add(gp_ptr + PC + prow, gvd * vs_prev, mask, pid, blk, ch, INNER,
-                                        C, NSLOT, PER_CH, CH_MODE, CP, BLOCK)
-                            _reduce_add(gp_ptr + 2 * PC + prow, gm * vs_prev, mask, pid, blk, ch,
-                                        INNER, C, NSLOT, PER_CH, CH_MODE, CP, BLOCK)
-                            _reduce_add(gp_ptr + 3 * PC + prow, gm * vd_t, mask, pid, blk, ch, INNER,
-                                        C, NSLOT, PER_CH, CH_MODE, CP, BLOCK)
+                            pidx = prow + ch
+                            _reduce_add(gp_ptr + prow,
+                                        gvd * vd_prev * _map_slope(prm_ptr, pidx, MAPPED),
+                                        mask, pid, blk, ch, INNER, C, NSLOT, PER_CH, CH_MODE, CP,
+                                        BLOCK)
+                            _reduce_add(gp_ptr + PC + prow,
+                                        gvd * vs_prev * _map_slope(prm_ptr, PC + pidx, MAPPED),
+                                        mask, pid, blk, ch, INNER, C, NSLOT, PER_CH, CH_MODE, CP,
+                                        BLOCK)
+                            _reduce_add(gp_ptr + 2 * PC + prow,
+                                        gm * vs_prev * _map_slope(prm_ptr, 2 * PC + pidx, MAPPED),
+                                        mask, pid, blk, ch, INNER, C, NSLOT, PER_CH, CH_MODE, CP,
+                                        BLOCK)
+                            _reduce_add(gp_ptr + 3 * PC + prow,
+                                        gm * vd_t * _map_slope(prm_ptr, 3 * PC + pidx, MAPPED),
+                                        mask, pid, blk, ch, INNER, C, NSLOT, PER_CH, CH_MODE, CP,
+                                        BLOCK)
                     else:
                         acc = _add4(acc, 0, 1, 4, gvd, vd_prev, gvd, vs_prev, gm, vs_prev,
                                     gm, vd_t)
@@ -272,12 +306,13 @@ def lmh_bwd_kernel(x_ptr, g_ptr, gx_ptr, prm_ptr, th_ptr, ck_ptr, gp_ptr, N, T, 
             if PER_CH:
                 if not RADICAL:  # channels differ between blocks: flush this block's terms
                     for p in tl.static_range(4):
-                        _reduce_add(gp_ptr + p * PC, acc[p], mask, pid, blk, ch, INNER, C, NSLOT,
-                                    PER_CH, CH_MODE, CP, BLOCK)
+                        _reduce_add(gp_ptr + p * PC, acc[p] * _map_slope(prm_ptr, p * PC + ch, MAPPED),
+                                    mask, pid, blk, ch, INNER, C, NSLOT, PER_CH, CH_MODE, CP, BLOCK)
                     acc = _zeros_tuple(NACC, BLOCK)
     if NEED_PGRAD:
         if not PER_CH:
             if STEP_ACC or not RADICAL:  # one store per program and slot (P = 1 unless STEP_ACC)
                 for p in tl.static_range(4):
                     for k in tl.static_range(S):
-                        tl.store(gp_ptr + pid * NSLOT + p * P + k, tl.sum(acc[p * S + k], axis=0))
+                        tl.store(gp_ptr + pid * NSLOT + p * P + k,
+                                 tl.sum(acc[p * S + k], axis=0) * _map_slope(prm_ptr, p * P + k, MAPPED))

@@ -22,6 +22,13 @@ at its end into its own row of a ``[programs, T*T]`` buffer that the caller sums
 
 ``SCALED``: as in :mod:`._lmh_triton`, the kernels write ``theta * s`` and take ``dL/d(theta s)``.
 
+``MAPPED``: ``lam_ptr`` and ``om_ptr`` hold ``sigmoid`` of the raw learnables ``a`` and ``M``;
+the kernels apply :func:`lmh_deploy.neuron_math.lam_map` (``lambda = sigma + 0.5``) and
+``omega_map`` (``Omega = sigma * (2/T)``) themselves, each the same single fp32 operation as the
+torch map, and return the raw gradients (times ``sigma (1 - sigma)``, and ``2/T`` for Omega).
+
+Constants: ``theta`` and ``gain`` are read from 1-element tensors, ``v(0) = V0_FRAC * theta``.
+
 Only the input is saved; the backward kernel recomputes the forward pass window by window.
 Layout as in :mod:`._lmh_triton` (step stride N, channel ``(i // INNER) % C``).
 """
@@ -30,7 +37,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._lmh_triton import _reduce_add, _round_as, _zeros_tuple
+from ._lmh_triton import _map_slope, _reduce_add, _round_as, _zeros_tuple
 
 
 @triton.jit
@@ -43,11 +50,30 @@ def _load_window(x_ptr, wbase, N, offs, mask, gain, T: tl.constexpr):
 
 
 @triton.jit
-def _mix_row(om_ptr, xs, t: tl.constexpr, T: tl.constexpr, HAS_OMEGA: tl.constexpr):
+def _omega(om_ptr, idx, T: tl.constexpr, MAPPED: tl.constexpr):
+    """``Omega`` at flat index ``idx`` (from its sigmoid if MAPPED: ``sigma * (2/T)``)."""
+    w = tl.load(om_ptr + idx)
+    if MAPPED:
+        w = w * (2.0 / T)
+    return w
+
+
+@triton.jit
+def _lam(lam_ptr, idx, MAPPED: tl.constexpr):
+    """``lambda`` at ``idx`` (from its sigmoid if MAPPED: ``sigma + 0.5``)."""
+    lam = tl.load(lam_ptr + idx)
+    if MAPPED:
+        lam = lam + 0.5
+    return lam
+
+
+@triton.jit
+def _mix_row(om_ptr, xs, t: tl.constexpr, T: tl.constexpr, HAS_OMEGA: tl.constexpr,
+             MAPPED: tl.constexpr):
     if HAS_OMEGA:
-        acc = tl.load(om_ptr + t * T) * xs[0]
+        acc = _omega(om_ptr, t * T, T, MAPPED) * xs[0]
         for j in tl.static_range(1, T):
-            acc = acc + tl.load(om_ptr + t * T + j) * xs[j]
+            acc = acc + _omega(om_ptr, t * T + j, T, MAPPED) * xs[j]
     else:
         acc = xs[t]
     return acc
@@ -63,31 +89,31 @@ def _lmht_cell(v, cur, lam, theta, L: tl.constexpr):
 
 
 @triton.jit
-def lmht_fwd_kernel(x_ptr, s_ptr, om_ptr, lam_ptr, cst_ptr, N, NW, C, INNER,
+def lmht_fwd_kernel(x_ptr, s_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_FRAC, N, NW, C, INNER,
                     T: tl.constexpr, L: tl.constexpr, HAS_OMEGA: tl.constexpr,
-                    PER_CH: tl.constexpr, SCALED: tl.constexpr, ROUND_THETA: tl.constexpr,
-                    I64: tl.constexpr, BLOCK: tl.constexpr):
+                    PER_CH: tl.constexpr, SCALED: tl.constexpr, MAPPED: tl.constexpr,
+                    ROUND_THETA: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr):
     """Forward over NW windows of T steps; writes spike counts s[t] in 0..L (theta*s if SCALED)."""
     pid = tl.program_id(0)
     IDX: tl.constexpr = tl.int64 if I64 else tl.int32  # element offsets
     offs = pid.to(IDX) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
-    theta = tl.load(cst_ptr)
+    theta = tl.load(th_ptr)
     theta_o = theta
     if ROUND_THETA:  # as torch's CUDA s * theta (see _lmh_triton)
         theta_o = _round_as(theta, s_ptr)
-    v0 = tl.load(cst_ptr + 1)
-    gain = tl.load(cst_ptr + 2)
+    v0 = V0_FRAC * theta
+    gain = tl.load(gain_ptr)
     if PER_CH:
-        lam = tl.load(lam_ptr + (offs // INNER) % C)
+        lam = _lam(lam_ptr, (offs // INNER) % C, MAPPED)
     else:
-        lam = tl.load(lam_ptr)
+        lam = _lam(lam_ptr, 0, MAPPED)
     v = tl.zeros([BLOCK], tl.float32) + v0
     for w in range(NW):
         wbase = tl.cast(w, IDX) * T
         xs = _load_window(x_ptr, wbase, N, offs, mask, gain, T)
         for t in tl.static_range(T):
-            cur = _mix_row(om_ptr, xs, t, T, HAS_OMEGA)
+            cur = _mix_row(om_ptr, xs, t, T, HAS_OMEGA, MAPPED)
             m, s = _lmht_cell(v, cur, lam, theta, L)
             v = m - s * theta
             if SCALED:
@@ -106,22 +132,23 @@ def _outer_acc(acc, a, b, T: tl.constexpr):
 
 
 @triton.jit
-def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, cst_ptr, glam_ptr, gom_ptr,
-                    N, NW, C, INNER, NSLOT, ITERS,
+def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_FRAC, glam_ptr,
+                    gom_ptr, N, NW, C, INNER, NSLOT, ITERS,
                     T: tl.constexpr, L: tl.constexpr, HAS_OMEGA: tl.constexpr,
                     PER_CH: tl.constexpr, NEED_LAM: tl.constexpr, NEED_OMEGA: tl.constexpr,
-                    SCALED: tl.constexpr, ROUND_THETA: tl.constexpr, CH_MODE: tl.constexpr,
+                    SCALED: tl.constexpr, MAPPED: tl.constexpr, ROUND_THETA: tl.constexpr,
+                    CH_MODE: tl.constexpr,
                     CP: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr):
     """Backward of ITERS consecutive blocks: recompute each window forward, then dL/dx,
     dL/dlambda, dL/dOmega."""
     pid = tl.program_id(0)
     IDX: tl.constexpr = tl.int64 if I64 else tl.int32  # element offsets
-    theta = tl.load(cst_ptr)
+    theta = tl.load(th_ptr)
     theta_o = theta
     if ROUND_THETA:  # as torch's CUDA s * theta (see _lmh_triton)
         theta_o = _round_as(theta, g_ptr)
-    v0 = tl.load(cst_ptr + 1)
-    gain = tl.load(cst_ptr + 2)
+    v0 = V0_FRAC * theta
+    gain = tl.load(gain_ptr)
     lo = 0.5 * theta
     hi = (L + 0.5) * theta
     NOM: tl.constexpr = T * T if NEED_OMEGA else 0
@@ -133,10 +160,9 @@ def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, cst_ptr, glam_ptr, go
         mask = offs < N
         if PER_CH:
             ch = (offs // INNER) % C
-            lam = tl.load(lam_ptr + ch)
         else:
             ch = 0
-            lam = tl.load(lam_ptr)
+        lam = _lam(lam_ptr, ch, MAPPED)
         v = tl.zeros([BLOCK], tl.float32) + v0
         for w in range(NW):
             wbase = tl.cast(w, IDX) * T
@@ -146,7 +172,7 @@ def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, cst_ptr, glam_ptr, go
                 gw = gw + (tl.load(g_ptr + (wbase + t) * N + offs, mask=mask, other=0.0),)
             gis = ()
             for t in tl.static_range(T):
-                cur = _mix_row(om_ptr, xs, t, T, HAS_OMEGA)
+                cur = _mix_row(om_ptr, xs, t, T, HAS_OMEGA, MAPPED)
                 m, s = _lmht_cell(v, cur, lam, theta, L)
                 g = gw[t].to(tl.float32)
                 if SCALED:  # dL/ds = theta * dL/do, rounded as autograd of s * theta rounds it
@@ -159,9 +185,9 @@ def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, cst_ptr, glam_ptr, go
                 gis = gis + (gi,)
             for j in tl.static_range(T):
                 if HAS_OMEGA:
-                    acc = tl.load(om_ptr + j) * gis[0]
+                    acc = _omega(om_ptr, j, T, MAPPED) * gis[0]
                     for t in tl.static_range(1, T):
-                        acc = tl.fma(tl.load(om_ptr + t * T + j), gis[t], acc)
+                        acc = tl.fma(_omega(om_ptr, t * T + j, T, MAPPED), gis[t], acc)
                 else:
                     acc = gis[j]
                 gxj = acc * gain
@@ -171,12 +197,15 @@ def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, cst_ptr, glam_ptr, go
                 acc_om = _outer_acc(acc_om, gis, xs, T)
         if NEED_LAM:
             if PER_CH:  # channels differ between blocks: flush this block's terms
-                _reduce_add(glam_ptr, acc_lam, mask, pid, blk, ch, INNER, C, NSLOT, PER_CH,
-                            CH_MODE, CP, BLOCK)
+                _reduce_add(glam_ptr, acc_lam * _map_slope(lam_ptr, ch, MAPPED), mask, pid, blk,
+                            ch, INNER, C, NSLOT, PER_CH, CH_MODE, CP, BLOCK)
                 acc_lam = tl.zeros([BLOCK], tl.float32)
     if NEED_OMEGA:
         for i in tl.static_range(T * T):
-            tl.store(gom_ptr + pid * (T * T) + i, tl.sum(acc_om[i], axis=0))
+            d = tl.sum(acc_om[i], axis=0)
+            if MAPPED:  # d Omega / d M = (2/T) sigma (1 - sigma)
+                d = d * _map_slope(om_ptr, i, MAPPED) * (2.0 / T)
+            tl.store(gom_ptr + pid * (T * T) + i, d)
     if NEED_LAM:
         if not PER_CH:
-            tl.store(glam_ptr + pid, tl.sum(acc_lam, axis=0))
+            tl.store(glam_ptr + pid, tl.sum(acc_lam, axis=0) * _map_slope(lam_ptr, 0, MAPPED))

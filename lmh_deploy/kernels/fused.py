@@ -1,9 +1,13 @@
 """torch.autograd.Functions over the Triton kernels, and the layout/launch logic.
 
 ``lmh_counts`` and ``lmht_counts`` take the *evaluated* neuron parameters (after the sigmoid
-maps, as tensors that may carry gradient) and return spike counts ``[T, B, ...]`` in the input's
-dtype; autograd takes the parameter gradients back through the maps. State math is fp32 for fp32
-and bf16 inputs alike (a bf16 input gives the spikes of the fp32 reference on ``x.float()``).
+maps, as tensors that may carry gradient; LIF's constants, tests) and return spike counts
+``[T, B, ...]`` in the input's dtype; autograd takes the parameter gradients back through the
+maps. ``lmh_counts_raw`` and ``lmht_counts_raw`` take the raw learnables instead (what the torch
+modules hold) and apply the maps inside the kernels, forward and backward, so a training step
+launches one sigmoid instead of a dozen tiny map kernels around each neuron layer. State math is
+fp32 for fp32 and bf16 inputs alike (a bf16 input gives the spikes of the fp32 reference on
+``x.float()``).
 """
 from __future__ import annotations
 
@@ -111,16 +115,18 @@ def _check_channels(x: torch.Tensor, c: int) -> None:
 
 class LMHFunction(torch.autograd.Function):
     """Fused LM-H over all steps: ``(x [T,...], prm [4,P,C], theta []) -> s [T,...]``
-    (``theta * s`` when ``scaled``)."""
+    (``theta * s`` when ``scaled``). ``prm`` holds the evaluated parameters, or with ``mapped``
+    the raw learnables (the kernels apply the sigmoid maps; gradients are the raw ones)."""
 
     @staticmethod
-    def forward(ctx, x, prm, theta, chunk, scaled):
+    def forward(ctx, x, prm, theta, chunk, scaled, mapped):
         x, inner, _ = _layout(x)
         t_steps = x.shape[0]
         n = x[0].numel()
         p_rows, c = prm.shape[1], prm.shape[2]
         _check_channels(x, c)
-        prm_f = prm.detach().to(torch.float32).contiguous()
+        prm_f = prm.detach().to(torch.float32)
+        prm_f = torch.sigmoid(prm_f) if mapped else prm_f.contiguous()
         th = theta.detach().to(device=x.device, dtype=torch.float32).reshape(1)
         k = min(t_steps, chunk)
         n_ck = (t_steps + k - 1) // k - 1
@@ -131,15 +137,15 @@ class LMHFunction(torch.autograd.Function):
         grid = (triton_cdiv(n, _FWD_BLOCK),)
         lmh_fwd_kernel[grid](x, s, prm_f, th, ck, n, t_steps, p_rows, c, inner,
                              PER_CH=c > 1, SAVE=bool(save and n_ck > 0), SCALED=bool(scaled),
-                             ROUND_THETA=x.is_cuda, K=k, BLOCK=_FWD_BLOCK, I64=_i64(x, ck), num_warps=_FWD_WARPS, **_FP)
+                             MAPPED=bool(mapped), ROUND_THETA=x.is_cuda, K=k, BLOCK=_FWD_BLOCK, I64=_i64(x, ck), num_warps=_FWD_WARPS, **_FP)
         ctx.save_for_backward(x, prm_f, th, ck)
-        ctx.meta = (inner, k, n_ck, bool(scaled))
+        ctx.meta = (inner, k, n_ck, bool(scaled), bool(mapped))
         return s
 
     @staticmethod
     def backward(ctx, g):
         x, prm_f, th, ck = ctx.saved_tensors
-        inner, k, n_ck, scaled = ctx.meta
+        inner, k, n_ck, scaled, mapped = ctx.meta
         g = _match(g, x)
         t_steps = x.shape[0]
         n = x[0].numel()
@@ -166,44 +172,51 @@ class LMHFunction(torch.autograd.Function):
         lmh_bwd_kernel[(grid,)](x, g, gx, prm_f, th, ck, gp, n, t_steps, p_rows, c, inner, nslot,
                                 iters, GAMMA=_GAMMA, PER_CH=c > 1, RADICAL=radical,
                                 NEED_PGRAD=need_p, STEP_ACC=step_acc, SCALED=scaled,
-                                ROUND_THETA=x.is_cuda,
+                                MAPPED=mapped, ROUND_THETA=x.is_cuda,
                                 CH_MODE=mode, CP=cp, K=k, BLOCK=block, I64=_i64(x, ck), num_warps=warps, **_FP)
         if need_p and c == 1:
             gp = gp.sum(0).reshape(prm_f.shape)
-        return gx, (gp if need_p else None), None, None, None
+        return gx, (gp if need_p else None), None, None, None, None
 
 
 class LMHTFunction(torch.autograd.Function):
-    """Fused LM-HT: ``(x [k*T,...], lam [C], omega [T,T] | None, consts [theta, v0, gain])``
-    -> counts (``theta * counts`` when ``scaled``)."""
+    """Fused LM-HT: ``(x [k*T,...], lam [C], omega [T,T] | None, theta [], gain [])`` -> counts
+    (``theta * counts`` when ``scaled``); ``v(0) = v0_frac * theta``. With ``mapped``, ``lam``
+    and ``omega`` are the raw learnables ``a`` and ``M`` (the kernels apply the maps)."""
 
     @staticmethod
-    def forward(ctx, x, lam, omega, consts, levels, window, scaled):
+    def forward(ctx, x, lam, omega, theta, gain, v0_frac, levels, window, scaled, mapped):
         x, inner, _ = _layout(x)
         n = x[0].numel()
         c = lam.numel()
         _check_channels(x, c)
         nw = x.shape[0] // window
-        lam_f = lam.detach().to(torch.float32).reshape(-1).contiguous()
+        lam_f = lam.detach().to(torch.float32).reshape(-1)
+        lam_f = torch.sigmoid(lam_f) if mapped else lam_f.contiguous()
         has_om = omega is not None
-        om_f = (omega.detach().to(torch.float32).contiguous() if has_om
-                else torch.zeros(1, device=x.device, dtype=torch.float32))
-        cst = consts.detach().to(device=x.device, dtype=torch.float32).contiguous()
+        if has_om:
+            om_f = omega.detach().to(torch.float32)
+            om_f = torch.sigmoid(om_f) if mapped else om_f.contiguous()
+        else:
+            om_f = lam_f  # unused
+        th = theta.detach().to(device=x.device, dtype=torch.float32).reshape(1)
+        gn = gain.detach().to(device=x.device, dtype=torch.float32).reshape(1)
         s = torch.empty_like(x)
         block = _FWD_BLOCK if window <= 4 else _FWD_BLOCK // 2
         grid = (triton_cdiv(n, block),)
-        lmht_fwd_kernel[grid](x, s, om_f, lam_f, cst, n, nw, c, inner, T=window, L=int(levels),
-                              HAS_OMEGA=has_om, PER_CH=c > 1, SCALED=bool(scaled),
-                              ROUND_THETA=x.is_cuda, BLOCK=block, I64=_i64(x),
-                              num_warps=_FWD_WARPS, **_FP)
-        ctx.save_for_backward(x, lam_f, om_f, cst)
-        ctx.meta = (inner, int(levels), window, has_om, tuple(lam.shape), bool(scaled))
+        lmht_fwd_kernel[grid](x, s, om_f, lam_f, th, gn, float(v0_frac), n, nw, c, inner,
+                              T=window, L=int(levels), HAS_OMEGA=has_om, PER_CH=c > 1,
+                              SCALED=bool(scaled), MAPPED=bool(mapped), ROUND_THETA=x.is_cuda,
+                              BLOCK=block, I64=_i64(x), num_warps=_FWD_WARPS, **_FP)
+        ctx.save_for_backward(x, lam_f, om_f, th, gn)
+        ctx.meta = (inner, int(levels), window, has_om, tuple(lam.shape), bool(scaled),
+                    bool(mapped), float(v0_frac))
         return s
 
     @staticmethod
     def backward(ctx, g):
-        x, lam_f, om_f, cst = ctx.saved_tensors
-        inner, levels, window, has_om, lam_shape, scaled = ctx.meta
+        x, lam_f, om_f, th, gn = ctx.saved_tensors
+        inner, levels, window, has_om, lam_shape, scaled, mapped, v0_frac = ctx.meta
         g = _match(g, x)
         n = x[0].numel()
         c = lam_f.numel()
@@ -221,14 +234,15 @@ class LMHTFunction(torch.autograd.Function):
                 else torch.zeros((c,), device=x.device, dtype=torch.float32))
         gom = (torch.empty((grid, window * window), device=x.device, dtype=torch.float32)
                if need_om else om_f)
-        lmht_bwd_kernel[(grid,)](x, g, gx, om_f, lam_f, cst, glam, gom, n, nw, c, inner, 1, iters,
-                                 T=window, L=levels, HAS_OMEGA=has_om, PER_CH=c > 1,
-                                 NEED_LAM=need_lam, NEED_OMEGA=need_om, SCALED=scaled,
-                                 ROUND_THETA=x.is_cuda,
+        lmht_bwd_kernel[(grid,)](x, g, gx, om_f, lam_f, th, gn, v0_frac, glam, gom, n, nw, c,
+                                 inner, 1, iters, T=window, L=levels, HAS_OMEGA=has_om,
+                                 PER_CH=c > 1, NEED_LAM=need_lam, NEED_OMEGA=need_om,
+                                 SCALED=scaled, MAPPED=mapped, ROUND_THETA=x.is_cuda,
                                  CH_MODE=mode, CP=cp, BLOCK=block, I64=_i64(x), num_warps=warps, **_FP)
         glam = glam.sum(0) if c == 1 else glam
         gom = gom.sum(0).reshape(window, window) if need_om else None
-        return gx, glam.reshape(lam_shape) if need_lam else None, gom, None, None, None, None
+        return (gx, glam.reshape(lam_shape) if need_lam else None, gom,
+                None, None, None, None, None, None, None)
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -243,7 +257,20 @@ def lmh_counts(x: torch.Tensor, mu_d, mu_s, lam_s, lam_d, theta: torch.Tensor,
     Parameters are the evaluated values: 0-dim (per layer), ``[C]`` (per channel), or with a
     leading step dim ``[P]`` / ``[P, C]`` when ``per_step`` (radical LM-H).
     """
-    vals = [torch.as_tensor(v, device=x.device, dtype=torch.float32) for v in (mu_d, mu_s, lam_s, lam_d)]
+    return _lmh_apply(x, (mu_d, mu_s, lam_s, lam_d), theta, per_step, chunk, scaled, mapped=False)
+
+
+def lmh_counts_raw(x: torch.Tensor, x_mu_d, x_mu_s, x_lam_s, x_lam_d, theta: torch.Tensor,
+                   per_step: bool, chunk: int = 16, scaled: bool = False) -> torch.Tensor:
+    """:func:`lmh_counts` from the raw learnables of :class:`lmh_deploy.neurons.LMHNeuron`:
+    ``mu = sigmoid(x) - 0.5``, ``lambda = sigmoid(x) + 0.5`` applied in the kernels (same
+    spikes), gradients returned for the raw tensors."""
+    return _lmh_apply(x, (x_mu_d, x_mu_s, x_lam_s, x_lam_d), theta, per_step, chunk, scaled,
+                      mapped=True)
+
+
+def _lmh_apply(x, values, theta, per_step, chunk, scaled, mapped):
+    vals = [torch.as_tensor(v, device=x.device, dtype=torch.float32) for v in values]
     shapes = {tuple(v.shape) for v in vals}
     if len(shapes) != 1:
         raise ValueError(f"LM-H parameters must share one shape, got {sorted(shapes)}")
@@ -252,14 +279,27 @@ def lmh_counts(x: torch.Tensor, mu_d, mu_s, lam_s, lam_d, theta: torch.Tensor,
     c = v0.numel() // p_rows
     prm = torch.stack([v.reshape(p_rows, c) for v in vals])
     if scaled and theta.requires_grad:  # a learned threshold: let autograd see the product
-        return LMHFunction.apply(x, prm, theta, chunk, False) * theta
-    return LMHFunction.apply(x, prm, theta, chunk, bool(scaled))
+        return LMHFunction.apply(x, prm, theta, chunk, False, mapped) * theta
+    return LMHFunction.apply(x, prm, theta, chunk, bool(scaled), mapped)
 
 
 def lmht_counts(x: torch.Tensor, lam, omega, theta: torch.Tensor, levels: int, v0_frac: float,
                 gain: torch.Tensor, timesteps: int, scaled: bool = False) -> torch.Tensor:
     """Fused LM-HT spike counts over ``x.shape[0] = k*T`` steps (Omega per window; ``omega=None``
-    means Omega = I, any number of steps); ``scaled``: ``theta * counts`` from the same kernels."""
+    means Omega = I, any number of steps); ``scaled``: ``theta * counts`` from the same kernels.
+    ``lam`` and ``omega`` are the evaluated values."""
+    return _lmht_apply(x, lam, omega, theta, levels, v0_frac, gain, timesteps, scaled, False)
+
+
+def lmht_counts_raw(x: torch.Tensor, a, m, theta: torch.Tensor, levels: int, v0_frac: float,
+                    gain: torch.Tensor, timesteps: int, scaled: bool = False) -> torch.Tensor:
+    """:func:`lmht_counts` from the raw learnables of :class:`lmh_deploy.neurons.LMHTNeuron`
+    (``lambda = sigmoid(a) + 0.5``, ``Omega = sigmoid(M) * 2/T``, or ``m=None`` for Omega = I),
+    the maps applied in the kernels; gradients are returned for ``a`` and ``M``."""
+    return _lmht_apply(x, a, m, theta, levels, v0_frac, gain, timesteps, scaled, True)
+
+
+def _lmht_apply(x, lam, omega, theta, levels, v0_frac, gain, timesteps, scaled, mapped):
     t_total = x.shape[0]
     if omega is not None:
         if t_total % timesteps:
@@ -269,10 +309,9 @@ def lmht_counts(x: torch.Tensor, lam, omega, theta: torch.Tensor, levels: int, v
         window = timesteps
     else:
         window = 1
-    theta32 = theta.detach().to(torch.float32)
-    v0 = v0_frac * theta32
-    consts = torch.stack([theta32, v0, gain.detach().to(theta32)]).to(x.device)
     lam = torch.as_tensor(lam, device=x.device, dtype=torch.float32)
+    gain = torch.as_tensor(gain, device=x.device, dtype=torch.float32)
+    args = (x, lam, omega, theta, gain, float(v0_frac), int(levels), window)
     if scaled and theta.requires_grad:
-        return LMHTFunction.apply(x, lam, omega, consts, int(levels), window, False) * theta
-    return LMHTFunction.apply(x, lam, omega, consts, int(levels), window, bool(scaled))
+        return LMHTFunction.apply(*args, False, mapped) * theta
+    return LMHTFunction.apply(*args, bool(scaled), mapped)
