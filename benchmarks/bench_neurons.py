@@ -304,8 +304,9 @@ def profile_resnet(kind="lmh", batch=64, t=4):
 
 
 def tune_rows(bw, ts=(4, 10)):
-    """Sweep the fused backward's elements per thread and programs per SM (GPU time of one
-    fwd+bwd step as a CUDA graph); install the fastest per (kind, T) and return the rows."""
+    """Sweep the fused backward's elements per thread and programs per SM (and, for LM-HT,
+    dL/dOmega in registers or by tl.dot) by the GPU time of one fwd+bwd step as a CUDA graph;
+    install the fastest per (kind, T) and return the rows."""
     from lmh_deploy.kernels import fused as F
 
     cand = {("lif", 4): (4, 8), ("lmh", 4): (2, 4), ("lmh-radical", 4): (2, 4),
@@ -315,29 +316,37 @@ def tune_rows(bw, ts=(4, 10)):
     orig = (F._lmh_bwd_cfg, F._lmht_bwd_cfg)
     try:
         for kind in ("lif", "lmh", "lmh-radical", "lmht"):
+            dots = (False, True) if kind == "lmht" else (False,)
             for t in ts:
-                trials = [(pt, 4) for pt in cand.get((kind, t), (1, 2, 4))]
+                pts = cand.get((kind, t), (1, 2, 4))
+                if kind == "lmht":  # the tl.dot variant frees the T*T registers: try wider
+                    pts = sorted(set(pts) | {2, 4})
+                trials = [(pt, 4, dot) for dot in dots for pt in pts]
                 res = {}
                 for item in trials + [None, None]:
                     if item is None:  # programs per SM around the best elements per thread
                         if not res:
                             continue
-                        bpt = min(res, key=res.get)[0]
-                        extra = [(bpt, q) for q in (2, 8) if (bpt, q) not in res]
+                        bpt, _, bdot = min(res, key=res.get)
+                        extra = [(bpt, q, bdot) for q in (2, 8) if (bpt, q, bdot) not in res]
+                        if not extra:
+                            continue
                         item = extra[0]
-                    pt, pps = item
+                    pt, pps, dot = item
                     F._lmh_bwd_cfg = lambda k, sa, npg, v=pt, q=pps: (v, 4, q)
-                    F._lmht_bwd_cfg = lambda tt, no, v=pt, q=pps: (v, 4, q)
+                    F._lmht_bwd_cfg = lambda tt, no, v=pt, q=pps, d=dot: (v, 4, q, d)
                     row = _fused_graph_row(kind, t, bw)
-                    row.update(section="tune", per_thread=pt, pps=pps)
+                    row.update(section="tune", per_thread=pt, pps=pps, omega_dot=dot)
                     rows.append(row)
                     print(_fmt(row), flush=True)
                     if "graph_ms" in row:
-                        res[(pt, pps)] = row["graph_ms"]
+                        res[(pt, pps, dot)] = row["graph_ms"]
                 if res:
                     best[(kind, t)] = min(res, key=res.get)
-                    print(f"# best {kind} T={t}: per_thread={best[(kind, t)][0]} "
-                          f"programs/SM={best[(kind, t)][1]} {res[best[(kind, t)]]:.4f} ms", flush=True)
+                    pt, pps, dot = best[(kind, t)]
+                    print(f"# best {kind} T={t}: per_thread={pt} programs/SM={pps}"
+                          + (f" omega_dot={dot}" if kind == "lmht" else "")
+                          + f" {res[best[(kind, t)]]:.4f} ms", flush=True)
     finally:
         F._lmh_bwd_cfg, F._lmht_bwd_cfg = orig
     return rows, best
@@ -374,10 +383,16 @@ def install_best(best):
 
     def lmh_cfg(k, step_acc, need_p):
         kind = "lmh-radical" if step_acc else ("lmh" if need_p else "lif")
-        return (best[(kind, k)][0], 4, best[(kind, k)][1]) if (kind, k) in best else lmh0(k, step_acc, need_p)
+        if (kind, k) not in best:
+            return lmh0(k, step_acc, need_p)
+        pt, pps, _ = best[(kind, k)]
+        return pt, 4, pps
 
     def lmht_cfg(t, need_omega):
-        return (best[("lmht", t)][0], 4, best[("lmht", t)][1]) if ("lmht", t) in best else lmht0(t, need_omega)
+        if ("lmht", t) not in best or not need_omega:
+            return lmht0(t, need_omega)
+        pt, pps, dot = best[("lmht", t)]
+        return pt, 4, pps, dot
 
     F._lmh_bwd_cfg, F._lmht_bwd_cfg = lmh_cfg, lmht_cfg
 
@@ -387,7 +402,8 @@ def _fmt(r):
         head = f"resnet19 {r['net']:<5} {r['kind']:<11} B={r['batch']:<3} T={r['T']:<2} {r.get('impl', ''):<6}"
     else:
         head = (f"{r['section']:<6} {r['kind']:<11} T={r['T']:<3} {r['impl']:<12}"
-                + (f" pt={r['per_thread']} pps={r.get('pps')}" if "per_thread" in r else ""))
+                + (f" pt={r['per_thread']} pps={r.get('pps')}" if "per_thread" in r else "")
+                + (" dot" if r.get("omega_dot") else ""))
     if "error" in r:
         return head + "  ERROR " + r["error"]
     out = head + f" {r['ms']:9.3f} ms"

@@ -1,8 +1,8 @@
 """Fused Triton neuron kernels vs the reference torch path (DESIGN §1).
 
 On a machine without a GPU the kernels run in Triton's interpreter on CPU tensors
-(``TRITON_INTERPRET=1`` is set here, before triton is first imported); with CUDA they run
-compiled on the GPU. Spikes must equal the reference exactly; gradients (input and parameters)
+(``TRITON_INTERPRET=1``, set by ``conftest.py`` before triton is first imported); with CUDA
+they run compiled on the GPU. Spikes must equal the reference exactly; gradients (input and parameters)
 within fp32 tolerance. Inputs are quantized so that membranes land exactly on thresholds.
 """
 from __future__ import annotations
@@ -13,8 +13,6 @@ import pytest
 import torch
 
 CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
-if not CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton", reason="Triton not installed (pip install 'lmh-deploy[gpu]')")
 
 from lmh_deploy.kernels import lmh_counts, lmh_counts_raw, lmht_counts  # noqa: E402
@@ -228,7 +226,7 @@ def few_programs(monkeypatch):
 
     lmh_cfg, lmht_cfg = fused._lmh_bwd_cfg, fused._lmht_bwd_cfg
     monkeypatch.setattr(fused, "_lmh_bwd_cfg", lambda *a: lmh_cfg(*a)[:2] + (1,))
-    monkeypatch.setattr(fused, "_lmht_bwd_cfg", lambda *a: lmht_cfg(*a)[:2] + (1,))
+    monkeypatch.setattr(fused, "_lmht_bwd_cfg", lambda *a: lmht_cfg(*a)[:2] + (1,) + lmht_cfg(*a)[3:])
     monkeypatch.setattr(fused, "_sm_count", lambda device: 3)
     iters = []
     grid_iters = fused._grid_iters
@@ -250,6 +248,22 @@ def test_multi_block_programs(few_programs, kind):
     # n = 2*3*23*29 = 4002 neurons: 8-32 blocks over 3 programs, the last ones partly or all masked
     _compare(mod, _inputs((T, 2, 3, 23, 29), seed=22, step=0.125), seed=3)
     assert few_programs and all(it > 1 for _, it in few_programs)
+
+
+@pytest.mark.parametrize("T,levels,channels", [(1, 1, None), (2, 2, 5), (4, 3, None), (10, 2, None),
+                                                (17, 2, 3)])
+def test_lmht_omega_grad_by_dot(monkeypatch, T, levels, channels):
+    """The tl.dot variant of dL/dOmega (joined [BLOCK, TP] tiles, bit-reversed columns, TP = 16
+    or 32) gives the reference gradients, over several windows and blocks."""
+    from lmh_deploy.kernels import fused
+
+    cfg = fused._lmht_bwd_cfg
+    used = []
+    monkeypatch.setattr(fused, "_lmht_bwd_cfg", lambda *a: used.append(a) or cfg(*a)[:3] + (True,))
+    mod = LMHTNeuron(T, levels=levels, channels=channels)
+    _randomize(mod, seed=T + 50)
+    _compare(mod, _inputs((2 * T, 3, channels or 4, 7), seed=T, step=0.125), seed=T)
+    assert used and all(need_om for _, need_om in used)
 
 
 def _scaled_vs_counts(mod, x):

@@ -29,6 +29,11 @@ torch map, and return the raw gradients (times ``sigma (1 - sigma)``, and ``2/T`
 
 Constants: ``theta`` and ``gain`` are read from 1-element tensors, ``v(0) = V0_FRAC * theta``.
 
+``OMEGA_DOT`` (an alternative measured by ``benchmarks/bench_neurons.py --sections tune``): the
+window's ``dL/dI`` and ``X`` are joined into ``[BLOCK, TP]`` tiles (TP = T padded to a power of
+two >= 16) and ``dL/dOmega`` accumulates as one ``tl.dot`` per window into a ``[TP, TP]`` tile
+(3xTF32 on the tensor cores), instead of T*T per-element fp32 registers.
+
 Only the input is saved; the backward kernel recomputes the forward pass window by window.
 Layout as in :mod:`._lmh_triton` (step stride N, channel ``(i // INNER) % C``).
 """
@@ -132,12 +137,41 @@ def _outer_acc(acc, a, b, T: tl.constexpr):
 
 
 @triton.jit
+def _join_cols(vals, T: tl.constexpr, TP: tl.constexpr, LOGTP: tl.constexpr,
+               BLOCK: tl.constexpr):
+    """``[BLOCK, TP]`` tile of the T vectors ``vals`` (zero-padded to TP columns), by repeated
+    ``tl.join`` (register moves only). Column ``c`` holds ``vals[bitreverse(c)]`` (see
+    :func:`_bitrev`): each join adds a new minor axis."""
+    cols = ()
+    for i in tl.static_range(TP):
+        if i < T:
+            cols = cols + (vals[i],)
+        else:
+            cols = cols + (tl.zeros([BLOCK], tl.float32),)
+    for lvl in tl.static_range(LOGTP):
+        nxt = ()
+        for i in tl.static_range(TP >> (lvl + 1)):
+            nxt = nxt + (tl.join(cols[2 * i], cols[2 * i + 1]),)
+        cols = nxt
+    return tl.reshape(cols[0], [BLOCK, TP])
+
+
+@triton.jit
+def _bitrev(c, LOGTP: tl.constexpr):
+    """Reverse the LOGTP low bits of ``c`` (the column order of :func:`_join_cols`)."""
+    r = c * 0
+    for b in tl.static_range(LOGTP):
+        r = r * 2 + ((c >> b) & 1)
+    return r
+
+
+@triton.jit
 def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_FRAC, glam_ptr,
                     gom_ptr, N, NW, C, INNER, NSLOT, ITERS,
                     T: tl.constexpr, L: tl.constexpr, HAS_OMEGA: tl.constexpr,
                     PER_CH: tl.constexpr, NEED_LAM: tl.constexpr, NEED_OMEGA: tl.constexpr,
                     SCALED: tl.constexpr, MAPPED: tl.constexpr, ROUND_THETA: tl.constexpr,
-                    CH_MODE: tl.constexpr,
+                    CH_MODE: tl.constexpr, OMEGA_DOT: tl.constexpr, LOGTP: tl.constexpr,
                     CP: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr):
     """Backward of ITERS consecutive blocks: recompute each window forward, then dL/dx,
     dL/dlambda, dL/dOmega."""
@@ -151,8 +185,10 @@ def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_
     gain = tl.load(gain_ptr)
     lo = 0.5 * theta
     hi = (L + 0.5) * theta
-    NOM: tl.constexpr = T * T if NEED_OMEGA else 0
+    NOM: tl.constexpr = T * T if (NEED_OMEGA and not OMEGA_DOT) else 0
     acc_om = _zeros_tuple(NOM, BLOCK)
+    TP: tl.constexpr = 1 << LOGTP
+    acc_dot = tl.zeros([TP, TP], tl.float32)
     acc_lam = tl.zeros([BLOCK], tl.float32)
     for it in range(ITERS):
         blk = pid.to(IDX) * ITERS + it
@@ -194,18 +230,32 @@ def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_
                 tl.store(gx_ptr + (wbase + j) * N + offs, gxj.to(gx_ptr.dtype.element_ty),
                          mask=mask)
             if NEED_OMEGA:
-                acc_om = _outer_acc(acc_om, gis, xs, T)
+                if OMEGA_DOT:
+                    gt = _join_cols(gis, T, TP, LOGTP, BLOCK)
+                    xt = _join_cols(xs, T, TP, LOGTP, BLOCK)
+                    acc_dot = tl.dot(tl.trans(gt), xt, acc_dot, input_precision="tf32x3")
+                else:
+                    acc_om = _outer_acc(acc_om, gis, xs, T)
         if NEED_LAM:
             if PER_CH:  # channels differ between blocks: flush this block's terms
                 _reduce_add(glam_ptr, acc_lam * _map_slope(lam_ptr, ch, MAPPED), mask, pid, blk,
                             ch, INNER, C, NSLOT, PER_CH, CH_MODE, CP, BLOCK)
                 acc_lam = tl.zeros([BLOCK], tl.float32)
     if NEED_OMEGA:
-        for i in tl.static_range(T * T):
-            d = tl.sum(acc_om[i], axis=0)
+        if OMEGA_DOT:  # tile (p, q) is Omega[bitrev(p), bitrev(q)]
+            r = _bitrev(tl.arange(0, TP), LOGTP)
+            idx = r[:, None] * T + r[None, :]
+            ok = (r[:, None] < T) & (r[None, :] < T)
+            d = acc_dot
             if MAPPED:  # d Omega / d M = (2/T) sigma (1 - sigma)
-                d = d * _map_slope(om_ptr, i, MAPPED) * (2.0 / T)
-            tl.store(gom_ptr + pid * (T * T) + i, d)
+                d = d * _map_slope(om_ptr, tl.where(ok, idx, 0), MAPPED) * (2.0 / T)
+            tl.store(gom_ptr + pid * (T * T) + idx, d, mask=ok)
+        else:
+            for i in tl.static_range(T * T):
+                d = tl.sum(acc_om[i], axis=0)
+                if MAPPED:  # d Omega / d M = (2/T) sigma (1 - sigma)
+                    d = d * _map_slope(om_ptr, i, MAPPED) * (2.0 / T)
+                tl.store(gom_ptr + pid * (T * T) + i, d)
     if NEED_LAM:
         if not PER_CH:
             tl.store(glam_ptr + pid, tl.sum(acc_lam, axis=0) * _map_slope(lam_ptr, 0, MAPPED))

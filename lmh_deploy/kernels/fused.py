@@ -76,12 +76,13 @@ def _lmh_bwd_cfg(k: int, step_acc: bool, need_p: bool) -> tuple[int, int, int]:
     return (2 if k <= 10 else 1), 4, _PROGRAMS_PER_SM
 
 
-def _lmht_bwd_cfg(t: int, need_omega: bool) -> tuple[int, int, int]:
-    """(elements per thread, warps, programs per SM) of the LM-HT backward: T*T Omega
-    accumulators per element (H200: T = 4: 2 per thread, 8 programs/SM; T = 10: 1, 2)."""
+def _lmht_bwd_cfg(t: int, need_omega: bool) -> tuple[int, int, int, bool]:
+    """(elements per thread, warps, programs per SM, Omega gradient by tl.dot) of the LM-HT
+    backward: T*T Omega accumulators per element (H200: T = 4: 2 per thread, 8 programs/SM;
+    T = 10: 1, 2). The tl.dot variant is not yet measured on a GPU, so it is off by default."""
     if need_omega:
-        return (2, 4, 8) if t <= 4 else (1, 4, 2)
-    return 4, 4, _PROGRAMS_PER_SM
+        return (2, 4, 8, False) if t <= 4 else (1, 4, 2, False)
+    return 4, 4, _PROGRAMS_PER_SM, False
 
 
 @functools.lru_cache(maxsize=None)
@@ -224,7 +225,7 @@ class LMHTFunction(torch.autograd.Function):
         need_lam = ctx.needs_input_grad[1]
         need_om = has_om and ctx.needs_input_grad[2]
         gx = torch.empty_like(x)
-        per_thread, warps, pps = _lmht_bwd_cfg(window, need_om)
+        per_thread, warps, pps, om_dot = _lmht_bwd_cfg(window, need_om)
         block = per_thread * 32 * warps
         mode, cp = _ch_mode(c > 1, c, inner, block)
         grid, iters = _grid_iters(n, block, x.device, pps)
@@ -238,7 +239,9 @@ class LMHTFunction(torch.autograd.Function):
                                  inner, 1, iters, T=window, L=levels, HAS_OMEGA=has_om,
                                  PER_CH=c > 1, NEED_LAM=need_lam, NEED_OMEGA=need_om,
                                  SCALED=scaled, MAPPED=mapped, ROUND_THETA=x.is_cuda,
-                                 CH_MODE=mode, CP=cp, BLOCK=block, I64=_i64(x), num_warps=warps, **_FP)
+                                 CH_MODE=mode, OMEGA_DOT=bool(om_dot and need_om),
+                                 LOGTP=max(4, (window - 1).bit_length()), CP=cp, BLOCK=block,
+                                 I64=_i64(x), num_warps=warps, **_FP)
         glam = glam.sum(0) if c == 1 else glam
         gom = gom.sum(0).reshape(window, window) if need_om else None
         return (gx, glam.reshape(lam_shape) if need_lam else None, gom,
