@@ -10,8 +10,9 @@ Sections (``--sections``, comma-separated):
                peak extra memory.
 * ``compile``  the same rows for ``torch.compile`` of the reference module (slow to compile).
 * ``infer``    forward only at T = 64 (LM-HT: Omega of T = 4 in 16 windows); floor 4 B/neuron-step.
-* ``resnet``   ResNet-19 CIFAR training step, bf16 autocast, channels-last: SNN (B=64, T=4) eager
-               and fused vs the same network with ReLU at batch 256.
+* ``resnet``   ResNet-19 CIFAR training step, bf16 autocast, channels-last: SNN (B=64, T=4) eager,
+               fused, and fused with compact spike saving (the training default) vs the same
+               network with ReLU at batch 256.
 * ``tune``     fused backward elements per thread and programs per SM, per kind and T (graph
                time); the fastest are installed for the later sections and written to the JSON.
 
@@ -217,13 +218,20 @@ def _relu_net(snn):
     return net
 
 
-def resnet_rows(kinds, eager=True):
+def resnet_rows(kinds, impls=("eager", "fused", "compact")):
+    """ResNet-19 training steps; impls: eager (reference neurons), fused (Triton kernels),
+    compact (fused, and spike counts instead of layer outputs kept for backward, as the
+    training loop does by default: lmh_deploy.spike_memory)."""
     from lmh_deploy.models import build_model, default_config
 
     rows = []
     torch.backends.cudnn.benchmark = True
 
-    def measure(net, batch, t, label, kind, fused):
+    def measure(net, batch, t, label, kind, fused, compact=False):
+        import contextlib
+
+        from lmh_deploy.spike_memory import CompactSpikes
+
         net = net.cuda().to(memory_format=torch.channels_last)
         for m in net.modules():
             if hasattr(m, "fused"):
@@ -234,7 +242,8 @@ def resnet_rows(kinds, eager=True):
 
         def step():
             opt.zero_grad(set_to_none=True)
-            with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+            keep = CompactSpikes(net) if compact else contextlib.nullcontext()
+            with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False), keep:
                 logits = net(img, timesteps=t).mean(0)
                 loss = torch.nn.functional.cross_entropy(logits.float(), lab)
             loss.backward()
@@ -262,9 +271,9 @@ def resnet_rows(kinds, eager=True):
     for kind in kinds:
         cfg = default_config("resnet19", neuron=kind, timesteps=4, num_classes=10,
                              input_shape=(3, 32, 32))
-        for fused in ((False, True) if eager else (True,)):
-            r = measure(build_model(cfg), 64, 4, "snn", kind, fused)
-            r["impl"] = "fused" if fused else "eager"
+        for impl in impls:
+            r = measure(build_model(cfg), 64, 4, "snn", kind, impl != "eager", impl == "compact")
+            r["impl"] = impl
             if "ms" in r and "ms" in relu:
                 r["x_relu"] = r["ms"] / relu["ms"]
             if "graph_ms" in r and "graph_ms" in relu:
@@ -428,7 +437,7 @@ def main(argv=None):
     ap.add_argument("--ts", default="2,4,10")
     ap.add_argument("--impls", default="eager,fused,spikingjelly")
     ap.add_argument("--resnet-kinds", default="lmh,lmht")
-    ap.add_argument("--resnet-impls", default="eager,fused")
+    ap.add_argument("--resnet-impls", default="eager,fused,compact")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("bench_neurons needs a CUDA GPU")
@@ -465,8 +474,7 @@ def main(argv=None):
     if "profile" in secs:
         profile_resnet()
     if "resnet" in secs:
-        res["rows"] += resnet_rows(args.resnet_kinds.split(","),
-                                   eager="eager" in args.resnet_impls.split(","))
+        res["rows"] += resnet_rows(args.resnet_kinds.split(","), args.resnet_impls.split(","))
     _dump(res, args.json)
     print("\n# summary")
     for r in res["rows"]:

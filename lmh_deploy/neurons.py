@@ -42,6 +42,7 @@ class SpikingNeuron(nn.Module):
     kind = "base"
     levels = 1
     fused = True  # use the fused GPU kernels (lmh_deploy.kernels) for CUDA inputs; False: reference
+    spike_sink = None  # set by lmh_deploy.spike_memory.CompactSpikes while it is active
 
     def __init__(self, timesteps: int, theta: float):
         super().__init__()
@@ -59,10 +60,12 @@ class SpikingNeuron(nn.Module):
         :meth:`counts`; the caller detaches the state between slices."""
         raise NotImplementedError(f"{type(self).__name__} cannot carry its state between time slices")
 
-    def fused_counts(self, x: torch.Tensor, scaled: bool = False) -> torch.Tensor:
+    def fused_counts(self, x: torch.Tensor, scaled: bool = False,
+                     counts_out: torch.Tensor | None = None) -> torch.Tensor:
         """The same counts (``theta * counts`` if ``scaled``) from the fused Triton kernels of
         :mod:`lmh_deploy.kernels`; :meth:`counts` and :meth:`forward` use it for CUDA inputs. On
-        CPU tensors it runs in Triton's interpreter (``TRITON_INTERPRET=1``, for tests)."""
+        CPU tensors it runs in Triton's interpreter (``TRITON_INTERPRET=1``, for tests).
+        ``counts_out``: a uint8 tensor shaped like ``x`` that also receives the counts."""
         raise NotImplementedError(f"{type(self).__name__} has no fused kernel")
 
     def _use_fused(self, x: torch.Tensor) -> bool:
@@ -70,9 +73,19 @@ class SpikingNeuron(nn.Module):
                 and kernels_available())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._use_fused(x):  # theta * s written by the kernel itself
-            return self.fused_counts(x, scaled=True)
-        return self.counts(x) * self.theta
+        """``o = theta * s``. Under :class:`~lmh_deploy.spike_memory.CompactSpikes` the counts are
+        also handed over as uint8 so that backward can keep them instead of ``o``."""
+        sink = self.spike_sink if self.levels <= 255 else None
+        if self._use_fused(x):  # theta * s written by the kernel itself (and the uint8 counts)
+            k8 = None if sink is None else torch.empty_like(x, dtype=torch.uint8)
+            out = self.fused_counts(x, scaled=True, counts_out=k8)
+        else:
+            s = self.counts(x)
+            out = s * self.theta
+            k8 = None if sink is None else s.detach().to(torch.uint8)
+        if sink is not None:
+            sink.add(out, k8, self.theta)
+        return out
 
     def extra_repr(self) -> str:
         return f"T={self.timesteps}, theta={float(self.theta):.4g}"
@@ -114,8 +127,10 @@ class LMHNeuron(SpikingNeuron):
         """The raw learnables ``(x_mu_d, x_mu_s, x_lam_s, x_lam_d)`` (the fused kernels map them)."""
         return self.x_mu_d, self.x_mu_s, self.x_lam_s, self.x_lam_d
 
-    def fused_counts(self, x: torch.Tensor, scaled: bool = False) -> torch.Tensor:
-        return lmh_counts_raw(x, *self.raw(), self.theta, per_step=self.radical, scaled=scaled)
+    def fused_counts(self, x: torch.Tensor, scaled: bool = False,
+                     counts_out: torch.Tensor | None = None) -> torch.Tensor:
+        return lmh_counts_raw(x, *self.raw(), self.theta, per_step=self.radical, scaled=scaled,
+                              counts_out=counts_out)
 
     def counts(self, x: torch.Tensor) -> torch.Tensor:
         if self._use_fused(x):
@@ -162,8 +177,10 @@ class LIFNeuron(SpikingNeuron):
         zero = torch.zeros((), dtype=torch.float32, device=self.decay.device)
         return zero, zero, self.decay, zero + 1.0
 
-    def fused_counts(self, x: torch.Tensor, scaled: bool = False) -> torch.Tensor:
-        return lmh_counts(x, *self.evaluated(), self.theta, per_step=False, scaled=scaled)
+    def fused_counts(self, x: torch.Tensor, scaled: bool = False,
+                     counts_out: torch.Tensor | None = None) -> torch.Tensor:
+        return lmh_counts(x, *self.evaluated(), self.theta, per_step=False, scaled=scaled,
+                          counts_out=counts_out)
 
     def counts(self, x: torch.Tensor) -> torch.Tensor:
         if self._use_fused(x):
@@ -227,9 +244,11 @@ class LMHTNeuron(SpikingNeuron):
     def lam(self) -> torch.Tensor:
         return nm.lam_map(TorchOps, self.a)
 
-    def fused_counts(self, x: torch.Tensor, scaled: bool = False) -> torch.Tensor:
+    def fused_counts(self, x: torch.Tensor, scaled: bool = False,
+                     counts_out: torch.Tensor | None = None) -> torch.Tensor:
         return lmht_counts_raw(x, self.a, self.M if self.learn_omega else None, self.theta,
-                               self.levels, self.v0_frac, self.gain, self.timesteps, scaled=scaled)
+                               self.levels, self.v0_frac, self.gain, self.timesteps, scaled=scaled,
+                               counts_out=counts_out)
 
     def counts(self, x: torch.Tensor) -> torch.Tensor:
         if self._use_fused(x):

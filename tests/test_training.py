@@ -143,6 +143,31 @@ def test_other_neurons_and_options_train(tmp_path, cfg):
     assert m["test_accuracy"] > 0.3
 
 
+def test_compact_spikes_trains_bit_identically(tmp_path, monkeypatch):
+    """--compact-spikes (the default) keeps uint8 counts for backward: the trained weights are
+    exactly those of a run that keeps the layer outputs."""
+    import lmh_deploy.training.extensions as ext
+
+    swapped = []
+
+    class Counting(ext.CompactSpikes):
+        def __exit__(self, *exc):
+            swapped.append(self.stats["swapped"])
+            return super().__exit__(*exc)
+
+    monkeypatch.setattr(ext, "CompactSpikes", Counting)
+    cfg = {**FAST, "epochs": 1, "arch": "cnn", "timesteps": 2}
+    runs = {}
+    for on in (True, False):
+        train({**cfg, "compact_spikes": on, "out": str(tmp_path / str(on))}, log=None)
+        runs[on] = load_checkpoint(tmp_path / str(on) / "model.pt")["state_dict"]
+    assert runs[True].keys() == runs[False].keys()
+    for k in runs[True]:
+        assert torch.equal(runs[True][k], runs[False][k]), k
+    assert DEFAULTS["compact_spikes"] is True
+    assert len(swapped) == 12 and all(n > 0 for n in swapped)  # one context per batch, when on
+
+
 class _Interrupt(Exception):
     pass
 

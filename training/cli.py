@@ -88,6 +88,9 @@ def build_parser(prog: str = "fit.py") -> argparse.ArgumentParser:
     g.add_argument("--amp", nargs="?", const=True, type=_bool, metavar="BOOL", help="bf16 autocast on CUDA")
     g.add_argument("--channels-last", dest="channels_last", type=_bool, metavar="BOOL",
                    help="channels-last convolutions on CUDA (default true)")
+    g.add_argument("--compact-spikes", dest="compact_spikes", type=_bool, metavar="BOOL",
+                   help="autograd keeps uint8 spike counts instead of the layer outputs theta*s "
+                        "(bit-identical results, less memory; default true)")
     g.add_argument("--sync-bn", dest="sync_bn", nargs="?", const=True, type=_bool, metavar="BOOL",
                    help="SyncBatchNorm under torchrun (CUDA)")
     g.add_argument("--keep-best", dest="keep_best", type=_bool, metavar="BOOL",

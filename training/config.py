@@ -55,6 +55,7 @@ DEFAULTS: dict = {
     "ann_lr": 0.1,            # hybrid stage 1 learning rate (SGD, cosine)
     "amp": False,             # bf16 autocast on CUDA
     "channels_last": True,    # channels-last convolutions on CUDA
+    "compact_spikes": True,   # keep uint8 spike counts for backward, not theta*s (exact; less memory)
     "sync_bn": False,         # SyncBatchNorm under torchrun (CUDA)
     "keep_best": False,       # also keep <out>/best.pt (highest test accuracy); paper configs: true
 }

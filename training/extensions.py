@@ -8,16 +8,21 @@
   ``--ann-checkpoint``), stage 2 converts it (:mod:`.hybrid`); fine-tuning is the normal loop.
 * ``StepRunner``               -- one optimization step per batch (or per time slice with
   ``--slice k``, :mod:`.slicing`), STDS around each optimizer step (``--sparsity-width D``,
-  :mod:`.sparse`), bf16 autocast and channels-last on CUDA (``--amp``, ``--channels-last``).
+  :mod:`.sparse`), bf16 autocast and channels-last on CUDA (``--amp``, ``--channels-last``),
+  spike counts instead of layer outputs kept for backward (``--compact-spikes``,
+  :mod:`lmh_deploy.spike_memory`).
 * DDP wrapping and samplers come from :mod:`.distributed`.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
+
+from lmh_deploy.spike_memory import CompactSpikes
 
 from .distributed import autocast, to_channels_last
 from .slicing import check_sliceable, num_slices, train_step_sliced
@@ -50,6 +55,7 @@ class StepRunner:
     def __init__(self, cfg: dict, model, net, optimizer, loss_fn, device: torch.device,
                  total_updates: int, start_update: int = 0):
         self.cfg, self.model, self.optimizer, self.loss_fn, self.device = cfg, model, optimizer, loss_fn, device
+        self.net = net
         self.k = cfg["slice"]
         if self.k:
             check_sliceable(net, self.k)
@@ -61,6 +67,10 @@ class StepRunner:
     def _ac(self):
         return autocast(self.device, self.cfg["amp"])
 
+    def _compact(self):
+        """Spiking-layer outputs kept as uint8 counts for backward (exact; see spike_memory)."""
+        return CompactSpikes(self.net) if self.cfg["compact_spikes"] else contextlib.nullcontext()
+
     def __call__(self, x, y):
         x = to_channels_last(x, self.device, self.cfg["channels_last"])
         pre = self.stds.pre_step if self.stds else None
@@ -69,7 +79,7 @@ class StepRunner:
             return train_step_sliced(self.model, x, y, self.optimizer, self.loss_fn, self.k,
                                      timesteps=self.cfg["timesteps"], before_step=pre,
                                      after_step=post, autocast=self._ac)
-        with self._ac():
+        with self._ac(), self._compact():
             logits = self.model(x)
             loss = self.loss_fn(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)

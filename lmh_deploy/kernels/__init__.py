@@ -33,32 +33,35 @@ def _fused():
 
 
 def lmh_counts(x, mu_d, mu_s, lam_s, lam_d, theta, per_step: bool, chunk: int = 16,
-               scaled: bool = False):
+               scaled: bool = False, counts_out=None):
     """Fused LM-H / LIF spike counts ``[T, ...]`` (``theta * counts`` if ``scaled``); see
     :func:`.fused.lmh_counts`."""
-    return _fused().lmh_counts(x, mu_d, mu_s, lam_s, lam_d, theta, per_step, chunk, scaled)
+    return _fused().lmh_counts(x, mu_d, mu_s, lam_s, lam_d, theta, per_step, chunk, scaled,
+                               counts_out)
 
 
 def lmh_counts_raw(x, x_mu_d, x_mu_s, x_lam_s, x_lam_d, theta, per_step: bool, chunk: int = 16,
-                   scaled: bool = False):
+                   scaled: bool = False, counts_out=None):
     """Fused LM-H from the raw learnables (the sigmoid maps applied in the kernels); see
     :func:`.fused.lmh_counts_raw`."""
     return _fused().lmh_counts_raw(x, x_mu_d, x_mu_s, x_lam_s, x_lam_d, theta, per_step, chunk,
-                                   scaled)
+                                   scaled, counts_out)
 
 
 def lmht_counts(x, lam, omega, theta, levels: int, v0_frac: float, gain, timesteps: int,
-                scaled: bool = False):
+                scaled: bool = False, counts_out=None):
     """Fused LM-HT spike counts ``[k*T, ...]`` (``theta * counts`` if ``scaled``); see
     :func:`.fused.lmht_counts`."""
-    return _fused().lmht_counts(x, lam, omega, theta, levels, v0_frac, gain, timesteps, scaled)
+    return _fused().lmht_counts(x, lam, omega, theta, levels, v0_frac, gain, timesteps, scaled,
+                                counts_out)
 
 
 def lmht_counts_raw(x, a, m, theta, levels: int, v0_frac: float, gain, timesteps: int,
-                    scaled: bool = False):
+                    scaled: bool = False, counts_out=None):
     """Fused LM-HT from the raw learnables ``a`` and ``M`` (the maps applied in the kernels);
     see :func:`.fused.lmht_counts_raw`."""
-    return _fused().lmht_counts_raw(x, a, m, theta, levels, v0_frac, gain, timesteps, scaled)
+    return _fused().lmht_counts_raw(x, a, m, theta, levels, v0_frac, gain, timesteps, scaled,
+                                    counts_out)
 
 
 __all__ = ["kernels_available", "lmh_counts", "lmh_counts_raw", "lmht_counts", "lmht_counts_raw"]

@@ -39,6 +39,10 @@ Memory layout: the input is ``[T, N]`` (step stride N); a neuron's channel is
 ``(i // INNER) % C``. Parameters are packed as fp32 ``[4, P, C]`` (mu_D, mu_S, lambda_S,
 lambda_D); step t uses row ``min(t, P - 1)`` (radical LM-H holds the last step's values).
 
+``K8``: the forward kernel also writes the spike counts as uint8 to ``k8_ptr`` (same layout),
+a compact copy that :class:`lmh_deploy.spike_memory.CompactSpikes` keeps for backward in place of
+the layer output.
+
 ``MAPPED``: the pack holds ``sigma = sigmoid(x)`` of the raw learnables instead, and the kernels
 apply :func:`lmh_deploy.neuron_math.mu_map` / ``lam_map`` themselves (``mu = sigma - 0.5``,
 ``lambda = sigma + 0.5``, the same single fp32 operation as the torch maps, so the same bits)
@@ -160,9 +164,9 @@ def _lmh_cell(vd, vs, cur, mu_d, mu_s, lam_s, lam_d, theta):
 
 
 @triton.jit
-def lmh_fwd_kernel(x_ptr, s_ptr, prm_ptr, th_ptr, ck_ptr, N, T, P, C, INNER,
+def lmh_fwd_kernel(x_ptr, s_ptr, k8_ptr, prm_ptr, th_ptr, ck_ptr, N, T, P, C, INNER,
                    PER_CH: tl.constexpr, SAVE: tl.constexpr, SCALED: tl.constexpr,
-                   MAPPED: tl.constexpr,
+                   MAPPED: tl.constexpr, K8: tl.constexpr,
                    ROUND_THETA: tl.constexpr, K: tl.constexpr,
                    I64: tl.constexpr, BLOCK: tl.constexpr):
     """Forward over all T steps; writes spikes s[t] (theta*s[t] if SCALED) and, if SAVE, the
@@ -194,6 +198,8 @@ def lmh_fwd_kernel(x_ptr, s_ptr, prm_ptr, th_ptr, ck_ptr, N, T, P, C, INNER,
         base = tl.cast(t, IDX) * N
         cur = tl.load(x_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
         s, vd, vs = _lmh_cell(vd, vs, cur, mu_d, mu_s, lam_s, lam_d, theta)
+        if K8:
+            tl.store(k8_ptr + base + offs, s.to(tl.uint8), mask=mask)
         if SCALED:
             s = _round_as(s * theta_o, s_ptr)
         tl.store(s_ptr + base + offs, s.to(s_ptr.dtype.element_ty), mask=mask)

@@ -94,9 +94,10 @@ def _lmht_cell(v, cur, lam, theta, L: tl.constexpr):
 
 
 @triton.jit
-def lmht_fwd_kernel(x_ptr, s_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_FRAC, N, NW, C, INNER,
-                    T: tl.constexpr, L: tl.constexpr, HAS_OMEGA: tl.constexpr,
+def lmht_fwd_kernel(x_ptr, s_ptr, k8_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_FRAC, N, NW, C,
+                    INNER, T: tl.constexpr, L: tl.constexpr, HAS_OMEGA: tl.constexpr,
                     PER_CH: tl.constexpr, SCALED: tl.constexpr, MAPPED: tl.constexpr,
+                    K8: tl.constexpr,
                     ROUND_THETA: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr):
     """Forward over NW windows of T steps; writes spike counts s[t] in 0..L (theta*s if SCALED)."""
     pid = tl.program_id(0)
@@ -121,6 +122,8 @@ def lmht_fwd_kernel(x_ptr, s_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_FRAC, N,
             cur = _mix_row(om_ptr, xs, t, T, HAS_OMEGA, MAPPED)
             m, s = _lmht_cell(v, cur, lam, theta, L)
             v = m - s * theta
+            if K8:  # the counts as uint8 too (see _lmh_triton)
+                tl.store(k8_ptr + (wbase + t) * N + offs, s.to(tl.uint8), mask=mask)
             if SCALED:
                 s = _round_as(s * theta_o, s_ptr)
             tl.store(s_ptr + (wbase + t) * N + offs, s.to(s_ptr.dtype.element_ty), mask=mask)

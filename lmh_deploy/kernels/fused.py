@@ -52,6 +52,19 @@ def _match(g: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _k8_target(counts_out, x):
+    """``(buffer the kernel writes, tensor to copy it into afterwards or None)`` for the optional
+    uint8 counts output: written in place when its layout matches the kernel's view of x."""
+    if counts_out is None:
+        return x, None  # a dummy pointer (K8 off)
+    if counts_out.dtype != torch.uint8 or counts_out.shape != x.shape:
+        raise ValueError(f"counts_out must be a uint8 tensor of shape {tuple(x.shape)}, "
+                         f"got {counts_out.dtype} {tuple(counts_out.shape)}")
+    if counts_out.stride() == x.stride():
+        return counts_out, None
+    return torch.empty_like(x, dtype=torch.uint8), counts_out
+
+
 def _ch_mode(per_ch: bool, channels: int, inner: int, block: int) -> tuple[int, int]:
     """Pick the in-block reduction of per-channel parameter gradients (see _reduce_add)."""
     if not per_ch:
@@ -120,8 +133,9 @@ class LMHFunction(torch.autograd.Function):
     the raw learnables (the kernels apply the sigmoid maps; gradients are the raw ones)."""
 
     @staticmethod
-    def forward(ctx, x, prm, theta, chunk, scaled, mapped):
+    def forward(ctx, x, prm, theta, chunk, scaled, mapped, counts_out):
         x, inner, _ = _layout(x)
+        k8, k8_copy = _k8_target(counts_out, x)
         t_steps = x.shape[0]
         n = x[0].numel()
         p_rows, c = prm.shape[1], prm.shape[2]
@@ -136,9 +150,11 @@ class LMHFunction(torch.autograd.Function):
                          device=x.device, dtype=torch.float32)
         s = torch.empty_like(x)
         grid = (triton_cdiv(n, _FWD_BLOCK),)
-        lmh_fwd_kernel[grid](x, s, prm_f, th, ck, n, t_steps, p_rows, c, inner,
+        lmh_fwd_kernel[grid](x, s, k8, prm_f, th, ck, n, t_steps, p_rows, c, inner,
                              PER_CH=c > 1, SAVE=bool(save and n_ck > 0), SCALED=bool(scaled),
-                             MAPPED=bool(mapped), ROUND_THETA=x.is_cuda, K=k, BLOCK=_FWD_BLOCK, I64=_i64(x, ck), num_warps=_FWD_WARPS, **_FP)
+                             MAPPED=bool(mapped), K8=counts_out is not None, ROUND_THETA=x.is_cuda, K=k, BLOCK=_FWD_BLOCK, I64=_i64(x, ck), num_warps=_FWD_WARPS, **_FP)
+        if k8_copy is not None:
+            k8_copy.copy_(k8)
         ctx.save_for_backward(x, prm_f, th, ck)
         ctx.meta = (inner, k, n_ck, bool(scaled), bool(mapped))
         return s
@@ -177,7 +193,7 @@ class LMHFunction(torch.autograd.Function):
                                 CH_MODE=mode, CP=cp, K=k, BLOCK=block, I64=_i64(x, ck), num_warps=warps, **_FP)
         if need_p and c == 1:
             gp = gp.sum(0).reshape(prm_f.shape)
-        return gx, (gp if need_p else None), None, None, None, None
+        return gx, (gp if need_p else None), None, None, None, None, None
 
 
 class LMHTFunction(torch.autograd.Function):
@@ -186,8 +202,10 @@ class LMHTFunction(torch.autograd.Function):
     and ``omega`` are the raw learnables ``a`` and ``M`` (the kernels apply the maps)."""
 
     @staticmethod
-    def forward(ctx, x, lam, omega, theta, gain, v0_frac, levels, window, scaled, mapped):
+    def forward(ctx, x, lam, omega, theta, gain, v0_frac, levels, window, scaled, mapped,
+                counts_out):
         x, inner, _ = _layout(x)
+        k8, k8_copy = _k8_target(counts_out, x)
         n = x[0].numel()
         c = lam.numel()
         _check_channels(x, c)
@@ -205,10 +223,13 @@ class LMHTFunction(torch.autograd.Function):
         s = torch.empty_like(x)
         block = _FWD_BLOCK if window <= 4 else _FWD_BLOCK // 2
         grid = (triton_cdiv(n, block),)
-        lmht_fwd_kernel[grid](x, s, om_f, lam_f, th, gn, float(v0_frac), n, nw, c, inner,
+        lmht_fwd_kernel[grid](x, s, k8, om_f, lam_f, th, gn, float(v0_frac), n, nw, c, inner,
                               T=window, L=int(levels), HAS_OMEGA=has_om, PER_CH=c > 1,
-                              SCALED=bool(scaled), MAPPED=bool(mapped), ROUND_THETA=x.is_cuda,
-                              BLOCK=block, I64=_i64(x), num_warps=_FWD_WARPS, **_FP)
+                              SCALED=bool(scaled), MAPPED=bool(mapped), K8=counts_out is not None,
+                              ROUND_THETA=x.is_cuda, BLOCK=block, I64=_i64(x),
+                              num_warps=_FWD_WARPS, **_FP)
+        if k8_copy is not None:
+            k8_copy.copy_(k8)
         ctx.save_for_backward(x, lam_f, om_f, th, gn)
         ctx.meta = (inner, int(levels), window, has_om, tuple(lam.shape), bool(scaled),
                     bool(mapped), float(v0_frac))
@@ -245,7 +266,7 @@ class LMHTFunction(torch.autograd.Function):
         glam = glam.sum(0) if c == 1 else glam
         gom = gom.sum(0).reshape(window, window) if need_om else None
         return (gx, glam.reshape(lam_shape) if need_lam else None, gom,
-                None, None, None, None, None, None, None)
+                None, None, None, None, None, None, None, None)
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -253,26 +274,31 @@ def triton_cdiv(a: int, b: int) -> int:
 
 
 def lmh_counts(x: torch.Tensor, mu_d, mu_s, lam_s, lam_d, theta: torch.Tensor,
-               per_step: bool, chunk: int = 16, scaled: bool = False) -> torch.Tensor:
+               per_step: bool, chunk: int = 16, scaled: bool = False,
+               counts_out: torch.Tensor | None = None) -> torch.Tensor:
     """Fused LM-H spike counts (see :mod:`._lmh_triton` for the equations); with ``scaled`` the
     layer output ``theta * counts`` instead, from the same kernels (no extra pass).
 
     Parameters are the evaluated values: 0-dim (per layer), ``[C]`` (per channel), or with a
-    leading step dim ``[P]`` / ``[P, C]`` when ``per_step`` (radical LM-H).
+    leading step dim ``[P]`` / ``[P, C]`` when ``per_step`` (radical LM-H). ``counts_out``: an
+    optional uint8 tensor shaped like ``x`` that also receives the counts (written by the
+    forward kernel).
     """
-    return _lmh_apply(x, (mu_d, mu_s, lam_s, lam_d), theta, per_step, chunk, scaled, mapped=False)
+    return _lmh_apply(x, (mu_d, mu_s, lam_s, lam_d), theta, per_step, chunk, scaled, False,
+                      counts_out)
 
 
 def lmh_counts_raw(x: torch.Tensor, x_mu_d, x_mu_s, x_lam_s, x_lam_d, theta: torch.Tensor,
-                   per_step: bool, chunk: int = 16, scaled: bool = False) -> torch.Tensor:
+                   per_step: bool, chunk: int = 16, scaled: bool = False,
+                   counts_out: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`lmh_counts` from the raw learnables of :class:`lmh_deploy.neurons.LMHNeuron`:
     ``mu = sigmoid(x) - 0.5``, ``lambda = sigmoid(x) + 0.5`` applied in the kernels (same
     spikes), gradients returned for the raw tensors."""
     return _lmh_apply(x, (x_mu_d, x_mu_s, x_lam_s, x_lam_d), theta, per_step, chunk, scaled,
-                      mapped=True)
+                      True, counts_out)
 
 
-def _lmh_apply(x, values, theta, per_step, chunk, scaled, mapped):
+def _lmh_apply(x, values, theta, per_step, chunk, scaled, mapped, counts_out):
     vals = [torch.as_tensor(v, device=x.device, dtype=torch.float32) for v in values]
     shapes = {tuple(v.shape) for v in vals}
     if len(shapes) != 1:
@@ -282,27 +308,32 @@ def _lmh_apply(x, values, theta, per_step, chunk, scaled, mapped):
     c = v0.numel() // p_rows
     prm = torch.stack([v.reshape(p_rows, c) for v in vals])
     if scaled and theta.requires_grad:  # a learned threshold: let autograd see the product
-        return LMHFunction.apply(x, prm, theta, chunk, False, mapped) * theta
-    return LMHFunction.apply(x, prm, theta, chunk, bool(scaled), mapped)
+        return LMHFunction.apply(x, prm, theta, chunk, False, mapped, counts_out) * theta
+    return LMHFunction.apply(x, prm, theta, chunk, bool(scaled), mapped, counts_out)
 
 
 def lmht_counts(x: torch.Tensor, lam, omega, theta: torch.Tensor, levels: int, v0_frac: float,
-                gain: torch.Tensor, timesteps: int, scaled: bool = False) -> torch.Tensor:
+                gain: torch.Tensor, timesteps: int, scaled: bool = False,
+                counts_out: torch.Tensor | None = None) -> torch.Tensor:
     """Fused LM-HT spike counts over ``x.shape[0] = k*T`` steps (Omega per window; ``omega=None``
     means Omega = I, any number of steps); ``scaled``: ``theta * counts`` from the same kernels.
-    ``lam`` and ``omega`` are the evaluated values."""
-    return _lmht_apply(x, lam, omega, theta, levels, v0_frac, gain, timesteps, scaled, False)
+    ``lam`` and ``omega`` are the evaluated values; ``counts_out`` as in :func:`lmh_counts`."""
+    return _lmht_apply(x, lam, omega, theta, levels, v0_frac, gain, timesteps, scaled, False,
+                       counts_out)
 
 
 def lmht_counts_raw(x: torch.Tensor, a, m, theta: torch.Tensor, levels: int, v0_frac: float,
-                    gain: torch.Tensor, timesteps: int, scaled: bool = False) -> torch.Tensor:
+                    gain: torch.Tensor, timesteps: int, scaled: bool = False,
+                    counts_out: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`lmht_counts` from the raw learnables of :class:`lmh_deploy.neurons.LMHTNeuron`
     (``lambda = sigmoid(a) + 0.5``, ``Omega = sigmoid(M) * 2/T``, or ``m=None`` for Omega = I),
     the maps applied in the kernels; gradients are returned for ``a`` and ``M``."""
-    return _lmht_apply(x, a, m, theta, levels, v0_frac, gain, timesteps, scaled, True)
+    return _lmht_apply(x, a, m, theta, levels, v0_frac, gain, timesteps, scaled, True,
+                       counts_out)
 
 
-def _lmht_apply(x, lam, omega, theta, levels, v0_frac, gain, timesteps, scaled, mapped):
+def _lmht_apply(x, lam, omega, theta, levels, v0_frac, gain, timesteps, scaled, mapped,
+                counts_out):
     t_total = x.shape[0]
     if omega is not None:
         if t_total % timesteps:
@@ -312,9 +343,11 @@ def _lmht_apply(x, lam, omega, theta, levels, v0_frac, gain, timesteps, scaled, 
         window = timesteps
     else:
         window = 1
+    if counts_out is not None and levels > 255:
+        raise ValueError(f"uint8 counts_out holds at most 255 levels, the neuron has L={levels}")
     lam = torch.as_tensor(lam, device=x.device, dtype=torch.float32)
     gain = torch.as_tensor(gain, device=x.device, dtype=torch.float32)
     args = (x, lam, omega, theta, gain, float(v0_frac), int(levels), window)
     if scaled and theta.requires_grad:
-        return LMHTFunction.apply(*args, False, mapped) * theta
-    return LMHTFunction.apply(*args, bool(scaled), mapped)
+        return LMHTFunction.apply(*args, False, mapped, counts_out) * theta
+    return LMHTFunction.apply(*args, bool(scaled), mapped, counts_out)
