@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import neuron_math as nm
-from .kernels import kernels_available, lmh_counts, lmh_counts_raw, lmht_counts_raw
+from .kernels import kernels_available, lmh_counts, lmh_counts_raw, lmht_counts_raw, theta_is_pow2
 from .ops import TorchOps
 
 NEURON_KINDS = ("lif", "lmh", "lmh-radical", "lmht")
@@ -248,7 +248,15 @@ class LMHTNeuron(SpikingNeuron):
                      counts_out: torch.Tensor | None = None) -> torch.Tensor:
         return lmht_counts_raw(x, self.a, self.M if self.learn_omega else None, self.theta,
                                self.levels, self.v0_frac, self.gain, self.timesteps, scaled=scaled,
-                               counts_out=counts_out)
+                               counts_out=counts_out, theta_pow2=self._theta_pow2())
+
+    def _theta_pow2(self) -> bool:
+        """Whether theta is an exact power of two (the kernels then multiply by 1/theta instead
+        of dividing: the same bits). Read once per value of the buffer (one device sync)."""
+        key = (self.theta.data_ptr(), self.theta._version)
+        if getattr(self, "_pow2_key", None) != key:
+            self._pow2_key, self._pow2 = key, theta_is_pow2(float(self.theta))
+        return self._pow2
 
     def counts(self, x: torch.Tensor) -> torch.Tensor:
         if self._use_fused(x):

@@ -172,6 +172,36 @@ def test_lmht_identity_init_exact_levels():
     assert set(s.unique().tolist()) == {0.0, 1.0, 2.0}
 
 
+def test_theta_power_of_two_fast_path_is_exact_and_only_for_powers_of_two():
+    """L = 7 (theta = 2/7): membranes one ulp below fp32(theta * k), where m * (1/theta) floors
+    differently from m / theta (k = 3: 2 vs 3, k = 6: 5 vs 6), so a wrong reciprocal fast path
+    would change spikes. With L = 2 and 4 (theta = 1, 1/2) the kernels do take the fast path,
+    with the same spikes."""
+    from lmh_deploy.kernels import theta_is_pow2
+
+    assert [theta_is_pow2(v) for v in (1.0, 0.5, 2.0, 0.25, 2.0 ** -20)] == [True] * 5
+    assert not any(theta_is_pow2(v) for v in (2 / 3, 2 / 7, 0.0, -1.0, float("inf"),
+                                              float("nan"), 2.0 ** -130, 3.0))
+    T = 4
+    mod = LMHTNeuron(T, levels=7, learn_omega=False)  # Omega = I, lambda = 1, v(0) = 0
+    th = torch.tensor(2 / 7, dtype=torch.float32)
+    k = torch.arange(0, 9, dtype=torch.float32)
+    m = torch.nextafter(th * k, torch.tensor(-1.0))
+    assert torch.floor(m / th)[3] == 3 and torch.floor(m * (1 / th))[3] == 2  # the trap
+    assert torch.floor(m / th)[6] == 6 and torch.floor(m * (1 / th))[6] == 5
+    x = torch.zeros(T, 2, 9)
+    x[0] = m  # first step: m = x exactly
+    x[1:] = m.flip(0) * 0.5
+    assert not mod._theta_pow2()
+    s = _compare(mod, x.to(DEV))
+    assert s[0, 0, 3] == 3 and s[0, 0, 6] == 6
+    for levels in (2, 4):
+        mod = LMHTNeuron(T, levels=levels)
+        assert mod._theta_pow2()
+        _randomize(mod, seed=levels)
+        _compare(mod, _inputs((T, 3, 5, 7), seed=levels, step=0.125))
+
+
 def test_lmht_windows_hybrid_and_no_omega():
     mod = LMHTNeuron(4, levels=4, theta=0.75, v0_frac=0.5, channels=3)
     mod.gain.fill_(4.0)

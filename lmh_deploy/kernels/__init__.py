@@ -24,6 +24,15 @@ def kernels_available() -> bool:
     return True
 
 
+def theta_is_pow2(theta: float) -> bool:
+    """Whether ``theta`` is an exact power of two with a normal fp32 reciprocal (then
+    ``m * (1/theta)`` rounds exactly as ``m / theta``; the LM-HT kernels use it)."""
+    import math
+
+    return (math.isfinite(theta) and theta > 0 and math.frexp(theta)[0] == 0.5
+            and 2.0 ** -125 <= theta <= 2.0 ** 125)
+
+
 def _fused():
     try:
         from . import fused
@@ -49,19 +58,19 @@ def lmh_counts_raw(x, x_mu_d, x_mu_s, x_lam_s, x_lam_d, theta, per_step: bool, c
 
 
 def lmht_counts(x, lam, omega, theta, levels: int, v0_frac: float, gain, timesteps: int,
-                scaled: bool = False, counts_out=None):
+                scaled: bool = False, counts_out=None, theta_pow2=None):
     """Fused LM-HT spike counts ``[k*T, ...]`` (``theta * counts`` if ``scaled``); see
     :func:`.fused.lmht_counts`."""
     return _fused().lmht_counts(x, lam, omega, theta, levels, v0_frac, gain, timesteps, scaled,
-                                counts_out)
+                                counts_out, theta_pow2)
 
 
 def lmht_counts_raw(x, a, m, theta, levels: int, v0_frac: float, gain, timesteps: int,
-                    scaled: bool = False, counts_out=None):
+                    scaled: bool = False, counts_out=None, theta_pow2=None):
     """Fused LM-HT from the raw learnables ``a`` and ``M`` (the maps applied in the kernels);
     see :func:`.fused.lmht_counts_raw`."""
     return _fused().lmht_counts_raw(x, a, m, theta, levels, v0_frac, gain, timesteps, scaled,
-                                    counts_out)
+                                    counts_out, theta_pow2)
 
 
-__all__ = ["kernels_available", "lmh_counts", "lmh_counts_raw", "lmht_counts", "lmht_counts_raw"]
+__all__ = ["kernels_available", "theta_is_pow2", "lmh_counts", "lmh_counts_raw", "lmht_counts", "lmht_counts_raw"]

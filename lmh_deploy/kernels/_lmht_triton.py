@@ -29,6 +29,11 @@ torch map, and return the raw gradients (times ``sigma (1 - sigma)``, and ``2/T`
 
 Constants: ``theta`` and ``gain`` are read from 1-element tensors, ``v(0) = V0_FRAC * theta``.
 
+``THETA_POW2`` (theta an exact power of two, as ``2/L`` for L = 1, 2, 4, 8 of direct training):
+the divisions by theta become multiplications by ``1/theta``. Both are correctly rounded results
+of the same real number, so the bits are the same; an IEEE division costs a dozen instructions,
+three times per neuron-step.
+
 ``OMEGA_DOT`` (an alternative measured by ``benchmarks/bench_neurons.py --sections tune``): the
 window's ``dL/dI`` and ``X`` are joined into ``[BLOCK, TP]`` tiles (TP = T padded to a power of
 two >= 16) and ``dL/dOmega`` accumulates as one ``tl.dot`` per window into a ``[TP, TP]`` tile
@@ -85,11 +90,21 @@ def _mix_row(om_ptr, xs, t: tl.constexpr, T: tl.constexpr, HAS_OMEGA: tl.constex
 
 
 @triton.jit
-def _lmht_cell(v, cur, lam, theta, L: tl.constexpr):
+def _over_theta(v, theta, inv_theta, THETA_POW2: tl.constexpr):
+    """``v / theta`` rounded as IEEE division (``v * inv_theta`` if THETA_POW2, where
+    ``inv_theta = 1/theta`` is then exact)."""
+    if THETA_POW2:
+        return v * inv_theta
+    else:
+        return tl.math.div_rn(v, theta)
+
+
+@triton.jit
+def _lmht_cell(v, cur, lam, theta, inv_theta, L: tl.constexpr, THETA_POW2: tl.constexpr):
     """One LM-HT charge + fire in :func:`lmh_deploy.neuron_math.lmht_step`'s operation order:
     ``m = lam v + I``, ``s = clip(floor(m / theta), 0, L)``; returns ``(m, s)``."""
     m = lam * v + cur
-    s = tl.minimum(tl.maximum(tl.floor(tl.math.div_rn(m, theta)), 0.0), L)
+    s = tl.minimum(tl.maximum(tl.floor(_over_theta(m, theta, inv_theta, THETA_POW2)), 0.0), L)
     return m, s
 
 
@@ -97,7 +112,7 @@ def _lmht_cell(v, cur, lam, theta, L: tl.constexpr):
 def lmht_fwd_kernel(x_ptr, s_ptr, k8_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_FRAC, N, NW, C,
                     INNER, T: tl.constexpr, L: tl.constexpr, HAS_OMEGA: tl.constexpr,
                     PER_CH: tl.constexpr, SCALED: tl.constexpr, MAPPED: tl.constexpr,
-                    K8: tl.constexpr,
+                    K8: tl.constexpr, THETA_POW2: tl.constexpr,
                     ROUND_THETA: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr):
     """Forward over NW windows of T steps; writes spike counts s[t] in 0..L (theta*s if SCALED)."""
     pid = tl.program_id(0)
@@ -105,6 +120,7 @@ def lmht_fwd_kernel(x_ptr, s_ptr, k8_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_
     offs = pid.to(IDX) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
     theta = tl.load(th_ptr)
+    inv_theta = tl.math.div_rn(theta * 0.0 + 1.0, theta)  # exact when theta is a power of two
     theta_o = theta
     if ROUND_THETA:  # as torch's CUDA s * theta (see _lmh_triton)
         theta_o = _round_as(theta, s_ptr)
@@ -120,7 +136,7 @@ def lmht_fwd_kernel(x_ptr, s_ptr, k8_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_
         xs = _load_window(x_ptr, wbase, N, offs, mask, gain, T)
         for t in tl.static_range(T):
             cur = _mix_row(om_ptr, xs, t, T, HAS_OMEGA, MAPPED)
-            m, s = _lmht_cell(v, cur, lam, theta, L)
+            m, s = _lmht_cell(v, cur, lam, theta, inv_theta, L, THETA_POW2)
             v = m - s * theta
             if K8:  # the counts as uint8 too (see _lmh_triton)
                 tl.store(k8_ptr + (wbase + t) * N + offs, s.to(tl.uint8), mask=mask)
@@ -174,13 +190,14 @@ def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_
                     T: tl.constexpr, L: tl.constexpr, HAS_OMEGA: tl.constexpr,
                     PER_CH: tl.constexpr, NEED_LAM: tl.constexpr, NEED_OMEGA: tl.constexpr,
                     SCALED: tl.constexpr, MAPPED: tl.constexpr, ROUND_THETA: tl.constexpr,
-                    CH_MODE: tl.constexpr, OMEGA_DOT: tl.constexpr, LOGTP: tl.constexpr,
+                    THETA_POW2: tl.constexpr, CH_MODE: tl.constexpr, OMEGA_DOT: tl.constexpr, LOGTP: tl.constexpr,
                     CP: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr):
     """Backward of ITERS consecutive blocks: recompute each window forward, then dL/dx,
     dL/dlambda, dL/dOmega."""
     pid = tl.program_id(0)
     IDX: tl.constexpr = tl.int64 if I64 else tl.int32  # element offsets
     theta = tl.load(th_ptr)
+    inv_theta = tl.math.div_rn(theta * 0.0 + 1.0, theta)  # exact when theta is a power of two
     theta_o = theta
     if ROUND_THETA:  # as torch's CUDA s * theta (see _lmh_triton)
         theta_o = _round_as(theta, g_ptr)
@@ -212,12 +229,12 @@ def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_
             gis = ()
             for t in tl.static_range(T):
                 cur = _mix_row(om_ptr, xs, t, T, HAS_OMEGA, MAPPED)
-                m, s = _lmht_cell(v, cur, lam, theta, L)
+                m, s = _lmht_cell(v, cur, lam, theta, inv_theta, L, THETA_POW2)
                 g = gw[t].to(tl.float32)
                 if SCALED:  # dL/ds = theta * dL/do, rounded as autograd of s * theta rounds it
                     g = _round_as(g * theta_o, g_ptr)
                 win = ((m >= lo) & (m <= hi)).to(tl.float32)
-                gi = tl.math.div_rn(g * win, theta)
+                gi = _over_theta(g * win, theta, inv_theta, THETA_POW2)
                 if NEED_LAM:
                     acc_lam = tl.fma(gi, v, acc_lam)
                 v = m - s * theta

@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from . import theta_is_pow2
 from ._lmh_triton import lmh_bwd_kernel, lmh_fwd_kernel
 from ._lmht_triton import lmht_bwd_kernel, lmht_fwd_kernel
 
@@ -203,7 +204,7 @@ class LMHTFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, lam, omega, theta, gain, v0_frac, levels, window, scaled, mapped,
-                counts_out):
+                counts_out, pow2):
         x, inner, _ = _layout(x)
         k8, k8_copy = _k8_target(counts_out, x)
         n = x[0].numel()
@@ -226,19 +227,19 @@ class LMHTFunction(torch.autograd.Function):
         lmht_fwd_kernel[grid](x, s, k8, om_f, lam_f, th, gn, float(v0_frac), n, nw, c, inner,
                               T=window, L=int(levels), HAS_OMEGA=has_om, PER_CH=c > 1,
                               SCALED=bool(scaled), MAPPED=bool(mapped), K8=counts_out is not None,
-                              ROUND_THETA=x.is_cuda, BLOCK=block, I64=_i64(x),
+                              THETA_POW2=bool(pow2), ROUND_THETA=x.is_cuda, BLOCK=block, I64=_i64(x),
                               num_warps=_FWD_WARPS, **_FP)
         if k8_copy is not None:
             k8_copy.copy_(k8)
         ctx.save_for_backward(x, lam_f, om_f, th, gn)
         ctx.meta = (inner, int(levels), window, has_om, tuple(lam.shape), bool(scaled),
-                    bool(mapped), float(v0_frac))
+                    bool(mapped), float(v0_frac), bool(pow2))
         return s
 
     @staticmethod
     def backward(ctx, g):
         x, lam_f, om_f, th, gn = ctx.saved_tensors
-        inner, levels, window, has_om, lam_shape, scaled, mapped, v0_frac = ctx.meta
+        inner, levels, window, has_om, lam_shape, scaled, mapped, v0_frac, pow2 = ctx.meta
         g = _match(g, x)
         n = x[0].numel()
         c = lam_f.numel()
@@ -260,13 +261,13 @@ class LMHTFunction(torch.autograd.Function):
                                  inner, 1, iters, T=window, L=levels, HAS_OMEGA=has_om,
                                  PER_CH=c > 1, NEED_LAM=need_lam, NEED_OMEGA=need_om,
                                  SCALED=scaled, MAPPED=mapped, ROUND_THETA=x.is_cuda,
-                                 CH_MODE=mode, OMEGA_DOT=bool(om_dot and need_om),
+                                 THETA_POW2=pow2, CH_MODE=mode, OMEGA_DOT=bool(om_dot and need_om),
                                  LOGTP=max(4, (window - 1).bit_length()), CP=cp, BLOCK=block,
                                  I64=_i64(x), num_warps=warps, **_FP)
         glam = glam.sum(0) if c == 1 else glam
         gom = gom.sum(0).reshape(window, window) if need_om else None
         return (gx, glam.reshape(lam_shape) if need_lam else None, gom,
-                None, None, None, None, None, None, None, None)
+                None, None, None, None, None, None, None, None, None)
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -314,26 +315,30 @@ def _lmh_apply(x, values, theta, per_step, chunk, scaled, mapped, counts_out):
 
 def lmht_counts(x: torch.Tensor, lam, omega, theta: torch.Tensor, levels: int, v0_frac: float,
                 gain: torch.Tensor, timesteps: int, scaled: bool = False,
-                counts_out: torch.Tensor | None = None) -> torch.Tensor:
+                counts_out: torch.Tensor | None = None,
+                theta_pow2: bool | None = None) -> torch.Tensor:
     """Fused LM-HT spike counts over ``x.shape[0] = k*T`` steps (Omega per window; ``omega=None``
     means Omega = I, any number of steps); ``scaled``: ``theta * counts`` from the same kernels.
-    ``lam`` and ``omega`` are the evaluated values; ``counts_out`` as in :func:`lmh_counts`."""
+    ``lam`` and ``omega`` are the evaluated values; ``counts_out`` as in :func:`lmh_counts`;
+    ``theta_pow2``: :func:`theta_is_pow2` of theta's value if the caller knows it (None: read
+    theta, one device sync)."""
     return _lmht_apply(x, lam, omega, theta, levels, v0_frac, gain, timesteps, scaled, False,
-                       counts_out)
+                       counts_out, theta_pow2)
 
 
 def lmht_counts_raw(x: torch.Tensor, a, m, theta: torch.Tensor, levels: int, v0_frac: float,
                     gain: torch.Tensor, timesteps: int, scaled: bool = False,
-                    counts_out: torch.Tensor | None = None) -> torch.Tensor:
+                    counts_out: torch.Tensor | None = None,
+                    theta_pow2: bool | None = None) -> torch.Tensor:
     """:func:`lmht_counts` from the raw learnables of :class:`lmh_deploy.neurons.LMHTNeuron`
     (``lambda = sigmoid(a) + 0.5``, ``Omega = sigmoid(M) * 2/T``, or ``m=None`` for Omega = I),
     the maps applied in the kernels; gradients are returned for ``a`` and ``M``."""
     return _lmht_apply(x, a, m, theta, levels, v0_frac, gain, timesteps, scaled, True,
-                       counts_out)
+                       counts_out, theta_pow2)
 
 
 def _lmht_apply(x, lam, omega, theta, levels, v0_frac, gain, timesteps, scaled, mapped,
-                counts_out):
+                counts_out, theta_pow2):
     t_total = x.shape[0]
     if omega is not None:
         if t_total % timesteps:
@@ -347,7 +352,9 @@ def _lmht_apply(x, lam, omega, theta, levels, v0_frac, gain, timesteps, scaled, 
         raise ValueError(f"uint8 counts_out holds at most 255 levels, the neuron has L={levels}")
     lam = torch.as_tensor(lam, device=x.device, dtype=torch.float32)
     gain = torch.as_tensor(gain, device=x.device, dtype=torch.float32)
+    if theta_pow2 is None:
+        theta_pow2 = theta_is_pow2(float(theta))
     args = (x, lam, omega, theta, gain, float(v0_frac), int(levels), window)
     if scaled and theta.requires_grad:
-        return LMHTFunction.apply(*args, False, mapped, counts_out) * theta
-    return LMHTFunction.apply(*args, bool(scaled), mapped, counts_out)
+        return LMHTFunction.apply(*args, False, mapped, counts_out, theta_pow2) * theta
+    return LMHTFunction.apply(*args, bool(scaled), mapped, counts_out, theta_pow2)
