@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from lmh_deploy.atomic import atomic_write_text  # noqa: E402
 from lmh_deploy.neurons import LIFNeuron, LMHNeuron, LMHTNeuron  # noqa: E402
 
 KINDS = ("lif", "lmh", "lmh-radical", "lmht")
@@ -483,10 +484,7 @@ def main(argv=None):
 
 
 def _dump(res, path):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(res, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

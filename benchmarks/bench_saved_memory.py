@@ -28,6 +28,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from lmh_deploy.atomic import atomic_write_text  # noqa: E402
 from lmh_deploy.models import build_model, default_config  # noqa: E402
 from lmh_deploy.neurons import SpikingNeuron  # noqa: E402
 from lmh_deploy.spike_memory import CompactSpikes, _Packed  # noqa: E402
@@ -94,10 +95,7 @@ def main(argv=None):
     if args.json:
         res = {"date": time.strftime("%Y-%m-%d"), "kind": args.kind, "side": args.side,
                "timesteps": args.timesteps, "torch": torch.__version__, "rows": rows}
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(res, f, indent=1)
-        os.replace(tmp, args.json)
+        atomic_write_text(args.json, json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -76,10 +75,9 @@ def main(argv=None) -> int:
     summary = {"arch": a.arch, "batch": a.batch, "k": a.k, "device": a.device, "rows": rows}
     print(json.dumps(summary))
     if a.json:
-        tmp = a.json + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(summary, fh, indent=2)
-        os.replace(tmp, a.json)
+        from lmh_deploy.atomic import atomic_write_text
+
+        atomic_write_text(a.json, json.dumps(summary, indent=2))
     return 0
 
 

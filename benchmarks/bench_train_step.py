@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
@@ -73,10 +72,9 @@ def main(argv=None) -> int:
                       + (f"  peak {r['peak_mib']:.0f} MiB" if "peak_mib" in r else ""), flush=True)
     print(json.dumps(rows))
     if a.json:
-        tmp = a.json + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(rows, fh, indent=2)
-        os.replace(tmp, a.json)
+        from lmh_deploy.atomic import atomic_write_text
+
+        atomic_write_text(a.json, json.dumps(rows, indent=2))
     return 0
 
 

@@ -34,7 +34,7 @@ def get_writer(fmt: str):
 
 def export_checkpoint(path, fmt: str, out=None, timesteps: int | None = None, **options) -> Path:
     """Fold checkpoint ``path`` and write it in format ``fmt`` to ``out`` (atomically)."""
-    from lmh_deploy.checkpoint import atomic_output
+    from lmh_deploy.atomic import atomic_output
     from lmh_deploy.fold import fold
     from lmh_deploy.runtimes.deployment import load_model_checked
 

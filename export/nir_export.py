@@ -455,7 +455,7 @@ def export_nir(graph: DeployGraph, form: str = "auto", lossy_lif: bool = False,
 def write_nir(graph: DeployGraph, path, timesteps: int | None = None, form: str = "auto",
               lossy_lif: bool = False, **_ignored) -> Path:
     """Export ``graph`` and write it to ``path`` (HDF5, ``nir.write``) atomically."""
-    from lmh_deploy.checkpoint import atomic_output
+    from lmh_deploy.atomic import atomic_output
 
     nir = require("nir", "nir")
     g = export_nir(graph, form=form, lossy_lif=lossy_lif, timesteps=timesteps)

@@ -23,15 +23,14 @@ file untouched and no partial file behind.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_output, atomic_write_text
 from .errors import CheckpointFileError
 
 FORMAT_TAG = "lmh-deploy/checkpoint"
@@ -42,29 +41,6 @@ REQUIRED_KEYS = ("format", "version", "model_config", "state_dict")
 class CheckpointError(CheckpointFileError):
     """A file that cannot be used as an lmh-deploy checkpoint; the message names the file.
     (One of lmh-deploy's typed user errors: the CLIs print it in one line and exit 2.)"""
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike):
-    """Yield a temporary path in ``path``'s directory; on success ``os.replace`` it onto ``path``,
-    on any exception delete it (``path`` keeps its previous content)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (UTF-8)."""
-    with atomic_output(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 def make_checkpoint(model, metrics: dict | None = None, train_config: dict | None = None,

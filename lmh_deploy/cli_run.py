@@ -60,7 +60,7 @@ def _main(args) -> int:
     res = run_file(args.file, args.dataset, args.runtime, args.timesteps, args.limit,
                    args.batch_size)
     if args.json:
-        from .checkpoint import atomic_write_text
+        from .atomic import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(res, indent=2) + "\n")
     print(f"{res['file']}  runtime {res['runtime']}  {res['dataset']} ({res['samples']} test samples)")

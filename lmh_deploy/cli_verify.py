@@ -131,7 +131,7 @@ def _main(args) -> int:
     rep = verify(args.checkpoint, args.format, args.runtime, args.timesteps, args.dataset,
                  args.limit, args.batch_size)
     if args.json:
-        from .checkpoint import atomic_write_text
+        from .atomic import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(rep, indent=2) + "\n")
     print(format_report(rep))

@@ -114,7 +114,7 @@ def plot(result: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .checkpoint import atomic_output
+    from .atomic import atomic_output
 
     meta, rows = result["meta"], result["rows"]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
@@ -150,7 +150,7 @@ def plot(result: dict, path) -> None:
 
 def write_outputs(result: dict, out_dir) -> dict:
     """``sweep.csv``, ``sweep.json``, ``sweep.png`` in ``out_dir`` (each written atomically)."""
-    from .checkpoint import atomic_write_text
+    from .atomic import atomic_write_text
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

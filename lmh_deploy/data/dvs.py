@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..atomic import atomic_write_bytes
 from .base import DatasetError
 
 SENSOR = (128, 128)  # (H, W) of the DVS128
@@ -175,11 +176,8 @@ def write_aedat(path: str, x, y, t, p) -> None:
     addr = ((127 - y) << 8) | ((127 - x) << 1) | (1 - p)
     words = np.empty(2 * len(addr), dtype=">u4")
     words[0::2], words[1::2] = addr, t
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(b"#!AER-DAT2.0\r\n# This is a raw AE data file - do not edit\r\n")
-        fh.write(words.tobytes())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, b"#!AER-DAT2.0\r\n# This is a raw AE data file - do not edit\r\n"
+                       + words.tobytes())
 
 
 def load_dvscifar10(root=None, seed: int = 0, frames: int = 10, size: int = 48, augment: bool = True,

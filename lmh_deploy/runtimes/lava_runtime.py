@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..atomic import atomic_output
 from ..errors import LmhError
 
 DEFAULT_WEIGHT_EXP = 6
@@ -486,7 +487,6 @@ _SPEC_FIELDS = ("model", "source_kind", "theta", "levels", "v0")
 def save_layers(path, layers, x, timesteps, options: dict) -> None:
     """Write layers, input and options to an ``.npz`` (no pickles), atomically."""
     import json
-    import tempfile
 
     arrays, meta = {"x": np.asarray(x, np.float32)}, {"timesteps": timesteps, "options": options,
                                                       "layers": []}
@@ -506,15 +506,8 @@ def save_layers(path, layers, x, timesteps, options: dict) -> None:
                 arrays[f"{i}.omega"] = np.asarray(n.omega, np.float32)
         meta["layers"].append(entry)
     arrays["meta"] = np.array(json.dumps(meta))
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def load_layers(path):
@@ -595,8 +588,6 @@ def _worker_main(argv) -> int:
     """``python -m lmh_deploy.runtimes.lava_runtime IN.npz OUT.npz`` (used by
     :func:`run_lava_isolated`): run and write the result atomically."""
     import json
-    import tempfile
-
     import signal
 
     def on_term(signum, frame):  # kill and reap our Lava workers, then leave at once
@@ -615,10 +606,8 @@ def _worker_main(argv) -> int:
         "spike_names": list(run.spikes), "offsets": run.offsets, "steps": run.steps,
         "build_s": run.build_s, "run_s": run.run_s, "fixed_point": run.fixed_point,
         "input_quantum": run.input_quantum}))
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dst)), suffix=".npz")
-    os.close(fd)
-    np.savez(tmp, **arrays)
-    os.replace(tmp, dst)
+    with atomic_output(dst) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
     return 0
 
 
