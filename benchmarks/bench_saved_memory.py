@@ -2,7 +2,8 @@
 
 The GPU peak memory of a step (``bench_neurons.py --sections resnet``) needs a GPU; what the step
 *keeps* between forward and backward does not: every tensor saved for backward passes through
-``torch.autograd.graph.saved_tensors_hooks``, so its storage can be counted (each storage once).
+``torch.autograd.graph.saved_tensors_hooks``, so its storage can be counted (each storage once,
+with the meter of :mod:`lmh_deploy.training.slicing`).
 Three variants of the same bf16-autocast forward: eager (reference neuron modules), fused (the
 Triton kernels, run in Triton's interpreter on the CPU), and fused with
 :class:`lmh_deploy.spike_memory.CompactSpikes` (the training default). Two batch sizes are
@@ -15,6 +16,7 @@ Usage: ``python benchmarks/bench_saved_memory.py [--kind lmh] [--side 16] [--jso
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -32,19 +34,19 @@ from lmh_deploy.atomic import atomic_write_text  # noqa: E402
 from lmh_deploy.models import build_model, default_config  # noqa: E402
 from lmh_deploy.neurons import SpikingNeuron  # noqa: E402
 from lmh_deploy.spike_memory import CompactSpikes, _Packed  # noqa: E402
+from lmh_deploy.training.slicing import count_saved, new_meter, saved_tensor_meter  # noqa: E402
 
 
-class _Counting(CompactSpikes):
-    """CompactSpikes that also notes the storage of whatever it keeps (tensor or counts)."""
+class _MeteredCompact(CompactSpikes):
+    """CompactSpikes whose pack hook also meters what it keeps (the tensor, or its counts)."""
 
-    def __init__(self, net, compact: bool):
-        super().__init__(net if compact else torch.nn.Sequential())
-        self.held: dict[int, int] = {}
+    def __init__(self, net, meter):
+        super().__init__(net)
+        self._meter = meter
 
     def _pack(self, t):
         kept = super()._pack(t)
-        store = (kept.counts if isinstance(kept, _Packed) else kept).untyped_storage()
-        self.held[store.data_ptr()] = store.nbytes()
+        count_saved(self._meter, kept.counts if isinstance(kept, _Packed) else kept)
         return kept
 
 
@@ -53,11 +55,16 @@ def held_bytes(net, x, fused: bool, compact: bool, timesteps: int) -> int:
     orig = SpikingNeuron._use_fused
     SpikingNeuron._use_fused = lambda self, inp: fused  # the fused path on CPU tensors too
     try:
-        with torch.autocast("cpu", dtype=torch.bfloat16), _Counting(net, compact) as counter:
+        with torch.autocast("cpu", dtype=torch.bfloat16), contextlib.ExitStack() as stack:
+            if compact:
+                meter = new_meter()
+                stack.enter_context(_MeteredCompact(net, meter))
+            else:
+                meter = stack.enter_context(saved_tensor_meter())
             net(x, timesteps=timesteps)
     finally:
         SpikingNeuron._use_fused = orig
-    return sum(counter.held.values())
+    return meter["peak"]
 
 
 def main(argv=None):

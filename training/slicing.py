@@ -109,22 +109,29 @@ def saved_tensor_meter():
 
     Yields a dict with ``live`` and ``peak``; call :func:`release` on it after each backward
     (the graph of that slice is freed)."""
-    meter = {"live": 0, "peak": 0, "_seen": set()}
-
-    def pack(t):
-        try:
-            key = (t.untyped_storage().data_ptr(), t.device)
-            nbytes = t.untyped_storage().nbytes()
-        except (RuntimeError, NotImplementedError):  # pragma: no cover - exotic tensors
-            return t
-        if key not in meter["_seen"]:
-            meter["_seen"].add(key)
-            meter["live"] += nbytes
-            meter["peak"] = max(meter["peak"], meter["live"])
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    meter = new_meter()
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: count_saved(meter, t), lambda t: t):
         yield meter
+
+
+def new_meter() -> dict:
+    """An empty saved-tensor meter: ``live`` and ``peak`` bytes (see :func:`count_saved`)."""
+    return {"live": 0, "peak": 0, "_seen": set()}
+
+
+def count_saved(meter: dict, t: torch.Tensor) -> torch.Tensor:
+    """Add ``t``'s storage to ``meter`` (each storage once) and return ``t``: the pack hook of
+    :func:`saved_tensor_meter`, usable inside other pack hooks too."""
+    try:
+        key = (t.untyped_storage().data_ptr(), t.device)
+        nbytes = t.untyped_storage().nbytes()
+    except (RuntimeError, NotImplementedError):  # pragma: no cover - exotic tensors
+        return t
+    if key not in meter["_seen"]:
+        meter["_seen"].add(key)
+        meter["live"] += nbytes
+        meter["peak"] = max(meter["peak"], meter["live"])
+    return t
 
 
 def release(meter: dict) -> None:
@@ -137,5 +144,5 @@ def num_slices(timesteps: int, k: int) -> int:
     return math.ceil(timesteps / k)
 
 
-__all__ = ["check_sliceable", "detach_state", "num_slices", "release", "saved_tensor_meter",
-           "slice_bounds", "train_step_sliced"]
+__all__ = ["check_sliceable", "count_saved", "detach_state", "new_meter", "num_slices", "release",
+           "saved_tensor_meter", "slice_bounds", "train_step_sliced"]
