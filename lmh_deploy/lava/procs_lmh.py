@@ -21,7 +21,6 @@ import_lava()
 
 import numpy as np  # noqa: E402
 from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
-from lava.magma.core.model.py.model import PyLoihiProcessModel  # noqa: E402
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort  # noqa: E402
 from lava.magma.core.model.py.type import LavaPyType  # noqa: E402
 from lava.magma.core.process.ports.ports import InPort, OutPort  # noqa: E402
@@ -32,7 +31,8 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa:
 
 from lmh_deploy import neuron_math as nm  # noqa: E402
 from lmh_deploy.lava import fixed_point as fx  # noqa: E402
-from lmh_deploy.lava.schedule import param_row, sample_step  # noqa: E402
+from lmh_deploy.lava.model_base import SampleScheduledModel  # noqa: E402
+from lmh_deploy.lava.schedule import param_row  # noqa: E402
 from lmh_deploy.ops import NumpyOps  # noqa: E402
 
 LMH_PARAMS = ("mu_d", "mu_s", "lam_s", "lam_d")
@@ -58,25 +58,12 @@ class LMHProcess(AbstractProcess):
         self.v_s = Var(shape=shape, init=0)
 
 
-class _LMHModelBase(PyLoihiProcessModel):
-    """Schedule and dispatch; subclasses define ``_setup``, ``_reset``, ``_step``."""
+class _LMHModelBase(SampleScheduledModel):
+    """Subclasses define ``_setup`` (from the process parameters), ``_reset``, ``_step``."""
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
-        self._period = int(proc_params["period"])
-        self._offset = int(proc_params["offset"])
-        self._zeros = np.zeros(proc_params["shape"], dtype=np.int32)
         self._setup(proc_params)
-
-    def run_spk(self):
-        a = self.a_in.recv()
-        i = sample_step(self.time_step, self._offset, self._period)
-        if i < 0:
-            self.s_out.send(self._zeros)
-            return
-        if i == 0:
-            self._reset()
-        self.s_out.send(self._step(a, i).astype(np.int32))
 
 
 @implements(proc=LMHProcess, protocol=LoihiProtocol)

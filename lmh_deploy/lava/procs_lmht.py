@@ -26,7 +26,6 @@ import_lava()
 
 import numpy as np  # noqa: E402
 from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
-from lava.magma.core.model.py.model import PyLoihiProcessModel  # noqa: E402
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort  # noqa: E402
 from lava.magma.core.model.py.type import LavaPyType  # noqa: E402
 from lava.magma.core.process.ports.ports import InPort, OutPort  # noqa: E402
@@ -37,6 +36,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa:
 
 from lmh_deploy import neuron_math as nm  # noqa: E402
 from lmh_deploy.lava import fixed_point as fx  # noqa: E402
+from lmh_deploy.lava.model_base import SampleScheduledModel  # noqa: E402
 from lmh_deploy.lava.schedule import param_row, sample_step  # noqa: E402
 from lmh_deploy.ops import NumpyOps  # noqa: E402
 
@@ -149,7 +149,7 @@ def _as_dict(proc_params, keys):
 _KEYS = ("shape", "lam", "theta", "levels", "bias", "v0", "period", "offset", "q", "omega")
 
 
-class _MultiLevelModelBase(PyLoihiProcessModel):
+class _MultiLevelModelBase(SampleScheduledModel):
     """Streaming multi-level neuron (Omega = I): one ``lmht_step`` per Lava step."""
 
     fmt_cls = _FloatFormat
@@ -157,9 +157,7 @@ class _MultiLevelModelBase(PyLoihiProcessModel):
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = _as_dict(proc_params, _KEYS)
-        self._period, self._offset = int(p["period"]), int(p["offset"])
         self._levels = int(p["levels"])
-        self._zeros = np.zeros(p["shape"], dtype=np.int32)
         self._fmt = self.fmt_cls()
         self._fmt.setup(p)
         self._state = self._fmt.v0.copy()
@@ -175,15 +173,11 @@ class _MultiLevelModelBase(PyLoihiProcessModel):
         self.v = self._state.astype(self.v.dtype)
         return np.asarray(s).astype(np.int32)
 
-    def run_spk(self):
-        a = self.a_in.recv()
-        i = sample_step(self.time_step, self._offset, self._period)
-        if i < 0:
-            self.s_out.send(self._zeros)
-            return
-        if i == 0:
-            self._state = self._fmt.v0.copy()
-        self.s_out.send(self._neuron_step(self._fmt.current(a), i))
+    def _reset(self):
+        self._state = self._fmt.v0.copy()
+
+    def _step(self, a, i):
+        return self._neuron_step(self._fmt.current(a), i)
 
 
 class _WindowedModelBase(_MultiLevelModelBase):
@@ -204,7 +198,7 @@ class _WindowedModelBase(_MultiLevelModelBase):
             if len(self._inputs) == self._window:
                 start = i - self._window + 1          # step of the window's first input
                 if start == 0:
-                    self._state = self._fmt.v0.copy()
+                    self._reset()
                 mixed = nm.omega_mix(self._inputs, self._fmt.omega_rows)
                 self._inputs = []
                 self._pending = [self._neuron_step(cur, start + j) for j, cur in enumerate(mixed)]
