@@ -120,6 +120,17 @@ def _round_as(x, ptr):
 
 
 @triton.jit
+def _theta_as_out(theta, ptr, ROUND_THETA: tl.constexpr):
+    """theta as torch's ``s * theta`` uses it for a tensor of ``ptr``'s dtype: torch's CUDA
+    kernels first cast the 0-dim fp32 theta to that dtype (ROUND_THETA), its CPU kernels use it
+    as an fp32 scalar."""
+    if ROUND_THETA:
+        return _round_as(theta, ptr)
+    else:
+        return theta
+
+
+@triton.jit
 def _zeros_tuple(n: tl.constexpr, BLOCK: tl.constexpr):
     out = ()
     for i in tl.static_range(n):
@@ -176,9 +187,7 @@ def lmh_fwd_kernel(x_ptr, s_ptr, k8_ptr, prm_ptr, th_ptr, ck_ptr, N, T, P, C, IN
     offs = pid.to(IDX) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
     theta = tl.load(th_ptr)
-    theta_o = theta
-    if ROUND_THETA:  # as torch's CUDA s * theta: the 0-dim fp32 theta is cast to s's dtype
-        theta_o = _round_as(theta, s_ptr)
+    theta_o = _theta_as_out(theta, s_ptr, ROUND_THETA)
     if PER_CH:
         ch = (offs // INNER) % C
     else:
@@ -216,9 +225,7 @@ def lmh_bwd_kernel(x_ptr, g_ptr, gx_ptr, prm_ptr, th_ptr, ck_ptr, gp_ptr, N, T, 
     pid = tl.program_id(0)
     IDX: tl.constexpr = tl.int64 if I64 else tl.int32  # element offsets
     theta = tl.load(th_ptr)
-    theta_o = theta
-    if ROUND_THETA:  # as torch's CUDA s * theta: the 0-dim fp32 theta is cast to s's dtype
-        theta_o = _round_as(theta, g_ptr)
+    theta_o = _theta_as_out(theta, g_ptr, ROUND_THETA)
     PC = P * C
     S: tl.constexpr = K if STEP_ACC else 1
     NACC: tl.constexpr = 4 * S

@@ -47,7 +47,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._lmh_triton import _map_slope, _reduce_add, _round_as, _zeros_tuple
+from ._lmh_triton import _map_slope, _reduce_add, _round_as, _theta_as_out, _zeros_tuple
 
 
 @triton.jit
@@ -90,6 +90,15 @@ def _mix_row(om_ptr, xs, t: tl.constexpr, T: tl.constexpr, HAS_OMEGA: tl.constex
 
 
 @triton.jit
+def _lmht_consts(th_ptr, gain_ptr, V0_FRAC):
+    """``(theta, 1/theta, v(0) = V0_FRAC * theta, gain)``; ``1/theta`` is IEEE-rounded (exact
+    when theta is a power of two, the only case it is used in)."""
+    theta = tl.load(th_ptr)
+    inv_theta = tl.math.div_rn(theta * 0.0 + 1.0, theta)
+    return theta, inv_theta, V0_FRAC * theta, tl.load(gain_ptr)
+
+
+@triton.jit
 def _over_theta(v, theta, inv_theta, THETA_POW2: tl.constexpr):
     """``v / theta`` rounded as IEEE division (``v * inv_theta`` if THETA_POW2, where
     ``inv_theta = 1/theta`` is then exact)."""
@@ -119,13 +128,8 @@ def lmht_fwd_kernel(x_ptr, s_ptr, k8_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_
     IDX: tl.constexpr = tl.int64 if I64 else tl.int32  # element offsets
     offs = pid.to(IDX) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
-    theta = tl.load(th_ptr)
-    inv_theta = tl.math.div_rn(theta * 0.0 + 1.0, theta)  # exact when theta is a power of two
-    theta_o = theta
-    if ROUND_THETA:  # as torch's CUDA s * theta (see _lmh_triton)
-        theta_o = _round_as(theta, s_ptr)
-    v0 = V0_FRAC * theta
-    gain = tl.load(gain_ptr)
+    theta, inv_theta, v0, gain = _lmht_consts(th_ptr, gain_ptr, V0_FRAC)
+    theta_o = _theta_as_out(theta, s_ptr, ROUND_THETA)
     if PER_CH:
         lam = _lam(lam_ptr, (offs // INNER) % C, MAPPED)
     else:
@@ -196,13 +200,8 @@ def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_
     dL/dlambda, dL/dOmega."""
     pid = tl.program_id(0)
     IDX: tl.constexpr = tl.int64 if I64 else tl.int32  # element offsets
-    theta = tl.load(th_ptr)
-    inv_theta = tl.math.div_rn(theta * 0.0 + 1.0, theta)  # exact when theta is a power of two
-    theta_o = theta
-    if ROUND_THETA:  # as torch's CUDA s * theta (see _lmh_triton)
-        theta_o = _round_as(theta, g_ptr)
-    v0 = V0_FRAC * theta
-    gain = tl.load(gain_ptr)
+    theta, inv_theta, v0, gain = _lmht_consts(th_ptr, gain_ptr, V0_FRAC)
+    theta_o = _theta_as_out(theta, g_ptr, ROUND_THETA)
     lo = 0.5 * theta
     hi = (L + 0.5) * theta
     NOM: tl.constexpr = T * T if (NEED_OMEGA and not OMEGA_DOT) else 0
