@@ -114,6 +114,22 @@ def _sj_lif():
     return run, None
 
 
+def _impl_forward(mod, kind, impl):
+    """``(forward, error)`` of one row: SpikingJelly's LIF kernel (LIF rows only), the eager
+    reference module, its ``torch.compile``, or the fused kernels. ``(None, None)``: the row does
+    not apply (SpikingJelly for a kind other than LIF)."""
+    if impl == "spikingjelly":
+        if kind != "lif":
+            return None, None
+        fwd, err = _sj_lif()
+        return fwd, None if fwd is not None else "not importable: " + err
+    mod.fused = impl == "fused"
+    if impl == "compile":
+        torch._dynamo.reset()
+        return torch.compile(mod.counts), None
+    return mod.counts, None
+
+
 def layer_rows(kinds, ts, impls, bw, shape_rest=(64, 128, 32, 32), dtype=torch.bfloat16):
     rows = []
     for kind in kinds:
@@ -129,24 +145,13 @@ def layer_rows(kinds, ts, impls, bw, shape_rest=(64, 128, 32, 32), dtype=torch.b
                 try:
                     mod = _init(make_neuron(kind, t))
                     params = [p for p in mod.parameters() if p.requires_grad]
-                    if impl == "spikingjelly":
-                        if kind != "lif":
-                            continue
-                        fwd, err = _sj_lif()
-                        if fwd is None:
-                            row["error"] = "not importable: " + err
+                    fwd, err = _impl_forward(mod, kind, impl)
+                    if fwd is None:
+                        if err is not None:
+                            row["error"] = err
                             rows.append(row)
                             print(_fmt(row), flush=True)
-                            continue
-                    elif impl == "eager":
-                        mod.fused = False
-                        fwd = mod.counts
-                    elif impl == "compile":
-                        mod.fused = False
-                        torch._dynamo.reset()
-                        fwd = torch.compile(mod.counts)
-                    else:
-                        fwd = mod.counts
+                        continue
                     ins = [x] + params
 
                     def step():
@@ -183,18 +188,13 @@ def infer_rows(kinds, impls, bw, t=64, shape_rest=(64, 128, 32, 32), dtype=torch
                    "floor_ms": 4 * t * n / bw * 1e3}
             try:
                 mod = _init(make_neuron(kind, 4 if kind in ("lmht", "lmh-radical") else t))
-                if impl == "spikingjelly":
-                    if kind != "lif":
-                        continue
-                    fwd, err = _sj_lif()
-                    if fwd is None:
-                        row["error"] = "not importable: " + err
+                fwd, err = _impl_forward(mod, kind, impl)
+                if fwd is None:
+                    if err is not None:
+                        row["error"] = err
                         rows.append(row)
                         print(_fmt(row), flush=True)
-                        continue
-                else:
-                    mod.fused = impl == "fused"
-                    fwd = mod.counts
+                    continue
                 with torch.no_grad():
                     fwd(x)
                     row["ms"] = _bench(lambda: fwd(x))
