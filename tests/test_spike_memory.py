@@ -13,23 +13,17 @@ import weakref
 import pytest
 import torch
 
-from lmh_deploy.models import build_model, default_config
 from lmh_deploy.neurons import LMHNeuron, SpikingNeuron
 from lmh_deploy.spike_memory import CompactSpikes
+
+from _deploy_models import random_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Triton interpreter
 
 
-def _net(kind, seed=0, **kw):
-    extra = {"levels": 3} if kind == "lmht" else {}
-    cfg = default_config("cnn", neuron=kind, timesteps=4, input_shape=(3, 8, 8), **extra, **kw)
-    torch.manual_seed(seed)
-    net = build_model(cfg)
-    with torch.no_grad():  # livelier neurons than at init: learnable dynamics away from identity
-        for name, p in net.named_parameters():
-            if name.split(".")[-1] in ("x_mu_d", "x_mu_s", "x_lam_s", "x_lam_d", "a", "M"):
-                p.normal_(0, 0.7)
-    return net
+def _net(kind, seed=0):
+    """A small CNN with non-trivial BN and neuron parameters, in training mode."""
+    return random_model("cnn", kind, 4, input_shape=(3, 8, 8), levels=3, seed=seed).train()
 
 
 def _step(net, x, y, compact, autocast=False):
