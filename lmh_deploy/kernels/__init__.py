@@ -12,6 +12,7 @@ interpreter (``TRITON_INTERPRET=1`` set before triton is first imported) on CPU 
 from __future__ import annotations
 
 import functools
+import math
 
 
 @functools.lru_cache(maxsize=None)
@@ -27,8 +28,6 @@ def kernels_available() -> bool:
 def theta_is_pow2(theta: float) -> bool:
     """Whether ``theta`` is an exact power of two with a normal fp32 reciprocal (then
     ``m * (1/theta)`` rounds exactly as ``m / theta``; the LM-HT kernels use it)."""
-    import math
-
     return (math.isfinite(theta) and theta > 0 and math.frexp(theta)[0] == 0.5
             and 2.0 ** -125 <= theta <= 2.0 ** 125)
 
