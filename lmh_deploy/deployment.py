@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LmhError, TimestepsError
-from ..interpreter import GraphRun
-from . import Runtime, UnknownRuntimeError, get_runtime
+from lmh_deploy.errors import LmhError, TimestepsError
+from lmh_deploy.graph.interpret import GraphRun
+from lmh_deploy.runtimes import Runtime, UnknownRuntimeError, get_runtime
 
 
 class Deployment:
@@ -28,7 +28,7 @@ class Deployment:
         self._files: dict = {}
         self._handles: dict = {}
         self.file_runtime: Runtime | None = None
-        from . import RUNTIMES
+        from lmh_deploy.runtimes import RUNTIMES
 
         for rt in RUNTIMES.values():  # the first runtime (registry order) taking this suffix
             if self.path.suffix in rt.suffixes:
@@ -75,7 +75,7 @@ class Deployment:
     @property
     def graph(self):
         if self._graph is None:
-            from ..fold import fold
+            from lmh_deploy.graph.fold import fold
 
             self._graph = fold(self.model)
         return self._graph
@@ -108,7 +108,7 @@ class Deployment:
         """The runtime ``name``; for an exported file, only runtimes of its format."""
         rt = get_runtime(name)
         if not self.is_checkpoint and rt.source != self.file_runtime.source:
-            from . import RUNTIMES
+            from lmh_deploy.runtimes import RUNTIMES
 
             ok = [r.name for r in RUNTIMES.values() if r.source == self.file_runtime.source]
             raise UnknownRuntimeError(
@@ -120,7 +120,7 @@ class Deployment:
         """The file of format ``fmt`` exported at ``timesteps`` (made once, in the workdir)."""
         key = (fmt, timesteps, tuple(sorted(options.items())))
         if key not in self._files:
-            from ..export.cli import get_writer
+            from lmh_deploy.runtimes import get_writer
 
             path = self.workdir / f"model_T{timesteps}_{len(self._files)}.{fmt}"
             get_writer(fmt)(self.graph, path, timesteps=timesteps, **options)
@@ -177,8 +177,8 @@ class Deployment:
 def load_model_checked(path):
     """:func:`lmh_deploy.checkpoint.load_model`, with every failure to read the file turned into
     a one-line :class:`~lmh_deploy.errors.CheckpointFileError` naming the file."""
-    from ..checkpoint import load_model
-    from ..errors import CheckpointFileError, LmhError
+    from lmh_deploy.checkpoint import load_model
+    from lmh_deploy.errors import CheckpointFileError, LmhError
 
     try:
         return load_model(path)

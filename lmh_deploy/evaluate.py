@@ -8,7 +8,7 @@ import numpy as np
 def load_eval_data(dataset: str, limit: int | None = None, root: str | None = None):
     """The test split of ``dataset`` as float32 ``x`` (``[N, ...]`` or frames ``[T, N, ...]``) and
     int64 labels ``y`` (the first ``limit`` samples)."""
-    from ..data import get_dataset
+    from lmh_deploy.data import get_dataset
 
     splits = get_dataset(dataset, root=root)
     test = splits.test

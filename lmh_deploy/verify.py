@@ -1,4 +1,4 @@
-"""``lmh-verify model.pt --format onnx [--runtime R,...] [--timesteps T] [--limit N] [--json PATH]``.
+"""Verification behind ``lmh-verify model.pt --format onnx [--runtime R,...] [--timesteps T] [--limit N] [--json PATH]``.
 
 Exports the checkpoint to a temporary file and compares, layer by layer on the test split,
 the deployed runtimes against the numpy reference: the fraction of identical spike counts per
@@ -10,32 +10,7 @@ grid, so these may differ very slightly; that is reported, not failed.
 """
 from __future__ import annotations
 
-import json
-import sys
-
 import numpy as np
-
-from .cli_common import OneLineParser, positive_int, run_cli
-
-#: export format -> the runtimes that run its files by default (the NIR runtimes add a line)
-FORMAT_RUNTIMES: dict[str, tuple] = {"onnx": ("onnx",), "nir": ("nir", "nir-torch")}
-
-
-def build_parser() -> OneLineParser:
-    p = OneLineParser(prog="lmh-verify", description="Check that exported runtimes compute the "
-                      "reference interpreter's spikes exactly, layer by layer.")
-    p.add_argument("checkpoint", help="the checkpoint (model.pt)")
-    p.add_argument("--format", "-f", required=True, metavar="FMT", help="export format (onnx)")
-    p.add_argument("--runtime", metavar="R[,R...]",
-                   help="runtimes to check (default: the format's runtimes)")
-    p.add_argument("--timesteps", "-T", type=positive_int, metavar="T",
-                   help="time steps (default: the trained T)")
-    p.add_argument("--dataset", default=None, help="data set (default: the checkpoint's, else digits)")
-    p.add_argument("--limit", type=positive_int, default=None, metavar="N",
-                   help="first N test samples (default: all)")
-    p.add_argument("--batch-size", type=positive_int, default=256, metavar="B")
-    p.add_argument("--json", metavar="PATH", help="also write the report as JSON (atomically)")
-    return p
 
 
 def compare_runs(ref, other) -> dict:
@@ -51,17 +26,16 @@ def compare_runs(ref, other) -> dict:
 def verify(path, fmt: str, runtimes=None, timesteps=None, dataset=None, limit=None,
            batch_size=256) -> dict:
     """The report that ``lmh-verify --json`` writes."""
-    from .errors import ExportFormatError
-    from .export.cli import get_writer
-    from .runtimes import parse_runtimes
-    from .runtimes.deployment import Deployment
-    from .runtimes.evaluate import accuracy_per_step, load_eval_data
+    from lmh_deploy.deployment import Deployment
+    from lmh_deploy.evaluate import accuracy_per_step, load_eval_data
+    from lmh_deploy.errors import ExportFormatError
+    from lmh_deploy.runtimes import format_runtimes, get_writer, parse_runtimes
 
     get_writer(fmt)  # unknown format -> error before any work
     if runtimes is None:
-        if fmt not in FORMAT_RUNTIMES:
+        if not format_runtimes(fmt):
             raise ExportFormatError(f"no default runtime for format {fmt!r}; pass --runtime")
-        runtimes = ",".join(FORMAT_RUNTIMES[fmt])
+        runtimes = ",".join(format_runtimes(fmt))
     rts = parse_runtimes(runtimes)
     with Deployment(path) as dep:
         if not dep.is_checkpoint:
@@ -72,7 +46,7 @@ def verify(path, fmt: str, runtimes=None, timesteps=None, dataset=None, limit=No
         t = dep.check_timesteps(timesteps or dep.trained_timesteps)
         ckpt_ds = None
         try:
-            from .checkpoint import load_checkpoint
+            from lmh_deploy.checkpoint import load_checkpoint
 
             ckpt_ds = load_checkpoint(path).get("train_config", {}).get("dataset")
         except Exception:  # noqa: BLE001 - the dataset hint is optional
@@ -121,22 +95,3 @@ def format_report(rep: dict) -> str:
     lines.append("OK: every runtime computes the reference's spikes exactly" if rep["ok"] else
                  f"MISMATCH: {', '.join(bad)} differ from the reference")
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    return run_cli(build_parser(), argv, _main)
-
-
-def _main(args) -> int:
-    rep = verify(args.checkpoint, args.format, args.runtime, args.timesteps, args.dataset,
-                 args.limit, args.batch_size)
-    if args.json:
-        from .atomic import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps(rep, indent=2) + "\n")
-    print(format_report(rep))
-    return 0 if rep["ok"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

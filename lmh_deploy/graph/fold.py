@@ -6,7 +6,7 @@ For every node of the model, in order:
   ``W' = W * gamma / sqrt(var + eps)``, ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``;
   the factor carried by its input (theta of the neuron that produced it, 1/k^2 of an average
   pool, the LM-HT input gain) is multiplied into W'; then W' and b' are rounded to the layer's
-  exact-sum grid (see :mod:`lmh_deploy.deploy_graph`).
+  exact-sum grid (see :mod:`lmh_deploy.graph.schema`).
 * ``neuron``: sigmoid maps evaluated (by the module itself, in torch float32, so the deployed
   constants are bit-identical to the trained ones); its output is spike counts.
 * ``avgpool`` becomes a sum pool whose ``1/k^2`` is folded into the next synapse.
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .deploy_graph import DeployGraph, DeployOp
-from .errors import UnsupportedModelError
-from .models import SpikingNet
-from .neurons import LIFNeuron, LMHNeuron, LMHTNeuron, ReparamLMHTNeuron
+from lmh_deploy.graph.schema import DeployGraph, DeployOp
+from lmh_deploy.errors import UnsupportedModelError
+from lmh_deploy.models import SpikingNet
+from lmh_deploy.neurons import LIFNeuron, LMHNeuron, LMHTNeuron, ReparamLMHTNeuron
 
 #: partial sums must stay below 2**EXACT_BITS grid units (float32 has a 24-bit significand;
 #: one bit of margin for the bias and rounding of the bound itself)
@@ -205,6 +205,6 @@ def fold(model: SpikingNet, input_quantum: float | None = None,
 
 def fold_checkpoint(path) -> DeployGraph:
     """Load a checkpoint and fold it."""
-    from .checkpoint import load_model
+    from lmh_deploy.checkpoint import load_model
 
     return fold(load_model(path))

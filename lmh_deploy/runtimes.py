@@ -5,12 +5,13 @@ neuron layer's spike counts ``[T, B, ...]``, numpy). What ``source`` is depends 
 :attr:`Runtime.source`:
 
 * ``"model"`` -- the trained :class:`~lmh_deploy.models.SpikingNet` (eval mode);
-* ``"graph"`` -- the folded :class:`~lmh_deploy.deploy_graph.DeployGraph`;
-* an export format name (``"onnx"``, later ``"nir"``) -- what :attr:`Runtime.load` returns for a
-  file written by that format's writer (``lmh_deploy.export.cli.FORMATS``).
+* ``"graph"`` -- the folded :class:`~lmh_deploy.graph.schema.DeployGraph`;
+* an export format name (a key of :data:`FORMATS`) -- what :attr:`Runtime.load` returns for a
+  file written by that format's writer.
 
-To add a runtime (NIR, Lava, ...): write its run (and load) function in its own module and add
-one line to :data:`RUNTIMES`. Functions are named ``"module:function"`` and imported only when the
+To add a runtime: write its run (and load) function in its own module and add one line to
+:data:`RUNTIMES`; to add a format, one line to :data:`FORMATS`. Everything else (the runtimes a
+format is verified with, the file suffixes ``lmh-run`` accepts) is derived from these two tables. Functions are named ``"module:function"`` and imported only when the
 runtime is used, so optional dependencies stay optional.
 """
 from __future__ import annotations
@@ -18,11 +19,9 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-from ..errors import LmhError
+from lmh_deploy.errors import ExportFormatError, UnknownRuntimeError
 
 
-class UnknownRuntimeError(LmhError, ValueError):
-    """A runtime name that is not in :data:`RUNTIMES`."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +33,7 @@ class Runtime:
     suffixes: tuple = ()        # files it can run directly (lmh-run model.onnx)
     export_options: dict = field(default_factory=dict)  # passed to the format's writer
     exact: bool = True          # must equal the reference interpreter spike for spike
+    verify_default: bool = True  # checked by ``lmh-verify --format <source>`` without --runtime
     description: str = ""
 
     def run_fn(self):
@@ -50,30 +50,52 @@ def _resolve(spec: str):
 
 #: name -> Runtime. Constant table: extend it by adding a line here.
 RUNTIMES: dict[str, Runtime] = {
-    "torch": Runtime("torch", "model", "lmh_deploy.runtimes.torch_model:run_trained_model",
+    "torch": Runtime("torch", "model", "lmh_deploy.torch_model:run_trained_model",
                      exact=False, description="the trained nn.Module in eval mode (before the fold)"),
-    "deployed-torch": Runtime("deployed-torch", "graph", "lmh_deploy.interpreter:run_torch",
+    "deployed-torch": Runtime("deployed-torch", "graph", "lmh_deploy.graph.interpret:run_torch",
                               description="the DeployGraph in torch (interpreter, torch back-end)"),
-    "reference": Runtime("reference", "graph", "lmh_deploy.interpreter:run_reference",
+    "reference": Runtime("reference", "graph", "lmh_deploy.graph.interpret:run_reference",
                          description="the DeployGraph in numpy: the ground truth"),
-    "onnx": Runtime("onnx", "onnx", "lmh_deploy.runtimes.onnx_runtime:run_onnx_model",
-                    load="lmh_deploy.runtimes.onnx_runtime:load_onnx", suffixes=(".onnx",),
+    "onnx": Runtime("onnx", "onnx", "lmh_deploy.onnx.run:run_onnx_model",
+                    load="lmh_deploy.onnx.run:load_onnx", suffixes=(".onnx",),
                     export_options={"with_spikes": True},
                     description="the exported ONNX file in onnxruntime (CPU)"),
-    "nir": Runtime("nir", "nir", "lmh_deploy.runtimes.nir_runtime:run_nir",
-                   load="lmh_deploy.runtimes.nir_runtime:load_nir", suffixes=(".nir",),
+    "nir": Runtime("nir", "nir", "lmh_deploy.nir.run_numpy:run_nir",
+                   load="lmh_deploy.nir.run_numpy:load_nir", suffixes=(".nir",),
                    description="the exported NIR file in the numpy NIR runtime (lmh-nir/1)"),
-    "nir-torch": Runtime("nir-torch", "nir", "lmh_deploy.runtimes.nir_torch:run_nir_torch",
+    "nir-torch": Runtime("nir-torch", "nir", "lmh_deploy.nir.run_torch:run_nir_torch",
                          suffixes=(".nir",),
                          description="the exported NIR file as a torch module wired by nirtorch"),
-    "lava": Runtime("lava", "nir", "lmh_deploy.runtimes.lava_nir:run_lava_nir",
-                    load="lmh_deploy.runtimes.lava_nir:load_nir_layers", suffixes=(".nir",),
+    "lava": Runtime("lava", "nir", "lmh_deploy.lava.nir:run_lava_nir",
+                    load="lmh_deploy.lava.nir:load_nir_layers", suffixes=(".nir",),
+                    verify_default=False,
                     description="the exported NIR file as a Lava process graph (float simulation)"),
-    "lava-fixed": Runtime("lava-fixed", "nir", "lmh_deploy.runtimes.lava_nir:run_lava_nir_fixed",
-                          load="lmh_deploy.runtimes.lava_nir:load_nir_layers", suffixes=(".nir",),
-                          exact=False,
+    "lava-fixed": Runtime("lava-fixed", "nir", "lmh_deploy.lava.nir:run_lava_nir_fixed",
+                          load="lmh_deploy.lava.nir:load_nir_layers", suffixes=(".nir",),
+                          exact=False, verify_default=False,
                           description="the exported NIR file in Lava, Loihi-2-style fixed point"),
 }
+
+
+#: export format name -> "module:function" of its writer ``writer(graph, path, timesteps=None,
+#: **options)``. Constant table: extend it by adding a line.
+FORMATS: dict[str, str] = {
+    "onnx": "lmh_deploy.onnx.write:write_onnx",
+    "nir": "lmh_deploy.nir.write:write_nir",
+}
+
+
+def get_writer(fmt: str):
+    """The writer function of export format ``fmt`` (imported on first use); an unknown format
+    raises :class:`~lmh_deploy.errors.ExportFormatError`."""
+    if fmt not in FORMATS:
+        raise ExportFormatError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return _resolve(FORMATS[fmt])
+
+
+def format_runtimes(fmt: str) -> list:
+    """Names of the runtimes that check files of format ``fmt`` by default (``lmh-verify``)."""
+    return [r.name for r in RUNTIMES.values() if r.source == fmt and r.verify_default]
 
 
 def get_runtime(name: str) -> Runtime:
@@ -91,4 +113,5 @@ def parse_runtimes(text: str) -> list[Runtime]:
     return [get_runtime(n) for n in dict.fromkeys(names)]
 
 
-__all__ = ["RUNTIMES", "Runtime", "UnknownRuntimeError", "get_runtime", "parse_runtimes"]
+__all__ = ["FORMATS", "RUNTIMES", "Runtime", "UnknownRuntimeError", "format_runtimes", "get_runtime",
+           "get_writer", "parse_runtimes"]

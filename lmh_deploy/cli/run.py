@@ -10,11 +10,11 @@ import json
 import sys
 import time
 
-from .cli_common import OneLineParser, positive_int, run_cli
+from lmh_deploy.cli.common import OneLineParser, positive_int, run_cli
 
 
 def build_parser() -> OneLineParser:
-    from .runtimes import RUNTIMES
+    from lmh_deploy.runtimes import RUNTIMES
 
     p = OneLineParser(prog="lmh-run", description="Run a checkpoint or an exported model on a "
                       "data set and print the accuracy after each time step.")
@@ -33,8 +33,8 @@ def build_parser() -> OneLineParser:
 
 def run_file(path, dataset="digits", runtime=None, timesteps=None, limit=None, batch_size=256) -> dict:
     """Evaluate ``path`` and return the result dict that ``lmh-run --json`` writes."""
-    from .runtimes.deployment import Deployment
-    from .runtimes.evaluate import accuracy_per_step, load_eval_data, spike_stats
+    from lmh_deploy.deployment import Deployment
+    from lmh_deploy.evaluate import accuracy_per_step, load_eval_data, spike_stats
 
     with Deployment(path) as dep:
         name = runtime or ("torch" if dep.is_checkpoint else dep.file_runtime.name)
@@ -60,7 +60,7 @@ def _main(args) -> int:
     res = run_file(args.file, args.dataset, args.runtime, args.timesteps, args.limit,
                    args.batch_size)
     if args.json:
-        from .atomic import atomic_write_text
+        from lmh_deploy.atomic import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(res, indent=2) + "\n")
     print(f"{res['file']}  runtime {res['runtime']}  {res['dataset']} ({res['samples']} test samples)")

@@ -1,7 +1,7 @@
-"""Exact ONNX export of a :class:`~lmh_deploy.deploy_graph.DeployGraph` (DESIGN §3).
+"""Exact ONNX export of a :class:`~lmh_deploy.graph.schema.DeployGraph` (DESIGN §3).
 
 The graph is **not** written by hand: :func:`export_onnx` runs the one interpreter
-(:func:`lmh_deploy.interpreter.run_graph`) with :class:`OnnxBackend`, a symbolic back-end whose
+(:func:`lmh_deploy.graph.interpret.run_graph`) with :class:`OnnxBackend`, a symbolic back-end whose
 arrays are :class:`Value` s (ONNX value names) and whose operations append ONNX nodes. The neuron
 equations of :mod:`lmh_deploy.neuron_math` are therefore traced, operation for operation and in the
 same order, into the graph:
@@ -30,7 +30,7 @@ import json
 
 import numpy as np
 
-from lmh_deploy.deploy_graph import DeployGraph
+from lmh_deploy.graph.schema import DeployGraph
 from lmh_deploy.errors import require
 
 #: the pinned opset (ReduceMean keeps its ``axes`` attribute up to 17)
@@ -166,7 +166,7 @@ class OnnxOps:
 
 
 class OnnxBackend:
-    """Symbolic back-end of :func:`lmh_deploy.interpreter.run_graph`: arrays are :class:`Value` s."""
+    """Symbolic back-end of :func:`lmh_deploy.graph.interpret.run_graph`: arrays are :class:`Value` s."""
 
     ops = OnnxOps
 
@@ -250,7 +250,7 @@ def export_onnx(graph: DeployGraph, timesteps: int | None = None, frames: bool =
     onnx = require("onnx", "onnx")
     from onnx import TensorProto, helper
 
-    from lmh_deploy.interpreter import run_graph
+    from lmh_deploy.graph.interpret import run_graph
 
     t = graph.check_timesteps(graph.timesteps if timesteps is None else timesteps)
     hints = {}

@@ -1,8 +1,8 @@
 """Execute a NIR graph (convention ``lmh-nir/1``) in numpy, step by step.
 
-Semantics (DESIGN §3, :mod:`lmh_deploy.export.nir_export`): at step t every node reads
+Semantics (DESIGN §3, :mod:`lmh_deploy.nir.write`): at step t every node reads
 ``u[t] = sum of its incoming edges`` in edge-list order, where a delayed edge (structural, see
-:mod:`lmh_deploy.nir_graph`) carries its source's value of step t-1 (0 at t = 0), then::
+:mod:`lmh_deploy.nir.program`) carries its source's value of step t-1 (0 at t = 0), then::
 
     Input     y = x[t] (quantized: clip(round(x/q), -B/q, B/q)*q when the metadata gives q, B)
     Affine    y = W u + b            Linear  y = W u          Scale  y = s * u
@@ -11,7 +11,7 @@ Semantics (DESIGN §3, :mod:`lmh_deploy.export.nir_export`): at step t every nod
     I         v[t] = v[t-1] + r*u[t], v[-1] = metadata v0 (0); y = v[t]
     LIF       v = v + (v_leak - v + r*u)/tau; z = [v > thr]; v = v_reset where z; y = z
 
-Recognised neuron clusters (:class:`lmh_deploy.nir_graph.Fused`) run the shared step functions
+Recognised neuron clusters (:class:`lmh_deploy.nir.program.Fused`) run the shared step functions
 of :mod:`lmh_deploy.neuron_math`, so files written by ``lmh-export --format nir`` reproduce the
 reference spike for spike. The temporal form runs T steps (any T); the unrolled form is one
 evaluation whose T ``Input`` / ``Output`` nodes are the steps.
@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import neuron_math as nm
-from ..errors import TimestepsError
-from ..interpreter import GraphRun, NumpyBackend
-from ..nir_graph import NirProgram, load_program
+from lmh_deploy import neuron_math as nm
+from lmh_deploy.errors import TimestepsError
+from lmh_deploy.graph.interpret import GraphRun, NumpyBackend
+from lmh_deploy.nir.program import NirProgram, load_program
 
 
 class NumpyNirBackend(NumpyBackend):

@@ -1,10 +1,10 @@
-"""Exact NIR export of a :class:`~lmh_deploy.deploy_graph.DeployGraph` (DESIGN §3).
+"""Exact NIR export of a :class:`~lmh_deploy.graph.schema.DeployGraph` (DESIGN §3).
 
 Convention ``lmh-nir/1`` (written into the graph metadata as ``convention``)
 ---------------------------------------------------------------------------
 * dt = 1 step. At step t every node reads ``u[t] = sum of its incoming edges``; an edge that
   closes a cycle (structurally: an edge from inside a strongly connected component into its
-  unique entry node, applied recursively, :mod:`lmh_deploy.nir_graph`) carries ``y_src[t-1]``
+  unique entry node, applied recursively, :mod:`lmh_deploy.nir.program`) carries ``y_src[t-1]``
   (0 at t = 0), every other edge ``y_src[t]``.
 * ``I`` is the discrete integrator ``v[t] = v[t-1] + r*u[t]``, output ``v[t]``; its state before
   the first step is ``metadata["v0"]`` (0 when absent) -- NIR has no initial state, so the
@@ -65,50 +65,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lmh_deploy.deploy_graph import DeployGraph
+from lmh_deploy.graph.schema import DeployGraph
 from lmh_deploy.errors import ExportFormatError, require
 
-FORMAT_TAG = "lmh-nir"
-FORMAT_VERSION = 1
-CONVENTION = (
-    "lmh-nir/1: dt = 1 step; edges into a node are summed; an edge from inside a strongly "
-    "connected component into its unique entry node carries a one-step delay (recursively); "
-    "I: v[t] = v[t-1] + r*u[t], v[-1] = metadata v0 (default 0); a decay lambda is an I with a "
-    "Scale(lambda-1) self-loop; Threshold fires on u > thr, thr = nextafter(k*theta, -inf) "
-    "(the papers fire at >=); multi-level spikes = sum of L Thresholds; outputs are spike "
-    "counts; inputs quantized x_q = clip(round(x/q), -B/q, B/q)*q; unrolled form: one "
-    "evaluation, Input/Output metadata 'step' = t")
-
-FORMS = ("auto", "temporal", "unrolled")
-
-
-# ---------------------------------------------------------------------------------------------
-# thresholds
-# ---------------------------------------------------------------------------------------------
-
-
-def binary_threshold(theta) -> np.float32:
-    """NIR threshold of ``s = [m >= theta]``: ``nextafter(theta, -inf)`` (float32)."""
-    th = np.float32(theta)
-    return np.nextafter(th, np.float32(-np.inf), dtype=np.float32)
-
-
-def level_threshold(theta, k: int) -> np.float32:
-    """NIR threshold of level k of ``s = clip(floor(fl(m/theta)), 0, L)``: ``nextafter(tau_k,
-    -inf)`` with tau_k the smallest float32 m where ``floor(fl32(m/theta)) >= k`` (m > thr then
-    holds exactly when the reference emits at least k)."""
-    th = np.float32(theta)
-    ninf, pinf = np.float32(-np.inf), np.float32(np.inf)
-
-    def ok(m):
-        return np.floor(np.float32(m) / th) >= k
-
-    m = np.float32(np.float32(k) * th)
-    while ok(np.nextafter(m, ninf, dtype=np.float32)):
-        m = np.nextafter(m, ninf, dtype=np.float32)
-    while not ok(m):
-        m = np.nextafter(m, pinf, dtype=np.float32)
-    return np.nextafter(m, ninf, dtype=np.float32)
+from lmh_deploy.nir.convention import (CONVENTION, FORMAT_TAG, FORMAT_VERSION, FORMS,  # noqa: F401
+                                          binary_threshold, level_threshold)
 
 
 # ---------------------------------------------------------------------------------------------

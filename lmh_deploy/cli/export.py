@@ -1,42 +1,26 @@
 """``lmh-export --format onnx model.pt [-o model.onnx] [--timesteps T]``.
 
-Folds the checkpoint once (:func:`lmh_deploy.fold.fold`) and hands the DeployGraph to the writer
+Folds the checkpoint once (:func:`lmh_deploy.graph.fold.fold`) and hands the DeployGraph to the writer
 of the chosen format. The output is written atomically (temporary file in the destination
 directory, then ``os.replace``): on any error no output file is left behind.
 
-Formats live in :data:`FORMATS` ``{name: "module:function"}``; a writer is
-``writer(graph, path, timesteps=None, **options)`` and writes ``path`` (default output:
-the input with suffix ``.<format>``). To add a format, add one line to :data:`FORMATS`.
+Formats live in :data:`lmh_deploy.runtimes.FORMATS` (default output: the input with suffix
+``.<format>``). To add a format, add one line there.
 """
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
-from lmh_deploy.cli_common import OneLineParser, positive_int, run_cli
+from lmh_deploy.cli.common import OneLineParser, positive_int, run_cli
 from lmh_deploy.errors import ExportFormatError
-
-#: format name -> "module:function" of its writer. Constant table: extend it by adding a line.
-FORMATS: dict[str, str] = {
-    "onnx": "lmh_deploy.export.onnx_export:write_onnx",
-    "nir": "lmh_deploy.export.nir_export:write_nir",
-}
-
-
-def get_writer(fmt: str):
-    """The writer function of format ``fmt`` (imported on first use)."""
-    if fmt not in FORMATS:
-        raise ExportFormatError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    module, func = FORMATS[fmt].split(":")
-    return getattr(importlib.import_module(module), func)
-
+from lmh_deploy.runtimes import FORMATS, get_writer
 
 def export_checkpoint(path, fmt: str, out=None, timesteps: int | None = None, **options) -> Path:
     """Fold checkpoint ``path`` and write it in format ``fmt`` to ``out`` (atomically)."""
     from lmh_deploy.atomic import atomic_output
-    from lmh_deploy.fold import fold
-    from lmh_deploy.runtimes.deployment import load_model_checked
+    from lmh_deploy.graph.fold import fold
+    from lmh_deploy.deployment import load_model_checked
 
     writer = get_writer(fmt)
     path = Path(path)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ExportFormatError, TimestepsError, require
-from ..interpreter import GraphRun
+from lmh_deploy.errors import ExportFormatError, TimestepsError, require
+from lmh_deploy.graph.interpret import GraphRun
 
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 

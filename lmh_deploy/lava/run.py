@@ -9,8 +9,8 @@ Process graph (one Lava run for the whole batch)::
                                  -> Dense(W_K) -> RingBuffer sink (per-step readout currents)
     each neuron_l.s_out -> RingBuffer sink (spike record)
 
-* Neurons are :mod:`lmh_deploy.lava.procs_lmh` (LM-H, LIF, radical LM-H) and
-  :mod:`lmh_deploy.lava.procs_lmht` (multi-level; windowed when Omega != I) Processes whose
+* Neurons are :mod:`lmh_deploy.lava.procs.lmh` (LM-H, LIF, radical LM-H) and
+  :mod:`lmh_deploy.lava.procs.lmht` (multi-level; windowed when Omega != I) Processes whose
   ProcessModels call the shared step functions of :mod:`lmh_deploy.neuron_math` (numpy only).
   The synapse bias is added inside the neuron: ``I[t] = a_in[t] + b``; the readout bias on the host.
 * **Latency / alignment.** Each Dense hop adds one step; a windowed (learned-Omega) neuron adds
@@ -39,14 +39,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..atomic import atomic_output
-from ..errors import LmhError
+from lmh_deploy.atomic import atomic_output
+from lmh_deploy.errors import LavaRuntimeError, LavaTimeoutError
 
 DEFAULT_WEIGHT_EXP = 6
 
 
-class LavaRuntimeError(LmhError, ValueError):
-    """A layer list the Lava builder cannot run (the message names the layer and the fix)."""
 
 
 @dataclass
@@ -55,7 +53,7 @@ class LavaLayer:
 
     ``weight`` [out, in] and ``bias`` [out]: ``I = W s + b`` (s: spike counts of the previous
     layer, or the input for the first layer). ``neuron``: an object with the fields of
-    :class:`lmh_deploy.deploy_graph.NeuronSpec` (``model`` "lmh" | "lmht", ``theta``, ``levels``,
+    :class:`lmh_deploy.graph.schema.NeuronSpec` (``model`` "lmh" | "lmht", ``theta``, ``levels``,
     ``v0``, ``params`` {name: [P, C]}, ``omega`` [T, T] | None), or ``None`` for the readout
     (which must be the last layer and only the last).
     """
@@ -190,7 +188,7 @@ def _time_major_input(x, n_in: int, timesteps: int | None):
 
 def fx_state_max() -> int:
     """Largest graded payload / state magnitude (24-bit signed)."""
-    from ..lava.fixed_point import STATE_MAX
+    from lmh_deploy.lava.fixed_point import STATE_MAX
 
     return STATE_MAX
 
@@ -210,7 +208,7 @@ def default_input_quantum(x) -> float:
 
 def _neuron_process(layer, idx, n, bias, period, offset, q, fixed_point):
     """The Lava Process and ProcessModel class for one neuron layer."""
-    from ..lava import procs_lmh, procs_lmht
+    from lmh_deploy.lava.procs import lmh as procs_lmh, lmht as procs_lmht
 
     spec = layer.neuron
     name = _layer_name(layer, idx)
@@ -254,14 +252,14 @@ class _Built:
 def build_network(layers, payload: np.ndarray, timesteps: int, *, fixed_point: bool,
                   input_quantum: float, record_spikes: bool, weight_exp: int) -> _Built:
     """Create (not run) the Lava processes for ``layers`` fed by ``payload`` [n_in, steps]."""
-    from ..lava.compat import import_lava
+    from lmh_deploy.lava.compat import import_lava
 
     import_lava()
     from lava.proc.dense.process import Dense
     from lava.proc.io.source import RingBuffer as Source
 
-    from ..lava import fixed_point as fx
-    from ..lava import procs_io
+    from lmh_deploy.lava import fixed_point as fx
+    from lmh_deploy.lava.procs import io as procs_io
 
     recorder_model = procs_io.PyRecorderModelFixed if fixed_point else procs_io.PyRecorderModelFloat
 
@@ -371,7 +369,7 @@ def run_lava(layers, x, timesteps: int | None = None, *, fixed_point: bool = Fal
                                    f"at input_quantum={input_quantum:g}; choose a larger quantum")
         payload = ints.astype(np.int32)
 
-    from ..lava.compat import import_lava
+    from lmh_deploy.lava.compat import import_lava
 
     import_lava()
     from lava.magma.core.run_conditions import RunSteps
@@ -425,9 +423,9 @@ def run_lava(layers, x, timesteps: int | None = None, *, fixed_point: bool = Fal
 
 def layers_from_deploy_graph(graph) -> list:
     """A chain ``[flatten] -> linear synapse -> neuron -> ... -> linear synapse (output)`` of a
-    :class:`~lmh_deploy.deploy_graph.DeployGraph` -> :class:`LavaLayer` list (names = the neuron
+    :class:`~lmh_deploy.graph.schema.DeployGraph` -> :class:`LavaLayer` list (names = the neuron
     op names; the readout is named after the output synapse)."""
-    from ..errors import UnsupportedModelError
+    from lmh_deploy.errors import UnsupportedModelError
 
     try:
         chain = graph.layer_chain()
@@ -451,7 +449,7 @@ def run_lava_graph(graph, x, timesteps: int | None = None, *, fixed_point: bool 
     ``isolate=True`` runs in a separate process group killed after ``timeout_s``
     (:func:`run_lava_isolated`).
     """
-    from ..interpreter import GraphRun
+    from lmh_deploy.graph.interpret import GraphRun
 
     x = np.asarray(x, dtype=np.float32)
     static = x.ndim == len(graph.input_shape) + 1
@@ -477,8 +475,6 @@ def run_lava_graph_fixed(graph, x, timesteps: int | None = None):
 # ----------------------------------------------------------------------------------------------
 
 
-class LavaTimeoutError(LmhError, TimeoutError):
-    """An isolated Lava run exceeded its time limit (its whole process group was killed)."""
 
 
 _SPEC_FIELDS = ("model", "source_kind", "theta", "levels", "v0")
@@ -514,7 +510,7 @@ def load_layers(path):
     """Inverse of :func:`save_layers`: ``(layers, x, timesteps, options)``."""
     import json
 
-    from ..deploy_graph import NeuronSpec
+    from lmh_deploy.graph.schema import NeuronSpec
 
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
@@ -546,7 +542,7 @@ def run_lava_isolated(layers, x, timesteps: int | None = None, *, timeout_s: flo
     with tempfile.TemporaryDirectory(prefix="lmh-lava-") as d:
         src, dst = os.path.join(d, "in.npz"), os.path.join(d, "out.npz")
         save_layers(src, layers, x, timesteps, options)
-        proc = subprocess.Popen([sys.executable, "-m", "lmh_deploy.runtimes.lava_runtime",
+        proc = subprocess.Popen([sys.executable, "-m", "lmh_deploy.lava.run",
                                  src, dst], start_new_session=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -585,7 +581,7 @@ def run_lava_isolated(layers, x, timesteps: int | None = None, *, timeout_s: flo
 
 
 def _worker_main(argv) -> int:
-    """``python -m lmh_deploy.runtimes.lava_runtime IN.npz OUT.npz`` (used by
+    """``python -m lmh_deploy.lava.run IN.npz OUT.npz`` (used by
     :func:`run_lava_isolated`): run and write the result atomically."""
     import json
     import signal

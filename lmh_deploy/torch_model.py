@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..interpreter import GraphRun
+from lmh_deploy.graph.interpret import GraphRun
 
 
 def run_trained_model(model, x, timesteps: int | None = None) -> GraphRun:

@@ -1,8 +1,8 @@
 """The ``lava`` runtimes: an exported NIR file -> a Lava process graph -> Lava's CPU simulator.
 
-Lava has no NIR importer; this is ours. :func:`lmh_deploy.nir_graph.read_layers` reads the NIR
+Lava has no NIR importer; this is ours. :func:`lmh_deploy.nir.program.read_layers` reads the NIR
 file into a layer chain (synapse weights from the NIR nodes, exact neuron constants from the
-file's ``lmh-nir`` metadata), :mod:`lmh_deploy.runtimes.lava_runtime` builds Dense processes and
+file's ``lmh-nir`` metadata), :mod:`lmh_deploy.lava.run` builds Dense processes and
 our LM-H / multi-level neuron processes from it and runs them in a child process group under a
 hard timeout (no Lava worker outlives a run). Outputs are aligned by depth (one step per Dense
 hop, plus T-1 steps per layer for LM-HT's windowed Omega), so logits and spikes line up with the
@@ -12,22 +12,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..interpreter import GraphRun
+from lmh_deploy.graph.interpret import GraphRun
 
 #: wall-clock limit of one Lava run (a hang fails instead of stalling)
 LAVA_TIMEOUT_S = 600.0
 
 
 def load_nir_layers(path):
-    """Registry loader: our NIR file -> :class:`lmh_deploy.nir_graph.NirLayers`."""
-    from ..nir_graph import read_layers
+    """Registry loader: our NIR file -> :class:`lmh_deploy.nir.program.NirLayers`."""
+    from lmh_deploy.nir.program import read_layers
 
     return read_layers(path)
 
 
 def _lava_layers(nl):
-    from ..nir_graph import NirGraphError
-    from .lava_runtime import LavaLayer
+    from lmh_deploy.nir.program import NirGraphError
+    from lmh_deploy.lava.run import LavaLayer
 
     out = []
     for layer in nl.layers:
@@ -40,7 +40,7 @@ def _lava_layers(nl):
 
 
 def _run(source, x, timesteps, fixed_point: bool, timeout_s: float = LAVA_TIMEOUT_S) -> GraphRun:
-    from .lava_runtime import run_lava_isolated
+    from lmh_deploy.lava.run import run_lava_isolated
 
     nl = source if hasattr(source, "layers") else load_nir_layers(source)
     if timesteps is None and np.ndim(x) == len(nl.input_shape) + 1:

@@ -1,5 +1,5 @@
 """Read, validate and analyse NIR files under convention ``lmh-nir/1`` (see
-:mod:`lmh_deploy.export.nir_export` for the convention itself).
+:mod:`lmh_deploy.nir.write` for the convention itself).
 
 * :func:`load_program` -- NIR file (ours or hand-written with the same primitives) or
   ``nir.NIRGraph`` -> :class:`NirProgram`: checked nodes with shapes, the **structural** delays
@@ -27,14 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LmhError, require
+from lmh_deploy.errors import NirGraphError, require
 
 SUPPORTED = ("Input", "Output", "Affine", "Linear", "Scale", "Conv2d", "SumPool2d", "Flatten",
              "Threshold", "I", "LIF")
 
 
-class NirGraphError(LmhError, ValueError):
-    """A NIR file or graph the lmh NIR runtime cannot execute (the message names the node)."""
 
 
 @dataclass
@@ -391,7 +389,7 @@ def _exact32(x64: np.ndarray):
 
 
 def _match(prog: NirProgram, comp: frozenset, entry: str) -> Fused | None:
-    from lmh_deploy.export.nir_export import binary_threshold, level_threshold
+    from lmh_deploy.nir.convention import binary_threshold, level_threshold
 
     nodes = prog.nodes
     ins = {n: [a for a, b in prog.edges if b == n] for n in comp}
@@ -531,7 +529,7 @@ class NirLayer:
     """One synapse (+ neuron) layer: ``I = W s + b`` then the neuron (None: the readout).
 
     ``op`` "linear" or "conv" (then ``stride``, ``padding``); ``flatten_before``: the layer reads a
-    flattened input. ``neuron`` is a :class:`~lmh_deploy.deploy_graph.NeuronSpec` (model,
+    flattened input. ``neuron`` is a :class:`~lmh_deploy.graph.schema.NeuronSpec` (model,
     theta, levels, v0, params {name: [P, C]}, omega [T, T] | None).
     """
 
@@ -561,7 +559,7 @@ class NirLayers:
 
 def check_file_timesteps(form: str, exported_t: int | None, timesteps) -> int:
     """A temporal (streaming) file runs any number of steps; an unrolled one exactly its T."""
-    from .errors import TimestepsError
+    from lmh_deploy.errors import TimestepsError
 
     if not isinstance(timesteps, (int, np.integer)) or timesteps < 1:
         raise TimestepsError(f"timesteps must be a positive integer, got {timesteps!r}")
@@ -572,10 +570,10 @@ def check_file_timesteps(form: str, exported_t: int | None, timesteps) -> int:
 
 
 def read_deploy_graph(source):
-    """Our NIR file -> the :class:`~lmh_deploy.deploy_graph.DeployGraph` it was exported from:
+    """Our NIR file -> the :class:`~lmh_deploy.graph.schema.DeployGraph` it was exported from:
     structure and exact neuron parameters from the graph metadata, synapse weights from the
     NIR nodes themselves (``Affine`` / ``Conv2d`` with metadata role "synapse", step 0)."""
-    from .deploy_graph import DeployGraph, DeployOp
+    from lmh_deploy.graph.schema import DeployGraph, DeployOp
 
     g = read_graph(source)
     meta = _plain(dict(g.metadata or {}))
@@ -613,7 +611,7 @@ def read_deploy_graph(source):
 def read_layers(source) -> NirLayers:
     """Our NIR file -> :class:`NirLayers`: a chain ``[flatten] synapse neuron ... synapse``
     (residual / pooling graphs raise NirGraphError naming the op)."""
-    from .errors import UnsupportedModelError
+    from lmh_deploy.errors import UnsupportedModelError
 
     graph = read_deploy_graph(source)
     meta = _plain(dict(read_graph(source).metadata or {}))

@@ -1,4 +1,4 @@
-"""Command line of ``python training/fit.py``: ``build_parser()`` and ``main(argv)``.
+"""The training command (``python training/fit.py``, ``lmh-train``): ``build_parser()`` and ``main(argv)``.
 
 Precedence: ``config.DEFAULTS`` < ``--config FILE`` < flags given on the command line. Flags are
 declared with ``default=SUPPRESS`` so that only the flags actually given override the file.
@@ -10,20 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lmh_deploy.checkpoint import CheckpointError
-from lmh_deploy.data import DATASET_NAMES, UnknownDatasetError
+from lmh_deploy.cli.common import OneLineParser
+from lmh_deploy.data import DATASET_NAMES
+from lmh_deploy.errors import ConfigError, LmhError
 from lmh_deploy.models import ARCHS
-
-from .config import DEFAULTS, LOSSES, NEURONS, OPTIMIZERS, ConfigError, load_config_file
+from lmh_deploy.training.config import DEFAULTS, LOSSES, NEURONS, OPTIMIZERS, load_config_file
 
 RESUME_FROM_OUT = "<out>/model.pt"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr (no usage block), exit status 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _bool(text: str) -> bool:
@@ -130,8 +123,8 @@ def config_from_args(argv=None, parser: argparse.ArgumentParser | None = None) -
 
 def main(argv=None) -> int:
     """Parse, train, print where the results went; bad options exit 2 with a one-line error."""
-    from .config import resolve_config
-    from .loop import train
+    from lmh_deploy.training.config import resolve_config
+    from lmh_deploy.training.loop import train
 
     parser = build_parser()
     cfg = config_from_args(argv, parser)
@@ -141,7 +134,7 @@ def main(argv=None) -> int:
         parser.error(str(e))
     try:
         metrics = train(cfg)
-    except (ConfigError, UnknownDatasetError, CheckpointError) as e:
+    except LmhError as e:  # every user error (config, data set, checkpoint, hybrid)
         parser.error(str(e))
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; continue with --resume --out {cfg['out']}", file=sys.stderr)

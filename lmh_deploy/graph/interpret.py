@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import neuron_math as nm
-from .deploy_graph import DeployGraph, NeuronSpec
-from .ops import NumpyOps
+from lmh_deploy import neuron_math as nm
+from lmh_deploy.graph.schema import DeployGraph, NeuronSpec
+from lmh_deploy.ops import NumpyOps
 
 
 @dataclass
@@ -96,7 +96,7 @@ def run_graph(graph: DeployGraph, x, backend, timesteps: int | None = None, reco
     elif backend.ndim(x) == nd + 2:
         t_run = graph.check_timesteps(backend.length(x))
         if timesteps is not None and timesteps != t_run:
-            from .errors import TimestepsError
+            from lmh_deploy.errors import TimestepsError
 
             raise TimestepsError(f"input has {t_run} frames but timesteps={timesteps} was asked")
         xs = [backend.quantize_input(backend.step(x, t), graph.input_quantum, graph.input_bound)
@@ -207,7 +207,7 @@ class TorchBackend:
     def __init__(self, device="cpu"):
         import torch
 
-        from .ops import TorchOps
+        from lmh_deploy.ops import TorchOps
 
         self.torch = torch
         self.ops = TorchOps

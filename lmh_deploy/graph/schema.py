@@ -1,7 +1,7 @@
 """The DeployGraph: a trained network folded into plain numpy arrays (DESIGN §2).
 
 Every exporter (ONNX, NIR) and every runtime (reference, torch, onnxruntime, NIR, Lava) starts
-from this object, never from torch modules. It is produced once by :func:`lmh_deploy.fold.fold`.
+from this object, never from torch modules. It is produced once by :func:`lmh_deploy.graph.fold.fold`.
 
 Conventions
 -----------
@@ -137,7 +137,7 @@ class DeployGraph:
 
     def check_timesteps(self, timesteps: int) -> int:
         """Validate a requested number of steps (DESIGN §1) and return it."""
-        from .errors import TimestepsError
+        from lmh_deploy.errors import TimestepsError
 
         if not isinstance(timesteps, (int, np.integer)) or timesteps < 1:
             raise TimestepsError(f"timesteps must be a positive integer, got {timesteps!r}")
@@ -173,7 +173,7 @@ class DeployGraph:
         a list of :class:`ChainLayer` (named after the neuron op; the readout after its synapse).
         Graphs that are not such a chain (residual adds, pools, ...) raise
         :class:`~lmh_deploy.errors.UnsupportedModelError` naming the op."""
-        from .errors import UnsupportedModelError
+        from lmh_deploy.errors import UnsupportedModelError
 
         layers, pending, flat, prev = [], None, False, "input"
         for op in self.ops:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import sys
 
-from .cli_common import OneLineParser, positive_int, run_cli
+from lmh_deploy.cli.common import OneLineParser, positive_int, run_cli
 
 
 def build_parser() -> OneLineParser:
-    from .runtimes import RUNTIMES
+    from lmh_deploy.runtimes import RUNTIMES
 
     p = OneLineParser(prog="lmh-sweep", description="Accuracy against the number of time steps, "
                       "per runtime (CSV, JSON and a figure).")
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
-    from .sweep import plan, run_sweep, write_outputs
+    from lmh_deploy.sweep import plan, run_sweep, write_outputs
 
     dep, rts, ts = plan(args.file, args.runtimes, args.timesteps)
     with dep:

@@ -1,10 +1,10 @@
 """Run a NIR graph as a torch module built by ``nirtorch`` with our own node mapping.
 
 nirtorch wires the modules (``nirtorch.nir_to_torch``); every NIR primitive is mapped to one of
-the torch modules below, which compute exactly what :mod:`lmh_deploy.runtimes.nir_runtime`
+the torch modules below, which compute exactly what :mod:`lmh_deploy.nir.run_numpy`
 computes (same float32 operations). Before wiring, the graph is rewritten in memory:
 
-* each recognised neuron cluster (:class:`lmh_deploy.nir_graph.Fused`) becomes one stateful
+* each recognised neuron cluster (:class:`lmh_deploy.nir.program.Fused`) becomes one stateful
   node whose module calls :mod:`lmh_deploy.neuron_math` with :class:`~lmh_deploy.ops.TorchOps`
   (nirtorch's own handling of cycles is heuristic and sums inputs in set order, so cycles are
   never handed to it); a cycle that is not a recognised cluster is refused (run it with the
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import TimestepsError, require
-from ..interpreter import GraphRun, TorchBackend
-from ..nir_graph import NirGraphError, load_program, read_graph
-from .nir_runtime import eval_node, fused_init, fused_step
+from lmh_deploy.errors import TimestepsError, require
+from lmh_deploy.graph.interpret import GraphRun, TorchBackend
+from lmh_deploy.nir.program import NirGraphError, load_program, read_graph
+from lmh_deploy.nir.run_numpy import eval_node, fused_init, fused_step
 
 
 class TorchNirBackend(TorchBackend):
@@ -196,7 +196,7 @@ def build_torch_module(source, device="cpu"):
 
 
 def run_nir_torch(source, x, timesteps: int | None = None, device="cpu") -> GraphRun:
-    """The nirtorch path: same contract as :func:`lmh_deploy.runtimes.nir_runtime.run_nir`."""
+    """The nirtorch path: same contract as :func:`lmh_deploy.nir.run_numpy.run_nir`."""
     torch = require("torch", "nir")
     module, prog, rec, unrolled = build_torch_module(source, device)
     be = TorchNirBackend(device)
