@@ -99,9 +99,9 @@ class Deployment:
             return self.graph.check_timesteps(timesteps)
         check = getattr(self._file_handle, "check_timesteps", None)
         if check is None:
-            if not isinstance(timesteps, int) or timesteps < 1:
-                raise TimestepsError(f"timesteps must be a positive integer, got {timesteps!r}")
-            return timesteps
+            from lmh_deploy.graph.schema import check_timesteps
+
+            return check_timesteps(timesteps)
         return check(timesteps)
 
     def check_runtime(self, name: str) -> Runtime:

@@ -56,7 +56,7 @@ def test_lava_refuses_conv_models_with_a_named_layer(tmp_path):
     from _deploy_models import random_model
 
     from lmh_deploy.graph.fold import fold
-    from lmh_deploy.nir.program import NirGraphError
+    from lmh_deploy.errors import NirGraphError
 
     graph = fold(random_model("cnn", "lmh", timesteps=2))
     path = tmp_path / "cnn.nir"

@@ -11,8 +11,9 @@ import pytest
 
 from lmh_deploy.graph.schema import NeuronSpec
 from lmh_deploy.graph.interpret import NumpyBackend, run_neuron
-from lmh_deploy.lava.run import (LavaLayer, LavaRuntimeError, run_lava, schedule,
-                                              validate_layers)
+from lmh_deploy.errors import LavaRuntimeError
+from lmh_deploy.lava.build import LavaLayer, schedule, validate_layers
+from lmh_deploy.lava.run import run_lava
 
 pytestmark = [pytest.mark.lava, pytest.mark.timeout(120, method="signal")]
 
@@ -220,7 +221,8 @@ def test_deploy_graph_mlp_matches_reference(kind):
     from lmh_deploy.graph.fold import fold
     from lmh_deploy.graph.interpret import run_reference
     from lmh_deploy.models import build_model, default_config
-    from lmh_deploy.lava.run import layers_from_deploy_graph, run_lava_graph
+    from lmh_deploy.lava.build import layers_from_deploy_graph
+    from lmh_deploy.lava.run import run_lava_graph
 
     torch.manual_seed(0)
     graph = fold(build_model(default_config("mlp", neuron=kind, timesteps=4)).eval())
@@ -236,8 +238,8 @@ def test_deploy_graph_mlp_matches_reference(kind):
 
 
 def test_isolated_run_and_hard_timeout(tmp_path):
-    from lmh_deploy.lava.run import (LavaTimeoutError, load_layers,
-                                                  run_lava_isolated, save_layers)
+    from lmh_deploy.errors import LavaTimeoutError
+    from lmh_deploy.lava.run import load_layers, run_lava_isolated, save_layers
 
     rng = np.random.default_rng(9)
     x = (rng.integers(0, 17, size=(3, 10)) / 16).astype(np.float32)

@@ -15,7 +15,8 @@ from lmh_deploy.nir.write import (binary_threshold, export_nir,  # noqa: E402
 from lmh_deploy.graph.fold import fold  # noqa: E402
 from lmh_deploy.graph.interpret import run_reference  # noqa: E402
 from lmh_deploy.models import build_model, default_config  # noqa: E402
-from lmh_deploy.nir.program import load_program, read_deploy_graph, read_layers  # noqa: E402
+from lmh_deploy.nir.program import load_program  # noqa: E402
+from lmh_deploy.nir.read import read_deploy_graph, read_layers  # noqa: E402
 from lmh_deploy.nir.run_numpy import run_nir  # noqa: E402
 from lmh_deploy.nir.run_torch import run_nir_torch  # noqa: E402
 

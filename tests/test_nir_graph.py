@@ -8,7 +8,8 @@ import pytest
 
 nir = pytest.importorskip("nir")
 
-from lmh_deploy.nir.program import NirGraphError, load_program  # noqa: E402
+from lmh_deploy.errors import NirGraphError  # noqa: E402
+from lmh_deploy.nir.program import load_program  # noqa: E402
 from lmh_deploy.nir.run_numpy import run_nir  # noqa: E402
 from lmh_deploy.nir.run_torch import run_nir_torch  # noqa: E402
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmh_deploy import neuron_math as nm
+from lmh_deploy import timeloop as tl
 from lmh_deploy.graph.schema import DeployGraph, NeuronSpec
 from lmh_deploy.ops import NumpyOps
 
@@ -44,42 +45,39 @@ def _map_steps(fn, xs):
 
 
 def _param_at(backend, arr: np.ndarray, t: int, ndim: int):
-    """Row ``min(t, P-1)`` of a [P, C] table as a back-end constant broadcastable to [B, C, ...]
-    (held at the last step beyond P)."""
-    row = arr[min(t, arr.shape[0] - 1)]
+    """Row :func:`~lmh_deploy.timeloop.param_row` of a [P, C] table as a back-end constant
+    broadcastable to [B, C, ...] (held at the last step beyond P)."""
+    row = arr[tl.param_row(t, arr.shape[0])]
     if row.shape[0] == 1:
         return backend.const(np.asarray(row[0], np.float32))
     return backend.const(row.reshape((row.shape[0],) + (1,) * (ndim - 2)).astype(np.float32))
 
 
 def run_neuron(backend, spec: NeuronSpec, xs: list, ndim: int) -> list:
-    """Spike counts of one neuron layer for the per-step input currents ``xs``."""
+    """Spike counts of one neuron layer for the per-step input currents ``xs`` (the time loop of
+    :mod:`lmh_deploy.timeloop`)."""
     ops = backend.ops
     theta = backend.const(np.asarray(spec.theta, np.float32))
     zeros = backend.zeros_like(xs[0])
     v0 = backend.const(np.asarray(spec.v0, np.float32))
-    out = []
     if spec.model == "lmh":
-        state = (zeros, zeros + v0)
-        for t, cur in enumerate(xs):
-            p = nm.LMHParams(*(_param_at(backend, spec.params[k], t, ndim)
-                               for k in ("mu_d", "mu_s", "lam_s", "lam_d")), theta=theta)
-            s, state = nm.lmh_step(ops, state, cur, p)
-            out.append(s)
-        return out
+        def lmh_params(t):
+            return nm.LMHParams(*(_param_at(backend, spec.params[k], t, ndim)
+                                  for k in ("mu_d", "mu_s", "lam_s", "lam_d")), theta=theta)
+
+        return tl.run_lmh(ops, xs, lmh_params, (zeros, zeros + v0))[0]
     if spec.model == "lmht":
+        rows = None
         if spec.omega is not None:
             n = spec.omega.shape[0]
             rows = [[backend.const(np.asarray(spec.omega[i, j], np.float32)) for j in range(n)]
                     for i in range(n)]
-            xs = nm.omega_mix_blocked(list(xs), rows)
-        v = zeros + v0
-        for t, cur in enumerate(xs):
-            p = nm.LMHTParams(lam=_param_at(backend, spec.params["lam"], t, ndim), theta=theta,
-                              levels=spec.levels)
-            s, v = nm.lmht_step(ops, v, cur, p)
-            out.append(s)
-        return out
+
+        def lmht_params(t):
+            return nm.LMHTParams(lam=_param_at(backend, spec.params["lam"], t, ndim), theta=theta,
+                                 levels=spec.levels)
+
+        return tl.run_lmht(ops, list(xs), lmht_params, zeros + v0, rows)[0]
     raise ValueError(f"unknown neuron model {spec.model!r}")
 
 

@@ -43,6 +43,21 @@ class DeployOp:
     attrs: dict = field(default_factory=dict)
 
 
+def check_timesteps(timesteps, period: int | None = None) -> int:
+    """``timesteps`` as an int when it is a positive integer and (LM-HT with a learned Omega of
+    window ``period``) a multiple of ``period``; else :class:`~lmh_deploy.errors.TimestepsError`.
+    The one check every runtime and file handle uses (DESIGN §1)."""
+    from lmh_deploy.errors import TimestepsError
+
+    if not isinstance(timesteps, (int, np.integer)) or timesteps < 1:
+        raise TimestepsError(f"timesteps must be a positive integer, got {timesteps!r}")
+    if period and timesteps % period:
+        raise TimestepsError(
+            f"this LM-HT model was trained with T={period}; its Omega runs per window, so "
+            f"T' must be a multiple of {period} (e.g. {period}, {2 * period}), not {timesteps}")
+    return int(timesteps)
+
+
 @dataclass
 class NeuronSpec:
     """Typed view of a ``neuron`` op.
@@ -77,14 +92,51 @@ class NeuronSpec:
 
 
 @dataclass
-class ChainLayer:
-    """One layer of :meth:`DeployGraph.layer_chain`: ``synapse`` (a DeployOp), then ``neuron``
-    (a NeuronSpec; None for the readout); ``flatten_before``: its input is flattened first."""
+class Layer:
+    """One layer of a layer chain (:meth:`DeployGraph.layer_chain`): a ``synapse`` op
+    (``I = W s + b``; ``weight`` [out, in] or [out, in, k, k]) then ``neuron`` (a
+    :class:`NeuronSpec`; None for the readout). ``flatten_before``: the input is flattened first.
+    The one layer type of every runtime that builds its own network (NIR reader, Lava)."""
 
     name: str
     synapse: DeployOp
-    neuron: NeuronSpec | None
-    flatten_before: bool
+    neuron: NeuronSpec | None = None
+    flatten_before: bool = False
+
+    @classmethod
+    def linear(cls, weight, bias, neuron: NeuronSpec | None = None, name: str = "") -> "Layer":
+        """A fully connected layer ``I = weight @ s + bias`` (weight [out, in], bias [out])."""
+        syn = DeployOp(name, "synapse", ("input",), {"weight": weight, "bias": bias}, {"op": "linear"})
+        return cls(name, syn, neuron, False)
+
+    @property
+    def weight(self) -> np.ndarray:
+        return self.synapse.arrays["weight"]
+
+    @weight.setter
+    def weight(self, value) -> None:
+        self.synapse.arrays["weight"] = value
+
+    @property
+    def bias(self) -> np.ndarray:
+        return self.synapse.arrays["bias"]
+
+    @bias.setter
+    def bias(self, value) -> None:
+        self.synapse.arrays["bias"] = value
+
+    @property
+    def op(self) -> str:
+        """"linear" or "conv"."""
+        return self.synapse.attrs.get("op", "linear")
+
+    @property
+    def stride(self) -> int:
+        return int(self.synapse.attrs.get("stride", 1))
+
+    @property
+    def padding(self) -> int:
+        return int(self.synapse.attrs.get("padding", 0))
 
 
 @dataclass
@@ -109,12 +161,7 @@ class DeployGraph:
         return [o.name for o in self.ops if o.kind == "neuron"]
 
     def neuron(self, name: str) -> NeuronSpec:
-        o = self.op(name)
-        a = o.attrs
-        params = {k: v for k, v in o.arrays.items() if k != "omega"}
-        return NeuronSpec(model=a["model"], source_kind=a["source_kind"],
-                          theta=np.float32(a["theta"]), levels=int(a["levels"]),
-                          v0=np.float32(a["v0"]), params=params, omega=o.arrays.get("omega"))
+        return spec_of(self.op(name))
 
     @property
     def levels(self) -> int:
@@ -137,16 +184,7 @@ class DeployGraph:
 
     def check_timesteps(self, timesteps: int) -> int:
         """Validate a requested number of steps (DESIGN §1) and return it."""
-        from lmh_deploy.errors import TimestepsError
-
-        if not isinstance(timesteps, (int, np.integer)) or timesteps < 1:
-            raise TimestepsError(f"timesteps must be a positive integer, got {timesteps!r}")
-        period = self.omega_period
-        if period is not None and timesteps % period:
-            raise TimestepsError(
-                f"this LM-HT model was trained with T={period}; its Omega runs per window, so "
-                f"T' must be a multiple of {period} (e.g. {period}, {2 * period}), not {timesteps}")
-        return int(timesteps)
+        return check_timesteps(timesteps, self.omega_period)
 
     def shapes(self) -> dict:
         """Per-sample shape of every value (``"input"`` and each op), by shape inference."""
@@ -170,7 +208,7 @@ class DeployGraph:
 
     def layer_chain(self) -> list:
         """The graph as a plain layer chain ``[flatten] synapse neuron ... synapse (readout)``:
-        a list of :class:`ChainLayer` (named after the neuron op; the readout after its synapse).
+        a list of :class:`Layer` (named after the neuron op; the readout after its synapse).
         Graphs that are not such a chain (residual adds, pools, ...) raise
         :class:`~lmh_deploy.errors.UnsupportedModelError` naming the op."""
         from lmh_deploy.errors import UnsupportedModelError
@@ -189,7 +227,7 @@ class DeployGraph:
             elif op.kind == "neuron":
                 if pending is None:
                     raise UnsupportedModelError(f"op {op.name!r}: a neuron must follow a synapse")
-                layers.append(ChainLayer(op.name, pending, self.neuron(op.name), flat))
+                layers.append(Layer(op.name, pending, self.neuron(op.name), flat))
                 pending, flat = None, False
             else:
                 raise UnsupportedModelError(f"op {op.name!r} of kind {op.kind!r}: only layer "
@@ -198,8 +236,113 @@ class DeployGraph:
         if pending is None or pending.name != self.output:
             raise UnsupportedModelError(f"the graph output {self.output!r} must be the last "
                                         f"synapse of the chain (the readout)")
-        layers.append(ChainLayer(pending.name, pending, None, flat))
+        layers.append(Layer(pending.name, pending, None, flat))
         return layers
 
     def weight_bytes(self) -> int:
         return sum(a.nbytes for o in self.ops for a in o.arrays.values() if a is not None)
+
+
+# ---------------------------------------------------------------------------------------------
+# the one serializer: DeployGraph <-> (JSON-able dict, {key: float32 array})
+# ---------------------------------------------------------------------------------------------
+
+
+def _plain(v):
+    if isinstance(v, np.ndarray):
+        return v.astype(np.float64).tolist()
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, (list, tuple)):
+        return [_plain(a) for a in v]
+    return v
+
+
+def op_to_dict(op: DeployOp, arrays: dict | None) -> dict:
+    """One op as JSON. With ``arrays`` (a dict) the op's arrays go there under ``"<op>.<key>"``
+    (float32, exact); with None they are written inline as float64 lists (exact for float32)."""
+    d = {"name": op.name, "kind": op.kind, "inputs": list(op.inputs),
+         "attrs": {k: _plain(v) for k, v in op.attrs.items()}}
+    present = {k: v for k, v in op.arrays.items() if v is not None}
+    if arrays is None:
+        d["arrays"] = {k: _plain(v) for k, v in present.items()}
+    else:
+        d["array_keys"] = sorted(present)
+        for k, v in present.items():
+            arrays[f"{op.name}.{k}"] = np.asarray(v, np.float32)
+    return d
+
+
+def op_from_dict(d: dict, arrays: dict | None = None) -> DeployOp:
+    """Inverse of :func:`op_to_dict` (``arrays``: the dict it filled, or any mapping)."""
+    attrs = dict(d["attrs"])
+    if d["kind"] == "neuron":
+        attrs["theta"], attrs["v0"] = np.float32(attrs["theta"]), np.float32(attrs["v0"])
+    out = {k: np.asarray(v, np.float32) for k, v in d.get("arrays", {}).items()}
+    for k in d.get("array_keys", ()):
+        out[k] = np.asarray(arrays[f"{d['name']}.{k}"], np.float32)
+    return DeployOp(d["name"], d["kind"], tuple(d["inputs"]), out, attrs)
+
+
+def to_dict(graph: DeployGraph, arrays: dict | None = None, skip_kinds: tuple = ()) -> dict:
+    """``graph`` as a JSON-able dict: structure, attributes and (see :func:`op_to_dict`) arrays.
+    Ops of a kind in ``skip_kinds`` carry no arrays (the caller stores them elsewhere, e.g. the
+    synapse weights in NIR nodes). Inverse: :func:`from_dict`."""
+    ops = []
+    for o in graph.ops:
+        if o.kind in skip_kinds:
+            o = DeployOp(o.name, o.kind, o.inputs, {}, o.attrs)
+        ops.append(op_to_dict(o, arrays))
+    return {"ops": ops, "output": graph.output, "timesteps": graph.timesteps,
+            "input_shape": list(graph.input_shape), "num_classes": graph.num_classes,
+            "input_quantum": graph.input_quantum, "input_bound": graph.input_bound}
+
+
+def from_dict(d: dict, arrays: dict | None = None, meta: dict | None = None) -> DeployGraph:
+    """Inverse of :func:`to_dict`; ``arrays`` supplies the arrays written out of line."""
+    return DeployGraph(ops=[op_from_dict(o, arrays) for o in d["ops"]], output=d["output"],
+                       timesteps=int(d["timesteps"]), input_shape=tuple(d["input_shape"]),
+                       num_classes=int(d["num_classes"]), input_quantum=float(d["input_quantum"]),
+                       input_bound=float(d["input_bound"]), meta=dict(meta or {}))
+
+
+def neuron_op(name: str, spec: NeuronSpec, inputs: tuple = ("input",)) -> DeployOp:
+    """The ``neuron`` op of ``spec`` (inverse of :meth:`DeployGraph.neuron`)."""
+    arrays = dict(spec.params)
+    if spec.omega is not None:
+        arrays["omega"] = spec.omega
+    return DeployOp(name, "neuron", inputs, arrays,
+                    {"model": spec.model, "source_kind": spec.source_kind, "theta": spec.theta,
+                     "levels": int(spec.levels), "v0": spec.v0})
+
+
+def spec_of(op: DeployOp) -> NeuronSpec:
+    """The :class:`NeuronSpec` of a ``neuron`` op."""
+    a = op.attrs
+    params = {k: v for k, v in op.arrays.items() if k != "omega"}
+    return NeuronSpec(model=a["model"], source_kind=a["source_kind"],
+                      theta=np.float32(a["theta"]), levels=int(a["levels"]),
+                      v0=np.float32(a["v0"]), params=params, omega=op.arrays.get("omega"))
+
+
+def layers_to_dict(layers, arrays: dict) -> list:
+    """A layer chain as JSON (arrays into ``arrays``): each layer its synapse op and neuron op."""
+    return [{"name": L.name, "flatten_before": bool(L.flatten_before),
+             "synapse": op_to_dict(DeployOp(f"{i}.syn", "synapse", L.synapse.inputs,
+                                            L.synapse.arrays, L.synapse.attrs), arrays),
+             "neuron": None if L.neuron is None else
+             op_to_dict(neuron_op(f"{i}.neuron", L.neuron), arrays)}
+            for i, L in enumerate(layers)]
+
+
+def layers_from_dict(d: list, arrays: dict) -> list:
+    """Inverse of :func:`layers_to_dict`."""
+    out = []
+    for e in d:
+        syn = op_from_dict(e["synapse"], arrays)
+        syn.name = e["name"]
+        spec = None if e["neuron"] is None else spec_of(op_from_dict(e["neuron"], arrays))
+        out.append(Layer(e["name"], syn, spec, bool(e["flatten_before"])))
+    return out

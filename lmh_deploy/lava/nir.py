@@ -1,6 +1,6 @@
 """The ``lava`` runtimes: an exported NIR file -> a Lava process graph -> Lava's CPU simulator.
 
-Lava has no NIR importer; this is ours. :func:`lmh_deploy.nir.program.read_layers` reads the NIR
+Lava has no NIR importer; this is ours. :func:`lmh_deploy.nir.read.read_layers` reads the NIR
 file into a layer chain (synapse weights from the NIR nodes, exact neuron constants from the
 file's ``lmh-nir`` metadata), :mod:`lmh_deploy.lava.run` builds Dense processes and
 our LM-H / multi-level neuron processes from it and runs them in a child process group under a
@@ -19,24 +19,21 @@ LAVA_TIMEOUT_S = 600.0
 
 
 def load_nir_layers(path):
-    """Registry loader: our NIR file -> :class:`lmh_deploy.nir.program.NirLayers`."""
-    from lmh_deploy.nir.program import read_layers
+    """Registry loader: our NIR file -> :class:`lmh_deploy.nir.read.NirLayers`."""
+    from lmh_deploy.nir.read import read_layers
 
     return read_layers(path)
 
 
 def _lava_layers(nl):
-    from lmh_deploy.nir.program import NirGraphError
-    from lmh_deploy.lava.run import LavaLayer
+    from lmh_deploy.errors import NirGraphError
 
-    out = []
     for layer in nl.layers:
         if layer.op != "linear":
             raise NirGraphError(f"layer {layer.name!r} is a {layer.op}: the Lava runtime runs "
                                 f"fully connected chains (digits MLP); run conv models with "
                                 f"--runtime nir or onnx")
-        out.append(LavaLayer(layer.weight, layer.bias, layer.neuron, layer.name))
-    return out
+    return list(nl.layers)
 
 
 def _run(source, x, timesteps, fixed_point: bool, timeout_s: float = LAVA_TIMEOUT_S) -> GraphRun:

@@ -1,33 +1,9 @@
-"""Run a layered spiking network in Lava's CPU simulator (lava-nc 0.10 on Python 3.11).
+"""Run a layered spiking network in Lava's CPU simulator (built by :mod:`lmh_deploy.lava.build`).
 
-The builder takes a plain list of :class:`LavaLayer` (weight matrix, bias, neuron spec); the NIR
-reader and the DeployGraph adapter (:func:`layers_from_deploy_graph`) both produce that list.
-
-Process graph (one Lava run for the whole batch)::
-
-    RingBuffer(input payload) -> Dense(W_1) -> neuron_1 -> Dense(W_2) -> neuron_2 -> ...
-                                 -> Dense(W_K) -> RingBuffer sink (per-step readout currents)
-    each neuron_l.s_out -> RingBuffer sink (spike record)
-
-* Neurons are :mod:`lmh_deploy.lava.procs.lmh` (LM-H, LIF, radical LM-H) and
-  :mod:`lmh_deploy.lava.procs.lmht` (multi-level; windowed when Omega != I) Processes whose
-  ProcessModels call the shared step functions of :mod:`lmh_deploy.neuron_math` (numpy only).
-  The synapse bias is added inside the neuron: ``I[t] = a_in[t] + b``; the readout bias on the host.
-* **Latency / alignment.** Each Dense hop adds one step; a windowed (learned-Omega) neuron adds
-  ``Tw - 1`` more (so ``Tw`` per layer with its Dense). Neuron l's first valid input arrives at
-  ``offset_l = out_offset_{l-1} + 1`` (input at step 0); its spikes for sample b, step i appear at
-  ``out_offset_l + b*T + i``. The readout is read at ``readout_offset = out_offset_last + 1``.
-* **Batching.** Samples stream back to back, T steps each, in one run of ``B*T + readout_offset``
-  steps; every neuron resets its state when its own step index within a sample is 0
-  (:mod:`lmh_deploy.lava.schedule`), so results equal B separate runs.
-* **Floating point** (``fixed_point=False``): Lava's ``floating_pt`` models; float32 neuron state,
-  bit-identical to the numpy reference on the DeployGraph's exact-sum grid.
-* **Fixed point** (``fixed_point=True``): Loihi-2-style (:mod:`lmh_deploy.lava.fixed_point`):
-  Lava's bit-accurate Dense with 8-bit weights and a shared exponent, integer input payloads
-  ``round(x / input_quantum)``, 12-bit decays/couplings/Omega, 24-bit state.
-
-Every run stops the Lava runtime in ``finally`` and reaps any worker it started; see
-:func:`run_lava_isolated` for a run in a separate process group under a hard timeout.
+Every run stops the Lava runtime in ``finally`` and reaps any worker it started;
+:func:`run_lava_isolated` runs in a separate process group under a hard timeout (the worker is
+``python -m lmh_deploy.lava.run``). Results are aligned by the pipelined schedule (see
+:mod:`lmh_deploy.lava.build`) so logits and spikes line up with the reference step for step.
 """
 from __future__ import annotations
 
@@ -41,27 +17,10 @@ import numpy as np
 
 from lmh_deploy.atomic import atomic_output
 from lmh_deploy.errors import LavaRuntimeError, LavaTimeoutError
-
-DEFAULT_WEIGHT_EXP = 6
-
-
-
-
-@dataclass
-class LavaLayer:
-    """One synapse (+ neuron) layer.
-
-    ``weight`` [out, in] and ``bias`` [out]: ``I = W s + b`` (s: spike counts of the previous
-    layer, or the input for the first layer). ``neuron``: an object with the fields of
-    :class:`lmh_deploy.graph.schema.NeuronSpec` (``model`` "lmh" | "lmht", ``theta``, ``levels``,
-    ``v0``, ``params`` {name: [P, C]}, ``omega`` [T, T] | None), or ``None`` for the readout
-    (which must be the last layer and only the last).
-    """
-
-    weight: np.ndarray
-    bias: np.ndarray
-    neuron: object = None
-    name: str = ""
+from lmh_deploy.graph.schema import layers_from_dict, layers_to_dict
+from lmh_deploy.lava.build import (DEFAULT_WEIGHT_EXP, _layer_name, _time_major_input, build_network,
+                                   default_input_quantum, fx_state_max, layers_from_deploy_graph,
+                                   schedule, validate_layers)
 
 
 @dataclass
@@ -85,224 +44,6 @@ class LavaRun:
     @property
     def mean_logits(self) -> np.ndarray:
         return self.logits.mean(0)
-
-
-# ----------------------------------------------------------------------------------------------
-# validation and parameter layout
-# ----------------------------------------------------------------------------------------------
-
-
-def _layer_name(layer: LavaLayer, idx: int) -> str:
-    return layer.name or f"layer{idx}"
-
-
-def validate_layers(layers) -> list:
-    """Check shapes and kinds; returns the list. Raises :class:`LavaRuntimeError`."""
-    layers = list(layers)
-    if not layers:
-        raise LavaRuntimeError("no layers given; pass at least a readout LavaLayer")
-    prev = None
-    for i, L in enumerate(layers):
-        name = _layer_name(L, i)
-        w = np.asarray(L.weight)
-        if w.ndim != 2:
-            raise LavaRuntimeError(f"{name}: weight must be a 2-D [out, in] matrix, got shape "
-                                   f"{w.shape}; flatten conv layers before building")
-        if np.asarray(L.bias).shape != (w.shape[0],):
-            raise LavaRuntimeError(f"{name}: bias shape {np.asarray(L.bias).shape} does not match "
-                                   f"{w.shape[0]} outputs")
-        if prev is not None and w.shape[1] != prev:
-            raise LavaRuntimeError(f"{name}: weight has {w.shape[1]} inputs but the previous layer "
-                                   f"has {prev} neurons")
-        last = i == len(layers) - 1
-        if last and L.neuron is not None:
-            raise LavaRuntimeError(f"{name}: the last layer must be the readout (neuron=None)")
-        if not last and L.neuron is None:
-            raise LavaRuntimeError(f"{name}: only the last layer may be a readout; give it a neuron")
-        if L.neuron is not None and L.neuron.model not in ("lmh", "lmht"):
-            raise LavaRuntimeError(f"{name}: unknown neuron model {L.neuron.model!r} "
-                                   "(expected 'lmh' or 'lmht')")
-        prev = w.shape[0]
-    return layers
-
-
-def expand_table(table, n: int, name: str) -> np.ndarray:
-    """A parameter table [P, C] -> [P, N]: C = 1 broadcasts, C = N is kept, C | N repeats each
-    channel N/C times (channel-major flattening of [C, H, W])."""
-    a = np.asarray(table, dtype=np.float32)
-    if a.ndim == 0:
-        a = a.reshape(1, 1)
-    elif a.ndim == 1:
-        a = a.reshape(1, -1)
-    c = a.shape[1]
-    if c == n:
-        return a
-    if c == 1 or n % c == 0:
-        return np.repeat(a, n // c, axis=1)
-    raise LavaRuntimeError(f"{name}: parameter with {c} channels cannot be laid out over {n} "
-                           "neurons; give [P, 1], [P, C] with C dividing N, or [P, N]")
-
-
-def _window(neuron) -> int:
-    om = getattr(neuron, "omega", None)
-    return 0 if om is None else int(np.asarray(om).shape[0])
-
-
-def schedule(layers, timesteps: int) -> dict:
-    """Offsets of the pipelined schedule: ``{"neurons": [(in_offset, out_offset)], "readout": r}``."""
-    out_prev = 0    # the input payload of sample 0 step 0 is sent at global step 0
-    offs = []
-    for L in layers[:-1]:
-        w = _window(L.neuron)
-        if w and timesteps % w:
-            raise LavaRuntimeError(
-                f"{L.name or 'layer'}: LM-HT trained with T={w} runs at a multiple of T "
-                f"(Omega per window), not T'={timesteps}; choose T' in {{{w}, {2 * w}, ...}}")
-        off = out_prev + 1          # one Dense hop
-        out = off + (w - 1 if w else 0)
-        offs.append((off, out))
-        out_prev = out
-    return {"neurons": offs, "readout": out_prev + 1}
-
-
-# ----------------------------------------------------------------------------------------------
-# input payload
-# ----------------------------------------------------------------------------------------------
-
-
-def _time_major_input(x, n_in: int, timesteps: int | None):
-    """[B, ...] (static, repeated T steps) or [T, B, ...] (frames) -> ([T, B, n_in] float32, T)."""
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim >= 2 and int(np.prod(x.shape[1:])) == n_in:
-        if timesteps is None:
-            raise LavaRuntimeError("a static input [B, ...] needs timesteps=T")
-        flat = x.reshape(x.shape[0], n_in)
-        return np.broadcast_to(flat, (timesteps,) + flat.shape), int(timesteps)
-    if x.ndim >= 3 and int(np.prod(x.shape[2:])) == n_in:
-        if timesteps is not None and timesteps != x.shape[0]:
-            raise LavaRuntimeError(f"input has {x.shape[0]} frames but timesteps={timesteps}")
-        return x.reshape(x.shape[0], x.shape[1], n_in), int(x.shape[0])
-    raise LavaRuntimeError(f"input of shape {x.shape} does not match the first layer's {n_in} "
-                           "inputs; give [B, n_in] (or [B, C, H, W]) or [T, B, ...]")
-
-
-def fx_state_max() -> int:
-    """Largest graded payload / state magnitude (24-bit signed)."""
-    from lmh_deploy.lava.fixed_point import STATE_MAX
-
-    return STATE_MAX
-
-
-def default_input_quantum(x) -> float:
-    """A power of two so that ``max|x| / quantum < 2**15`` (used when none is given)."""
-    amax = float(np.max(np.abs(x))) if np.size(x) else 0.0
-    if amax == 0.0:
-        return 1.0
-    return float(2.0 ** (np.floor(np.log2(amax)) - 14))
-
-
-# ----------------------------------------------------------------------------------------------
-# building the process graph
-# ----------------------------------------------------------------------------------------------
-
-
-def _neuron_process(layer, idx, n, bias, period, offset, q, fixed_point):
-    """The Lava Process and ProcessModel class for one neuron layer."""
-    from lmh_deploy.lava.procs import lmh as procs_lmh, lmht as procs_lmht
-
-    spec = layer.neuron
-    name = _layer_name(layer, idx)
-    theta = float(np.float32(spec.theta))
-    v0 = np.broadcast_to(np.asarray(spec.v0, dtype=np.float32), (n,)).copy()
-    common = dict(shape=(n,), theta=theta, bias=bias, v0=v0, period=period, offset=offset, q=q,
-                  name=name)
-    if spec.model == "lmh":
-        tables = {k: expand_table(spec.params[k], n, f"{name}.{k}") for k in procs_lmh.LMH_PARAMS}
-        rows = {t.shape[0] for t in tables.values()}
-        if len(rows) > 1:
-            tables = {k: np.repeat(t, max(rows), axis=0) if t.shape[0] == 1 else t
-                      for k, t in tables.items()}
-        proc = procs_lmh.LMHProcess(**tables, **common)
-        model = procs_lmh.PyLMHModelFixed if fixed_point else procs_lmh.PyLMHModelFloat
-        return proc, model
-    lam = expand_table(spec.params["lam"], n, f"{name}.lam")
-    if _window(spec):
-        proc = procs_lmht.WindowedMultiLevelProcess(
-            lam=lam, levels=int(spec.levels), omega=np.asarray(spec.omega, np.float32), **common)
-        model = (procs_lmht.PyWindowedMultiLevelModelFixed if fixed_point
-                 else procs_lmht.PyWindowedMultiLevelModelFloat)
-    else:
-        proc = procs_lmht.MultiLevelProcess(lam=lam, levels=int(spec.levels), **common)
-        model = procs_lmht.PyMultiLevelModelFixed if fixed_point else procs_lmht.PyMultiLevelModelFloat
-    return proc, model
-
-
-@dataclass
-class _Built:
-    source: object
-    neurons: list
-    spike_sinks: list
-    readout_sink: object
-    model_map: dict
-    readout_q: float
-    sched: dict
-    records: list
-
-
-def build_network(layers, payload: np.ndarray, timesteps: int, *, fixed_point: bool,
-                  input_quantum: float, record_spikes: bool, weight_exp: int) -> _Built:
-    """Create (not run) the Lava processes for ``layers`` fed by ``payload`` [n_in, steps]."""
-    from lmh_deploy.lava.compat import import_lava
-
-    import_lava()
-    from lava.proc.dense.process import Dense
-    from lava.proc.io.source import RingBuffer as Source
-
-    from lmh_deploy.lava import fixed_point as fx
-    from lmh_deploy.lava.procs import io as procs_io
-
-    recorder_model = procs_io.PyRecorderModelFixed if fixed_point else procs_io.PyRecorderModelFloat
-
-    def recorder(n, port, name):
-        rec = procs_io.SharedRecord(n, steps)
-        proc = procs_io.Recorder(shape=(n,), record=rec, name=name)
-        port.connect(proc.a_in)
-        model_map[proc] = recorder_model
-        records.append(rec)
-        return rec
-
-    sched = schedule(layers, timesteps)
-    steps = payload.shape[1]
-    source = Source(data=payload)
-    port = source.s_out
-    graded = True   # the input payload is analog / an integer magnitude
-    neurons, sinks, model_map, records = [], [], {}, []
-    q = 1.0
-    for i, layer in enumerate(layers):
-        w = np.asarray(layer.weight, dtype=np.float64)
-        bias = np.asarray(layer.bias, dtype=np.float32)
-        nbits = 24 if graded else 0
-        if fixed_point:
-            qw = fx.quantize_weights(w * (input_quantum if i == 0 else 1.0), weight_exp)
-            dense = Dense(weights=qw.w, weight_exp=qw.weight_exp, num_weight_bits=8,
-                          num_message_bits=nbits, name=f"dense{i}")
-            q = qw.q
-        else:
-            dense = Dense(weights=w, num_message_bits=nbits, name=f"dense{i}")
-        port.connect(dense.s_in)
-        if layer.neuron is None:
-            sink = recorder(w.shape[0], dense.a_out, f"readout{i}")
-            return _Built(source, neurons, sinks, sink, model_map, q, sched, records)
-        off, _ = sched["neurons"][i]
-        proc, model = _neuron_process(layer, i, w.shape[0], bias, timesteps, off, q, fixed_point)
-        dense.a_out.connect(proc.a_in)
-        model_map[proc] = model
-        neurons.append(proc)
-        if record_spikes:
-            sinks.append(recorder(w.shape[0], proc.s_out, f"spikes{i}"))
-        port = proc.s_out
-        graded = int(layer.neuron.levels) > 1
-    raise AssertionError("unreachable: validate_layers guarantees a readout")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -352,9 +93,10 @@ def run_lava(layers, x, timesteps: int | None = None, *, fixed_point: bool = Fal
     n_in = int(np.asarray(layers[0].weight).shape[1])
     xs, t_run = _time_major_input(x, n_in, timesteps)
     if input_quantum is not None:
-        qf = np.float32(input_quantum)
-        lim = np.float32((input_bound if input_bound is not None else np.inf) / input_quantum)
-        xs = (np.clip(np.round(xs / qf), -lim, lim) * qf).astype(np.float32)
+        from lmh_deploy.graph.interpret import NumpyBackend
+
+        xs = NumpyBackend.quantize_input(xs, input_quantum,
+                                         input_bound if input_bound is not None else np.inf)
     batch = xs.shape[1]
     sched = schedule(layers, t_run)
     steps = batch * t_run + sched["readout"]
@@ -416,30 +158,6 @@ def run_lava(layers, x, timesteps: int | None = None, *, fixed_point: bool = Fal
                    input_quantum=float(input_quantum) if input_quantum is not None else None)
 
 
-# ----------------------------------------------------------------------------------------------
-# DeployGraph adapter (the NIR reader produces the same LavaLayer list)
-# ----------------------------------------------------------------------------------------------
-
-
-def layers_from_deploy_graph(graph) -> list:
-    """A chain ``[flatten] -> linear synapse -> neuron -> ... -> linear synapse (output)`` of a
-    :class:`~lmh_deploy.graph.schema.DeployGraph` -> :class:`LavaLayer` list (names = the neuron
-    op names; the readout is named after the output synapse)."""
-    from lmh_deploy.errors import UnsupportedModelError
-
-    try:
-        chain = graph.layer_chain()
-    except UnsupportedModelError as e:
-        raise LavaRuntimeError(f"{e}; run other graphs with --runtime reference/onnx") from None
-    for c in chain:
-        if c.synapse.attrs.get("op") != "linear":
-            raise LavaRuntimeError(f"{c.synapse.name}: the Lava runtime supports linear synapses "
-                                   "only (MLP); run conv models with --runtime reference/onnx")
-    layers = [LavaLayer(c.synapse.arrays["weight"], c.synapse.arrays["bias"], c.neuron, c.name)
-              for c in chain]
-    return layers
-
-
 def run_lava_graph(graph, x, timesteps: int | None = None, *, fixed_point: bool = False,
                    isolate: bool = False, timeout_s: float = 300.0):
     """Run a DeployGraph in Lava: the runtime-registry signature ``(graph, x, timesteps) ->
@@ -475,32 +193,13 @@ def run_lava_graph_fixed(graph, x, timesteps: int | None = None):
 # ----------------------------------------------------------------------------------------------
 
 
-
-
-_SPEC_FIELDS = ("model", "source_kind", "theta", "levels", "v0")
-
-
 def save_layers(path, layers, x, timesteps, options: dict) -> None:
-    """Write layers, input and options to an ``.npz`` (no pickles), atomically."""
+    """Write layers (:func:`lmh_deploy.graph.schema.layers_to_dict`), input and options to an
+    ``.npz`` (no pickles), atomically."""
     import json
 
-    arrays, meta = {"x": np.asarray(x, np.float32)}, {"timesteps": timesteps, "options": options,
-                                                      "layers": []}
-    for i, L in enumerate(layers):
-        arrays[f"{i}.weight"] = np.asarray(L.weight, np.float32)
-        arrays[f"{i}.bias"] = np.asarray(L.bias, np.float32)
-        entry = {"name": L.name, "neuron": None}
-        if L.neuron is not None:
-            n = L.neuron
-            entry["neuron"] = {k: (getattr(n, k, "") if k in ("model", "source_kind")
-                                   else float(getattr(n, k)) if k != "levels" else int(n.levels))
-                               for k in _SPEC_FIELDS}
-            entry["neuron"]["params"] = sorted(n.params)
-            for k, v in n.params.items():
-                arrays[f"{i}.p.{k}"] = np.asarray(v, np.float32)
-            if getattr(n, "omega", None) is not None:
-                arrays[f"{i}.omega"] = np.asarray(n.omega, np.float32)
-        meta["layers"].append(entry)
+    arrays = {"x": np.asarray(x, np.float32)}
+    meta = {"timesteps": timesteps, "options": options, "layers": layers_to_dict(layers, arrays)}
     arrays["meta"] = np.array(json.dumps(meta))
     with atomic_output(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
@@ -510,22 +209,10 @@ def load_layers(path):
     """Inverse of :func:`save_layers`: ``(layers, x, timesteps, options)``."""
     import json
 
-    from lmh_deploy.graph.schema import NeuronSpec
-
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
-        layers = []
-        for i, e in enumerate(meta["layers"]):
-            spec = None
-            if e["neuron"] is not None:
-                n = e["neuron"]
-                spec = NeuronSpec(model=n["model"], source_kind=n["source_kind"],
-                                  theta=np.float32(n["theta"]), levels=int(n["levels"]),
-                                  v0=np.float32(n["v0"]),
-                                  params={k: z[f"{i}.p.{k}"] for k in n["params"]},
-                                  omega=z[f"{i}.omega"] if f"{i}.omega" in z.files else None)
-            layers.append(LavaLayer(z[f"{i}.weight"], z[f"{i}.bias"], spec, e["name"]))
-        return layers, z["x"], meta["timesteps"], meta["options"]
+        arrays = {k: z[k] for k in z.files}
+    return layers_from_dict(meta["layers"], arrays), arrays["x"], meta["timesteps"], meta["options"]
 
 
 def run_lava_isolated(layers, x, timesteps: int | None = None, *, timeout_s: float = 300.0,

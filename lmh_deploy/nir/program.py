@@ -5,34 +5,24 @@
   ``nir.NIRGraph`` -> :class:`NirProgram`: checked nodes with shapes, the **structural** delays
   (independent of names and of node order in the file), a topological order, and the neuron
   clusters recognised for exact evaluation.
-* :func:`read_layers` / :func:`read_deploy_graph` -- our NIR file -> a simple layered description
-  (weights, bias, neuron spec, T, L, v0) for runtimes that build their own network (Lava).
 
 Delays. Let C be a strongly connected component of the edge graph with more than one node (or a
 self-loop). Its entry is the node with an incoming edge from outside C; C must have exactly one
 entry (else the cycle is ambiguous: an error naming the nodes). Edges from inside C into the
 entry carry a one-step delay; they are removed and the rule is applied again inside C.
 
-Fused clusters. A top-level component that matches the LM-H motif (two ``I`` nodes) or the
-soft-reset multi-level motif (one ``I`` node, L thresholds) *with parameters that are exactly
-representable* is evaluated by :mod:`lmh_deploy.neuron_math` (the reference's float32 order);
-anything else is evaluated node by node with the generic semantics. Both compute the same real
-numbers; only the fused path is guaranteed bit-identical to the reference near threshold.
+Fused clusters: :mod:`lmh_deploy.nir.match`.
 """
 from __future__ import annotations
 
-import json
+import heapq
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from lmh_deploy.errors import NirGraphError, require
-
-SUPPORTED = ("Input", "Output", "Affine", "Linear", "Scale", "Conv2d", "SumPool2d", "Flatten",
-             "Threshold", "I", "LIF")
-
-
+from lmh_deploy.errors import NirGraphError
+from lmh_deploy.nir.match import match
+from lmh_deploy.nir.read import SUPPORTED, _plain, check_file_timesteps, read_graph
 
 
 @dataclass
@@ -45,21 +35,6 @@ class NirNode:
     meta: dict
     in_shape: tuple | None = None
     out_shape: tuple | None = None
-
-
-@dataclass
-class Fused:
-    """A neuron cluster evaluated by neuron_math: model "lmh" (params mu_d, mu_s, lam_s, lam_d)
-    or "lmht" (lam); full-shape float32 arrays; ``v0`` the initial state(s)."""
-
-    model: str
-    entry: str
-    spikes: str
-    nodes: frozenset
-    params: dict
-    theta: np.float32
-    levels: int
-    v0: tuple
 
 
 @dataclass
@@ -105,55 +80,8 @@ class NirProgram:
 
 
 # ---------------------------------------------------------------------------------------------
-# reading
+# reading nodes
 # ---------------------------------------------------------------------------------------------
-
-
-def _plain(v):
-    if isinstance(v, bytes):
-        return v.decode("utf8")
-    if isinstance(v, np.ndarray) and v.dtype.kind in "SO" and v.ndim == 0:
-        return _plain(v.item())
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, dict):
-        return {k: _plain(a) for k, a in v.items()}
-    return v
-
-
-def _check_file_types(path: Path):
-    """Name the first node of an unknown type before nir.read fails anonymously."""
-    h5py = require("h5py", "nir")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise NirGraphError(f"{path}: not a NIR (HDF5) file ({e}); export one with "
-                            f"lmh-export --format nir") from None
-    with f:
-        if "node" not in f or "nodes" not in f["node"]:
-            raise NirGraphError(f"{path}: no NIR graph in this HDF5 file; export one with "
-                                f"lmh-export --format nir")
-        for name, node in f["node"]["nodes"].items():
-            t = _plain(node["type"][()]) if "type" in node else "?"
-            if t not in SUPPORTED:
-                raise NirGraphError(f"node {name!r}: unknown or unsupported NIR primitive {t!r}; "
-                                    f"the lmh NIR runtime runs {', '.join(SUPPORTED)}")
-
-
-def read_graph(source):
-    """``nir.NIRGraph`` from a path (validated types) or pass one through."""
-    nir = require("nir", "nir")
-    if isinstance(source, nir.NIRGraph):
-        return source
-    path = Path(source)
-    if not path.exists():
-        raise NirGraphError(f"{path}: no such file")
-    _check_file_types(path)
-    try:
-        return nir.read(path, type_check=False)
-    except Exception as e:  # noqa: BLE001 - nir raises bare asserts / KeyErrors
-        raise NirGraphError(f"{path}: nir.read failed ({type(e).__name__}: {e}); the file is "
-                            f"corrupt or not written by nir 1.0") from None
 
 
 def _f32(a):
@@ -298,8 +226,6 @@ def _topo(names, edges, delayed) -> list:
         if i not in delayed:
             indeg[b] += 1
             succ[a].append(b)
-    import heapq
-
     ready = [n for n in names if indeg[n] == 0]
     heapq.heapify(ready)
     order = []
@@ -378,103 +304,6 @@ def _infer_shapes(prog: NirProgram):
 
 
 # ---------------------------------------------------------------------------------------------
-# fused neuron clusters
-# ---------------------------------------------------------------------------------------------
-
-
-def _exact32(x64: np.ndarray):
-    """float32 array equal to ``x64`` or None when x64 is not exactly a float32 array."""
-    x32 = x64.astype(np.float32)
-    return x32 if np.array_equal(x32.astype(np.float64), x64) else None
-
-
-def _match(prog: NirProgram, comp: frozenset, entry: str) -> Fused | None:
-    from lmh_deploy.nir.convention import binary_threshold, level_threshold
-
-    nodes = prog.nodes
-    ins = {n: [a for a, b in prog.edges if b == n] for n in comp}
-    outs = {n: [b for a, b in prog.edges if a == n] for n in comp}
-    leaving = {n for n in comp for b in outs[n] if b not in comp}
-    if len(leaving) != 1:
-        return None
-    spk = next(iter(leaving))
-    kinds = {n: nodes[n].kind for n in comp}
-    if any(k not in ("I", "Scale", "Threshold") for k in kinds.values()):
-        return None
-    i_nodes = sorted(n for n in comp if kinds[n] == "I")
-    if any(not np.all(nodes[n].params["r"] == 1) for n in i_nodes):
-        return None
-
-    def scale_between(a, b):
-        c = [n for n in comp if kinds[n] == "Scale" and ins[n] == [a] and outs[n] == [b]]
-        return c[0] if len(c) == 1 else None
-
-    def s64(n):
-        return nodes[n].params["scale64"]
-
-    def thresholds_of(src):
-        thr = [n for n in comp if kinds[n] == "Threshold" and ins[n] == [src]]
-        if kinds[spk] == "Threshold":
-            return thr if thr == [spk] else None
-        if (kinds[spk] == "Scale" and sorted(ins[spk]) == sorted(thr) and thr
-                and np.all(s64(spk) == 1) and all(outs[t] == [spk] for t in thr)):
-            return thr
-        return None
-
-    def theta_from(reset, lam32):
-        th = -s64(reset) / lam32.astype(np.float64)
-        th32 = _exact32(th)
-        if th32 is None or th32.size == 0 or not np.all(th32 == th32.flat[0]):
-            return None
-        t = np.float32(th32.flat[0])
-        if not np.array_equal(lam32.astype(np.float64) * np.float64(t), -s64(reset)):
-            return None
-        return t
-
-    if len(i_nodes) == 1 and entry == i_nodes[0]:
-        m = entry
-        loop = scale_between(m, m)
-        lam = np.ones(nodes[m].out_shape, np.float32) if loop is None else _exact32(1.0 + s64(loop))
-        reset = scale_between(spk, m)
-        thr = thresholds_of(m)
-        if lam is None or reset is None or not thr:
-            return None
-        if comp != frozenset({m, reset, spk, *thr} | ({loop} if loop else set())):
-            return None
-        theta = theta_from(reset, lam)
-        if theta is None:
-            return None
-        vals = sorted(thr, key=lambda n: float(nodes[n].params["threshold"].flat[0]))
-        for k, n in enumerate(vals, 1):
-            if not np.all(nodes[n].params["threshold"] == level_threshold(theta, k)):
-                return None
-        return Fused("lmht", m, spk, comp, {"lam": lam}, theta, len(thr), (nodes[m].params["v0"],))
-    if len(i_nodes) == 2 and entry in i_nodes and kinds[spk] == "Threshold":
-        d = entry
-        s = [n for n in i_nodes if n != d][0]
-        parts = {"dl": scale_between(d, d), "sl": scale_between(s, s), "cpl": scale_between(d, s),
-                 "fb": scale_between(s, d), "rs": scale_between(spk, s), "rd": scale_between(spk, d)}
-        if any(v is None for v in parts.values()) or ins[spk] != [s]:
-            return None
-        if comp != frozenset({d, s, spk, *parts.values()}):
-            return None
-        mu_d, lam_s = _exact32(1.0 + s64(parts["dl"])), _exact32(1.0 + s64(parts["sl"]))
-        lam_d, mu_s = _exact32(s64(parts["cpl"])), _exact32(s64(parts["fb"]))
-        if any(v is None for v in (mu_d, lam_s, lam_d, mu_s)):
-            return None
-        theta = theta_from(parts["rs"], lam_s)
-        if theta is None or not np.array_equal(-(mu_s.astype(np.float64) * np.float64(theta)),
-                                               s64(parts["rd"])):
-            return None
-        if not np.all(nodes[spk].params["threshold"] == binary_threshold(theta)):
-            return None
-        return Fused("lmh", d, spk, comp, {"mu_d": mu_d, "mu_s": mu_s, "lam_s": lam_s,
-                                            "lam_d": lam_d}, theta, 1,
-                     (nodes[d].params["v0"], nodes[s].params["v0"]))
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------
 
@@ -515,117 +344,5 @@ def load_program(source, fuse: bool = True) -> NirProgram:
         raise NirGraphError("the graph needs at least one Input and one Output node")
     _infer_shapes(prog)
     if fuse:
-        prog.fused = [f for f in (_match(prog, c, e) for c, e in top) if f is not None]
+        prog.fused = [f for f in (match(prog, c, e) for c, e in top) if f is not None]
     return prog
-
-
-# ---------------------------------------------------------------------------------------------
-# layered description (for runtimes that build their own network, e.g. Lava)
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class NirLayer:
-    """One synapse (+ neuron) layer: ``I = W s + b`` then the neuron (None: the readout).
-
-    ``op`` "linear" or "conv" (then ``stride``, ``padding``); ``flatten_before``: the layer reads a
-    flattened input. ``neuron`` is a :class:`~lmh_deploy.graph.schema.NeuronSpec` (model,
-    theta, levels, v0, params {name: [P, C]}, omega [T, T] | None).
-    """
-
-    name: str
-    weight: np.ndarray
-    bias: np.ndarray
-    neuron: object = None
-    op: str = "linear"
-    stride: int = 1
-    padding: int = 0
-    flatten_before: bool = False
-
-
-@dataclass
-class NirLayers:
-    layers: list
-    timesteps: int
-    levels: int
-    input_shape: tuple
-    input_quantum: float
-    input_bound: float
-    form: str
-
-    def check_timesteps(self, timesteps: int) -> int:
-        return check_file_timesteps(self.form, self.timesteps, timesteps)
-
-
-def check_file_timesteps(form: str, exported_t: int | None, timesteps) -> int:
-    """A temporal (streaming) file runs any number of steps; an unrolled one exactly its T."""
-    from lmh_deploy.errors import TimestepsError
-
-    if not isinstance(timesteps, (int, np.integer)) or timesteps < 1:
-        raise TimestepsError(f"timesteps must be a positive integer, got {timesteps!r}")
-    if form == "unrolled" and exported_t is not None and timesteps != exported_t:
-        raise TimestepsError(f"this NIR file is the unrolled form for T={exported_t}; re-export "
-                             f"with lmh-export --format nir --timesteps {timesteps}")
-    return int(timesteps)
-
-
-def read_deploy_graph(source):
-    """Our NIR file -> the :class:`~lmh_deploy.graph.schema.DeployGraph` it was exported from:
-    structure and exact neuron parameters from the graph metadata, synapse weights from the
-    NIR nodes themselves (``Affine`` / ``Conv2d`` with metadata role "synapse", step 0)."""
-    from lmh_deploy.graph.schema import DeployGraph, DeployOp
-
-    g = read_graph(source)
-    meta = _plain(dict(g.metadata or {}))
-    if meta.get("format") != "lmh-nir" or "deploy" not in meta:
-        raise NirGraphError("this NIR file was not written by lmh-export --format nir (no "
-                            "'deploy' metadata); run it with the generic NIR runtime instead")
-    d = json.loads(meta["deploy"])
-    syn = {}
-    for name, node in g.nodes.items():
-        m = _plain(dict(node.metadata or {}))
-        if m.get("role") == "synapse" and int(m.get("step", 0)) == 0:
-            syn[m["op"]] = node
-    ops = []
-    for o in d["ops"]:
-        arrays = {}
-        attrs = dict(o["attrs"])
-        if o["kind"] == "synapse":
-            if o["name"] not in syn:
-                raise NirGraphError(f"node for synapse {o['name']!r} is missing from the file")
-            n = syn[o["name"]]
-            arrays = {"weight": np.asarray(n.weight, np.float32),
-                      "bias": np.asarray(n.bias, np.float32)}
-        elif o["kind"] in ("neuron", "scale"):
-            arrays = {k: np.asarray(v, np.float32) for k, v in o.get("arrays", {}).items()}
-            if o["kind"] == "neuron":
-                attrs["theta"] = np.float32(attrs["theta"])
-                attrs["v0"] = np.float32(attrs["v0"])
-        ops.append(DeployOp(o["name"], o["kind"], tuple(o["inputs"]), arrays, attrs))
-    return DeployGraph(ops=ops, output=d["output"], timesteps=int(d["timesteps"]),
-                       input_shape=tuple(d["input_shape"]), num_classes=int(d["num_classes"]),
-                       input_quantum=float(d["input_quantum"]), input_bound=float(d["input_bound"]),
-                       meta={"from_nir": True, "form": meta.get("form")})
-
-
-def read_layers(source) -> NirLayers:
-    """Our NIR file -> :class:`NirLayers`: a chain ``[flatten] synapse neuron ... synapse``
-    (residual / pooling graphs raise NirGraphError naming the op)."""
-    from lmh_deploy.errors import UnsupportedModelError
-
-    graph = read_deploy_graph(source)
-    meta = _plain(dict(read_graph(source).metadata or {}))
-    try:
-        chain = graph.layer_chain()
-    except UnsupportedModelError as e:
-        raise NirGraphError(f"{e}; use read_deploy_graph for other graphs") from None
-    layers = [_layer(c.synapse, c.neuron, c.flatten_before, c.name) for c in chain]
-    return NirLayers(layers, int(meta.get("timesteps", graph.timesteps)), graph.levels,
-                     graph.input_shape, graph.input_quantum, graph.input_bound,
-                     str(meta.get("form", "temporal")))
-
-
-def _layer(syn, neuron, flat, name) -> NirLayer:
-    a = syn.attrs
-    return NirLayer(name, syn.arrays["weight"], syn.arrays["bias"], neuron, a.get("op", "linear"),
-                    int(a.get("stride", 1)), int(a.get("padding", 0)), flat)

@@ -11,7 +11,7 @@ Semantics (DESIGN §3, :mod:`lmh_deploy.nir.write`): at step t every node reads
     I         v[t] = v[t-1] + r*u[t], v[-1] = metadata v0 (0); y = v[t]
     LIF       v = v + (v_leak - v + r*u)/tau; z = [v > thr]; v = v_reset where z; y = z
 
-Recognised neuron clusters (:class:`lmh_deploy.nir.program.Fused`) run the shared step functions
+Recognised neuron clusters (:class:`lmh_deploy.nir.match.Fused`) run the shared step functions
 of :mod:`lmh_deploy.neuron_math`, so files written by ``lmh-export --format nir`` reproduce the
 reference spike for spike. The temporal form runs T steps (any T); the unrolled form is one
 evaluation whose T ``Input`` / ``Output`` nodes are the steps.
@@ -167,8 +167,13 @@ def _spike_map(prog: NirProgram) -> dict:
     return out
 
 
-def run_program(prog: NirProgram, x, timesteps: int | None = None, be=NumpyNirBackend) -> GraphRun:
-    """Run ``prog`` on ``x`` (static ``[B, *shape]`` or frames ``[T, B, *shape]``)."""
+def run_program(prog: NirProgram, x, timesteps: int | None = None,
+                be=NumpyNirBackend) -> tuple[list, dict]:
+    """Run ``prog`` on ``x`` (static ``[B, *shape]`` or frames ``[T, B, *shape]``).
+
+    Returns ``(logits, spikes)`` in back-end arrays: the per-step readouts (a list over t of
+    ``[B, K]``) and ``{layer: list over t of [B, ...]}``; :func:`run_nir` stacks them into a
+    :class:`~lmh_deploy.graph.interpret.GraphRun`."""
     shape = prog.nodes[prog.inputs[0]].out_shape
     nd = len(shape)
     xdim = be.ndim(x)

@@ -4,7 +4,7 @@ nirtorch wires the modules (``nirtorch.nir_to_torch``); every NIR primitive is m
 the torch modules below, which compute exactly what :mod:`lmh_deploy.nir.run_numpy`
 computes (same float32 operations). Before wiring, the graph is rewritten in memory:
 
-* each recognised neuron cluster (:class:`lmh_deploy.nir.program.Fused`) becomes one stateful
+* each recognised neuron cluster (:class:`lmh_deploy.nir.match.Fused`) becomes one stateful
   node whose module calls :mod:`lmh_deploy.neuron_math` with :class:`~lmh_deploy.ops.TorchOps`
   (nirtorch's own handling of cycles is heuristic and sums inputs in set order, so cycles are
   never handed to it); a cycle that is not a recognised cluster is refused (run it with the
@@ -23,7 +23,9 @@ import numpy as np
 
 from lmh_deploy.errors import TimestepsError, require
 from lmh_deploy.graph.interpret import GraphRun, TorchBackend
-from lmh_deploy.nir.program import NirGraphError, load_program, read_graph
+from lmh_deploy.errors import NirGraphError
+from lmh_deploy.nir.program import load_program
+from lmh_deploy.nir.read import read_graph
 from lmh_deploy.nir.run_numpy import eval_node, fused_init, fused_step
 
 

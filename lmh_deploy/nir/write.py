@@ -1,63 +1,6 @@
-"""Exact NIR export of a :class:`~lmh_deploy.graph.schema.DeployGraph` (DESIGN §3).
-
-Convention ``lmh-nir/1`` (written into the graph metadata as ``convention``)
----------------------------------------------------------------------------
-* dt = 1 step. At step t every node reads ``u[t] = sum of its incoming edges``; an edge that
-  closes a cycle (structurally: an edge from inside a strongly connected component into its
-  unique entry node, applied recursively, :mod:`lmh_deploy.nir.program`) carries ``y_src[t-1]``
-  (0 at t = 0), every other edge ``y_src[t]``.
-* ``I`` is the discrete integrator ``v[t] = v[t-1] + r*u[t]``, output ``v[t]``; its state before
-  the first step is ``metadata["v0"]`` (0 when absent) -- NIR has no initial state, so the
-  runtime honours this key. A state with decay lambda is an ``I`` with a ``Scale(lambda - 1)``
-  self-loop: ``v[t] = v[t-1] + (lambda-1) v[t-1] + x[t] = lambda v[t-1] + x[t]`` (exact for
-  lambda > 1 too). ``Threshold`` is ``u > thr`` (strict).
-* Decay / coupling / reset ``Scale`` values are float64 so that lambda - 1 and lambda*theta are
-  the exact real numbers of the float32 source parameters (1 + (lambda-1) gives lambda back
-  bit for bit). Thresholds are float32 ``nextafter(tau_k, -inf)`` where tau_k is the smallest
-  float32 membrane the reference fires level k at (``m >= theta`` for binary spikes;
-  ``floor(fl(m/theta)) >= k`` for multi-level spikes, which is kθ up to one ulp).
-* Values between layers are spike counts; the input must be quantized by the consumer:
-  ``x_q = clip(round(x/q), -B/q, B/q)*q`` with q, B in the metadata.
-
-Temporal (streaming) form -- LIF, LM-H vanilla, M-HT/LM-HT with Omega = I (time-invariant)
-----------------------------------------------------------------------------------------
-LM-H, per layer (LIF: mu_D = mu_S = 0, lambda_D = 1)::
-
-    x --> D (I, v0 = 0) --> Scale(lambda_D) --> S (I, v0 = theta/2) --> Threshold --> spikes
-    D -> Scale(mu_D - 1) -> D      S -> Scale(lambda_S - 1) -> S           (delayed loops)
-    S -> Scale(mu_S) -> D          spikes -> Scale(-mu_S*theta) -> D       (delayed)
-    spikes -> Scale(-lambda_S*theta) -> S                                  (delayed)
-
-``S`` holds the pre-reset membrane m_S; with v_S = m_S - theta*s this reproduces
-``v_D[t] = mu_D v_D + mu_S v_S + I``, ``m_S[t] = lambda_S v_S + lambda_D v_D[t]`` exactly (in
-real arithmetic). LM-HT: one ``I`` node M (v0) with a ``Scale(lambda-1)`` loop, the membrane
-fanned out (NIR edges) to L ``Threshold`` nodes at k*theta, their outputs summed by a
-``Scale(1)`` node (the spike count), and ``count -> Scale(-lambda*theta) -> M`` (delayed).
-(DESIGN says "fan-out Linear"; a Linear acts on the last axis only and would need a reshape NIR
-lacks for conv layers, so the fan-out is by edges -- same semantics, any shape.)
-
-Float32 exactness: the sums of the temporal form round differently from
-:func:`lmh_deploy.neuron_math.lmh_step`; our runtime recognises each neuron cluster (structure
-+ parameters) and evaluates it with the shared step functions, bit-identical to the reference.
-
-Unrolled form -- every model (non-causal Omega, radical / per-step parameters)
--------------------------------------------------------------------------------
-A stateless graph evaluated once: T ``Input`` nodes (metadata ``step``), every synapse
-repeated per step, every neuron step written out with ``Scale`` products and **two-input** sum
-nodes (``Scale(1)``) in exactly the order of the reference, so any evaluator that computes a
-product and a two-input sum in float32 reproduces the reference bit for bit::
-
-    v_D[t] = (mu_D[t]*v_D[t-1] + mu_S[t]*v_S[t-1]) + I[t];  m[t] = lambda_S[t]*v_S[t-1] + lambda_D[t]*v_D[t]
-    s[t] = Threshold(m[t]);  v_S[t] = m[t] + (-theta)*s[t]
-    I[t] = (((Omega[t,0]*x[0] + Omega[t,1]*x[1]) + ...) + Omega[t,T-1]*x[T-1])      (LM-HT)
-
-Initial states are ``I`` nodes with ``r = 0`` and ``metadata["v0"]`` fed by the step-0 current
-(output v0 + 0*x = v0). T ``Output`` nodes carry the per-step logits.
-
-``lossy_lif``: LIF-degenerate models as plain ``nir.LIF`` (tau = 1/(1-lambda), r = tau,
-v_leak = 0, v_reset = 0) for third-party importers. What changes: **hard reset to 0 instead of
-subtracting theta, and v(0) = 0 instead of theta/2**; spikes differ from the model.
-"""
+"""Exact NIR export of a :class:`~lmh_deploy.graph.schema.DeployGraph` (DESIGN §3): the
+temporal (streaming) and unrolled forms of convention ``lmh-nir/1``, described in full in
+:mod:`lmh_deploy.nir.convention`."""
 from __future__ import annotations
 
 import json
@@ -65,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lmh_deploy.graph.schema import DeployGraph
+from lmh_deploy.graph.schema import DeployGraph, to_dict
 from lmh_deploy.errors import ExportFormatError, require
 
-from lmh_deploy.nir.convention import (CONVENTION, FORMAT_TAG, FORMAT_VERSION, FORMS,  # noqa: F401
-                                          binary_threshold, level_threshold)
+from lmh_deploy.nir.convention import (CONVENTION, FORMAT_TAG, FORMAT_VERSION, FORMS, META_DEPLOY,
+                                       binary_threshold, level_threshold)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,32 +59,6 @@ def _param(arr: np.ndarray, t: int, shape) -> np.ndarray:
 
 def _f64(x32: np.ndarray) -> np.ndarray:
     return np.asarray(x32, np.float32).astype(np.float64)
-
-
-def _deploy_json(graph: DeployGraph) -> str:
-    """The DeployGraph structure and exact neuron parameters (weights live in the nodes)."""
-
-    def js(v):
-        if isinstance(v, np.ndarray):
-            return v.astype(np.float64).tolist()
-        if isinstance(v, (np.floating,)):
-            return float(v)
-        if isinstance(v, (np.integer,)):
-            return int(v)
-        if isinstance(v, (list, tuple)):
-            return [js(a) for a in v]
-        return v
-
-    ops = []
-    for o in graph.ops:
-        d = {"name": o.name, "kind": o.kind, "inputs": list(o.inputs),
-             "attrs": {k: js(v) for k, v in o.attrs.items()}}
-        if o.kind in ("neuron", "scale"):
-            d["arrays"] = {k: js(v) for k, v in o.arrays.items() if v is not None}
-        ops.append(d)
-    return json.dumps({"ops": ops, "output": graph.output, "timesteps": graph.timesteps,
-                       "input_shape": list(graph.input_shape), "num_classes": graph.num_classes,
-                       "input_quantum": graph.input_quantum, "input_bound": graph.input_bound})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,7 +326,8 @@ def export_nir(graph: DeployGraph, form: str = "auto", lossy_lif: bool = False,
             else "none", "timesteps": int(T), "trained_timesteps": int(graph.timesteps),
             "levels": int(graph.levels), "input_quantum": float(graph.input_quantum),
             "input_bound": float(graph.input_bound), "input_shape": np.array(graph.input_shape),
-            "num_classes": int(graph.num_classes), "deploy": _deploy_json(graph)}
+            "num_classes": int(graph.num_classes),
+            META_DEPLOY: json.dumps(to_dict(graph, skip_kinds=("synapse",)))}
     return nir.NIRGraph(nodes=b.nodes, edges=b.edges, metadata=meta, type_check=False)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from lmh_deploy.errors import ExportFormatError, TimestepsError, require
 from lmh_deploy.graph.interpret import GraphRun
+from lmh_deploy.graph.schema import check_timesteps
 
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -56,16 +57,12 @@ class OnnxModel:
         """The number of steps to report: the file's T or a valid prefix of it."""
         if timesteps is None:
             return self.timesteps
-        if not isinstance(timesteps, (int, np.integer)) or timesteps < 1:
-            raise TimestepsError(f"timesteps must be a positive integer, got {timesteps!r}")
+        timesteps = check_timesteps(timesteps, self.omega_period)
         if timesteps > self.timesteps:
             raise TimestepsError(
                 f"{self.path} was exported for T={self.timesteps}; it cannot run {timesteps} steps "
                 f"(re-export with lmh-export --timesteps {timesteps})")
-        if self.omega_period and timesteps % self.omega_period:
-            raise TimestepsError(
-                f"this LM-HT model runs at multiples of T={self.omega_period}, not {timesteps}")
-        return int(timesteps)
+        return timesteps
 
 
 def load_onnx(path, threads: int | None = None, optimization: str = "disable") -> OnnxModel:

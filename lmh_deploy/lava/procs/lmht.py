@@ -37,7 +37,8 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa:
 from lmh_deploy import neuron_math as nm  # noqa: E402
 from lmh_deploy.lava import fixed_point as fx  # noqa: E402
 from lmh_deploy.lava.procs.model_base import SampleScheduledModel  # noqa: E402
-from lmh_deploy.lava.schedule import param_row, sample_step  # noqa: E402
+from lmh_deploy.lava.schedule import sample_step  # noqa: E402
+from lmh_deploy.timeloop import param_row  # noqa: E402
 from lmh_deploy.ops import NumpyOps  # noqa: E402
 
 
