@@ -165,11 +165,6 @@ class Deployment:
         """Per-sample input shape (None if an exported file does not record it)."""
         if self.is_checkpoint:
             return tuple(self.model.input_shape)
-        import json
-
-        meta = getattr(self._file_handle, "meta", {}) or {}
-        if "lmh.input_shape" in meta:
-            return tuple(json.loads(meta["lmh.input_shape"]))
         shape = getattr(self._file_handle, "input_shape", None)
         return None if shape is None else tuple(shape)
 

@@ -1,4 +1,4 @@
-"""Verification behind ``lmh-verify model.pt --format onnx [--runtime R,...] [--timesteps T] [--limit N] [--json PATH]``.
+"""Verification of a checkpoint's deployed runtimes (the report behind ``lmh-verify``).
 
 Exports the checkpoint to a temporary file and compares, layer by layer on the test split,
 the deployed runtimes against the numpy reference: the fraction of identical spike counts per

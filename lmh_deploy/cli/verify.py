@@ -1,13 +1,6 @@
-"""``lmh-verify model.pt --format onnx [--runtime R,...] [--timesteps T] [--limit N] [--json PATH]``.
-
-Exports the checkpoint to a temporary file and compares, layer by layer on the test split,
-the deployed runtimes against the numpy reference: the fraction of identical spike counts per
-layer and the max |logit difference|. Exit status 1 when any runtime differs (2 on bad input).
-
-It also reports the **fold fidelity**: the trained module (before the fold) against the deployed
-graph -- spike agreement per layer and the accuracy of each. The fold puts weights on an exact-sum
-grid, so these may differ very slightly; that is reported, not failed.
-"""
+"""``lmh-verify model.pt --format onnx [--runtime R,...] [--timesteps T] [--limit N] [--json PATH]``:
+the command around :func:`lmh_deploy.verify.verify` (exit status 1 when a runtime differs from
+the reference, 2 on bad input)."""
 from __future__ import annotations
 
 import json

@@ -109,21 +109,12 @@ class Layer:
         syn = DeployOp(name, "synapse", ("input",), {"weight": weight, "bias": bias}, {"op": "linear"})
         return cls(name, syn, neuron, False)
 
-    @property
-    def weight(self) -> np.ndarray:
-        return self.synapse.arrays["weight"]
-
-    @weight.setter
-    def weight(self, value) -> None:
-        self.synapse.arrays["weight"] = value
-
-    @property
-    def bias(self) -> np.ndarray:
-        return self.synapse.arrays["bias"]
-
-    @bias.setter
-    def bias(self, value) -> None:
-        self.synapse.arrays["bias"] = value
+    weight = property(lambda self: self.synapse.arrays["weight"],
+                      lambda self, v: self.synapse.arrays.__setitem__("weight", v),
+                      doc="the synapse weight [out, in] (or [out, in, k, k])")
+    bias = property(lambda self: self.synapse.arrays["bias"],
+                    lambda self, v: self.synapse.arrays.__setitem__("bias", v),
+                    doc="the synapse bias [out]")
 
     @property
     def op(self) -> str:

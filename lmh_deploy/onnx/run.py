@@ -17,6 +17,7 @@ import numpy as np
 from lmh_deploy.errors import ExportFormatError, TimestepsError, require
 from lmh_deploy.graph.interpret import GraphRun
 from lmh_deploy.graph.schema import check_timesteps
+from lmh_deploy.onnx import convention as key
 
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -53,6 +54,12 @@ class OnnxModel:
     spike_outputs: dict
     meta: dict
 
+    @property
+    def input_shape(self) -> tuple | None:
+        """Per-sample input shape written by the exporter (None if absent)."""
+        shape = self.meta.get(key.INPUT_SHAPE)
+        return None if shape is None else tuple(json.loads(shape))
+
     def check_timesteps(self, timesteps: int | None) -> int:
         """The number of steps to report: the file's T or a valid prefix of it."""
         if timesteps is None:
@@ -76,14 +83,14 @@ def load_onnx(path, threads: int | None = None, optimization: str = "disable") -
         raise ExportFormatError(f"{path}: not a readable ONNX file ({first}); re-export it with "
                                 f"lmh-export --format onnx") from None
     meta = dict(sess.get_modelmeta().custom_metadata_map)
-    if "lmh.timesteps" not in meta:
+    if key.TIMESTEPS not in meta:
         raise ExportFormatError(f"{path}: not an lmh-deploy export (no lmh.* metadata); export "
                                 f"it with lmh-export --format onnx")
-    return OnnxModel(path=str(path), session=sess, timesteps=int(meta["lmh.timesteps"]),
-                     frames=meta.get("lmh.input_layout") == "TBCHW",
-                     time_invariant=meta.get("lmh.time_invariant") == "true",
-                     omega_period=int(meta.get("lmh.omega_period", 0)),
-                     spike_outputs=json.loads(meta.get("lmh.spike_outputs", "{}")), meta=meta)
+    return OnnxModel(path=str(path), session=sess, timesteps=int(meta[key.TIMESTEPS]),
+                     frames=meta.get(key.INPUT_LAYOUT) == "TBCHW",
+                     time_invariant=meta.get(key.TIME_INVARIANT) == "true",
+                     omega_period=int(meta.get(key.OMEGA_PERIOD, 0)),
+                     spike_outputs=json.loads(meta.get(key.SPIKE_OUTPUTS, "{}")), meta=meta)
 
 
 def run_onnx_model(model: OnnxModel, x, timesteps: int | None = None) -> GraphRun:

@@ -32,6 +32,7 @@ import numpy as np
 
 from lmh_deploy.graph.schema import DeployGraph
 from lmh_deploy.errors import require
+from lmh_deploy.onnx import convention as key
 
 #: the pinned opset (ReduceMean keeps its ``axes`` attribute up to 17)
 OPSET = 17
@@ -283,19 +284,19 @@ def export_onnx(graph: DeployGraph, timesteps: int | None = None, frames: bool =
                               producer_name=PRODUCER, doc_string=doc)
     model.ir_version = min(model.ir_version, 9)  # readable by onnxruntime >= 1.16
     meta = {
-        "lmh.timesteps": str(t),
-        "lmh.trained_timesteps": str(graph.timesteps),
-        "lmh.input_layout": "TBCHW" if frames else "BCHW",
-        "lmh.input_shape": json.dumps(list(graph.input_shape)),
-        "lmh.num_classes": str(graph.num_classes),
-        "lmh.input_quantum": repr(graph.input_quantum),
-        "lmh.input_bound": repr(graph.input_bound),
-        "lmh.levels": str(graph.levels),
-        "lmh.time_invariant": str(graph.time_invariant).lower(),
-        "lmh.omega_period": str(graph.omega_period or 0),
-        "lmh.neurons": json.dumps({n: graph.neuron(n).source_kind for n in graph.neuron_names()}),
-        "lmh.spike_outputs": json.dumps(spike_outputs),
-        "lmh.source_config": json.dumps(graph.meta.get("source_config", {}), default=str),
+        key.TIMESTEPS: str(t),
+        key.TRAINED_TIMESTEPS: str(graph.timesteps),
+        key.INPUT_LAYOUT: "TBCHW" if frames else "BCHW",
+        key.INPUT_SHAPE: json.dumps(list(graph.input_shape)),
+        key.NUM_CLASSES: str(graph.num_classes),
+        key.INPUT_QUANTUM: repr(graph.input_quantum),
+        key.INPUT_BOUND: repr(graph.input_bound),
+        key.LEVELS: str(graph.levels),
+        key.TIME_INVARIANT: str(graph.time_invariant).lower(),
+        key.OMEGA_PERIOD: str(graph.omega_period or 0),
+        key.NEURONS: json.dumps({n: graph.neuron(n).source_kind for n in graph.neuron_names()}),
+        key.SPIKE_OUTPUTS: json.dumps(spike_outputs),
+        key.SOURCE_CONFIG: json.dumps(graph.meta.get("source_config", {}), default=str),
     }
     helper.set_model_props(model, meta)
     if check:
