@@ -66,7 +66,7 @@ else
 fi
 
 # 3. Nsight Compute on the LM-HT T = 10 backward, one launch per dot mode, if time is left
-if [ "${DRY:-0}" != 1 ] && command -v ncu >/dev/null && [ $((SECONDS - START)) -lt 330 ]; then
+if [ "${DRY:-0}" != 1 ] && command -v ncu >/dev/null && [ $((SECONDS - START)) -lt ${NCU_BEFORE:-300} ]; then
     cat > /tmp/ncu_lmht.py <<'EOF'
 import sys
 import torch
