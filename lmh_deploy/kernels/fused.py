@@ -93,13 +93,16 @@ def _lmh_bwd_cfg(k: int, step_acc: bool, need_p: bool) -> tuple[int, int, int]:
 
 def _lmht_bwd_cfg(t: int, need_omega: bool) -> tuple[int, int, int, int]:
     """(elements per thread, warps, programs per SM, dot mode) of the LM-HT backward: T*T Omega
-    accumulators per element (H200: T = 4: 2 per thread, 8 programs/SM; T = 10: 1, 2). Dot mode
-    0: everything in per-element fp32 registers; 1 (or True): dL/dOmega by ``tl.dot`` of tiles
-    joined in registers; 2: dL/dx by ``tl.dot`` too (DX_DOT); 3: dL/dOmega by ``tl.dot`` of tiles
-    that go through an L2 scratch (OM_SCRATCH)."""
+    accumulators per element. Dot mode 0: everything in per-element fp32 registers; 1 (or True):
+    dL/dOmega by ``tl.dot`` of tiles joined in registers; 2: dL/dx by ``tl.dot`` too (DX_DOT);
+    3: dL/dOmega by ``tl.dot`` of tiles that go through an L2 scratch (OM_SCRATCH).
+    Measured on an H200 (bench_neurons --sections tune, bf16 [T,64,128,32,32], 2026-11-30, two
+    runs): T = 4: 2 per thread, 4 programs/SM, mode 0 (0.203-0.209 ms; 8 programs/SM 0.211-0.215);
+    T = 10: 1, 2, mode 0 (0.701-0.711 ms). Every dot mode was slower (1.2-13 ms: 255 registers
+    and spills)."""
     if need_omega:
-        return (2, 4, 8, False) if t <= 4 else (1, 4, 2, False)
-    return 4, 4, _PROGRAMS_PER_SM, False
+        return (2, 4, 4, 0) if t <= 4 else (1, 4, 2, 0)
+    return 4, 4, _PROGRAMS_PER_SM, 0
 
 
 @functools.lru_cache(maxsize=None)
