@@ -305,9 +305,12 @@ def n_weights(p: Projection) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _counts(spikes: dict, name: str, steps: int | None) -> np.ndarray:
-    s = np.asarray(spikes[name])
-    return s[:steps] if steps else s
+def _counts(spikes: dict, pop: Population, steps: int | None) -> np.ndarray:
+    """``pop``'s counts over the first ``steps`` steps as ``[T, B, *pop.shape]`` (runtimes that
+    record flat layers, such as Lava, give ``[T, B, N]``)."""
+    s = np.asarray(spikes[pop.name])
+    s = s[:steps] if steps else s
+    return s.reshape(s.shape[:2] + tuple(pop.shape))
 
 
 def sops(p: Projection, counts: np.ndarray) -> float:
@@ -345,12 +348,11 @@ def cost_report(desc: NetDesc, spikes: dict, timesteps: int | None = None,
     missing = [p.name for p in desc.populations if p.name not in spikes]
     if missing:
         raise KeyError(f"no recorded spikes for {missing}")
-    t_run = None
-    for p in desc.populations:
-        t_run = _counts(spikes, p.name, timesteps).shape[0]
-    if t_run is None:  # no spiking layer at all
-        t_run = int(timesteps or 1)
-    rates = {p.name: firing_rate(_counts(spikes, p.name, timesteps)) for p in desc.populations}
+    counts = {p.name: _counts(spikes, p, timesteps) for p in desc.populations}
+    t_run = next(iter(counts.values())).shape[0] if counts else int(timesteps or 1)
+    if timesteps and t_run < timesteps:
+        raise ValueError(f"asked for {timesteps} steps but the spikes hold {t_run}")
+    rates = {k: firing_rate(c) for k, c in counts.items()}
     layers = []
     for p in desc.projections:
         fo, fi = fanout(p), fanin(p)
@@ -372,13 +374,12 @@ def cost_report(desc: NetDesc, spikes: dict, timesteps: int | None = None,
             row["macs_once"] = once if not frames else once * t_run
             row["analog_adds"] = pool_adds(p) * t_run
         else:
-            c = _counts(spikes, p.source, timesteps)
-            row["sops"] = sops(p, c)
-            row["events"] = events(p, c)
+            row["sops"] = sops(p, counts[p.source])
+            row["events"] = events(p, counts[p.source])
         layers.append(row)
     populations = []
     for pop in desc.populations:
-        c = _counts(spikes, pop.name, timesteps)
+        c = counts[pop.name]
         outs = [p for p in desc.projections if p.source == pop.name]
         fo = sum((fanout(p) for p in outs), np.zeros(pop.shape, np.int64))
         populations.append({"name": pop.name, "shape": list(pop.shape), "neurons": pop.size,

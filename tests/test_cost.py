@@ -146,6 +146,14 @@ def test_convnet_counts_by_hand():
     assert (t["sops_per_sample"], t["ann_macs_per_sample"], t["ann_adds_per_sample"]) == (88.0, 398, 9)
     assert r["energy"]["snn_pj"] == pytest.approx(0.9 * 88 + 4.6 * 196)  # 980.8
     assert r["energy"]["ann_pj"] == pytest.approx(4.6 * 398 + 0.9 * 9)   # 1838.9
+    # runtimes that record flat layers ([T, B, N], e.g. Lava) give the same counts
+    flat = cost.cost_report(d, {"a": a.reshape(2, 1, -1), "b": b.reshape(2, 1, -1)})
+    assert flat["totals"] == t
+    # T=1: conv1 27 + 12 = 39, fc 2 + 0 = 2; analog MACs 98
+    t1 = cost.cost_report(d, {"a": a, "b": b}, timesteps=1)["totals"]
+    assert (t1["sops_per_sample"], t1["analog_macs_per_sample"]) == (41.0, 98)
+    with pytest.raises(ValueError, match="spikes hold 2"):
+        cost.cost_report(d, {"a": a, "b": b}, timesteps=3)
 
 
 def test_grouped_conv_fanout():
