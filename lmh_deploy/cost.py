@@ -1,44 +1,38 @@
-"""What a deployed spiking network costs: synapses, synaptic operations, an energy estimate and a
-Loihi 2 resource estimate (issue 19). One job: counting.
+"""What a deployed spiking network costs: synapses, synaptic operations (SOPs), dense MACs and an
+energy estimate, per layer and per T (issue 19). One job: counting. (What it needs on Loihi 2:
+:mod:`lmh_deploy.lava.resources`.)
 
 Everything here is a pure function of a small description of the network (:class:`NetDesc`:
 neuron populations and the projections between them, shapes only, plus the weights for the
 fixed-point check) and of recorded spike counts ``{population: [T, B, *shape]}``. Only
-:func:`describe` reads a :class:`~lmh_deploy.deploy_graph.DeployGraph`.
+:func:`describe` reads a :class:`~lmh_deploy.graph.schema.DeployGraph`.
 
 Counting conventions
 --------------------
 * **Projection** = one synaptic op (conv, linear, or an identity shortcut into a residual add)
-  from a *source* (a neuron population, or the analog input) to its *target* (the population it
-  drives, directly or through an ``add``; ``None`` for the readout). A ``k x k`` sum pool between
-  the source and the op is folded into the projection, as on a chip (pool + conv = one conv with
-  a ``k``-times larger kernel and stride): a neuron reaches what its pooled cell reaches, and
-  the rows/columns a pool truncates reach nothing.
-* **Synapses** of a projection = its connections between real neurons = ``sum_i fanout(i) =
-  sum_j fanin(j)``. Conv weight sharing is accounted: ``fanout(c, y, x) = (C_out/groups) *
-  n_y(y) * n_x(x)``, where ``n_y(y)`` counts the output rows whose window covers input row ``y``
-  (exact at the borders, with padding and stride; zero-padding taps are not synapses).
-  ``weights`` is the number of distinct parameters (``prod(weight.shape)``).
-* **SOPs** (synaptic operations) per sample = ``sum_t sum_i s_i[t] * fanout(i)``, averaged over
-  the batch. For LM-HT the count ``s in 0..L`` is weighted by its value: a count ``s`` costs
-  what ``s`` binary spikes cost, which is exactly what the binary reparameterization over
-  ``L*T`` steps executes. ``events`` counts messages instead (``[s > 0] * fanout``): what a chip
-  with graded spikes (Loihi 2) processes, one multiply-accumulate per synapse and message.
-* **Firing rate** of a population = mean spike count per neuron and step (LM-HT: may exceed 1,
-  up to L).
-* **Analog input (direct encoding).** Layers fed by the analog input do dense MACs
-  (``macs`` = their connections). A static image enters at every step, so we count these MACs
-  **per time step** (``T * macs``): that is what the Lava deployment executes (the image is
-  re-sent through the first ``Dense`` each step), and it is the convention of SpikingJelly's and
-  syops' counters that most SNN papers report. The input being constant, an implementation could
-  compute that current once and hold it (the numpy reference interpreter does): that lower bound
-  is reported beside it as ``analog_macs_once``. Event frames (``[T, B, ...]`` input) differ per
-  step: per step is then the only count.
+  from a *source* (a population, or the analog input) to its *target* (the population it drives,
+  directly or through an ``add``; ``None`` for the readout). A ``k x k`` sum pool between them is
+  folded in, as on a chip (pool + conv = one conv with a k-times larger kernel and stride): a
+  neuron reaches what its pooled cell reaches; rows/columns a pool truncates reach nothing.
+* **Synapses** = connections between real neurons = ``sum_i fanout(i) = sum_j fanin(j)``, conv
+  weight sharing accounted: ``fanout(c, y, x) = (C_out/groups) * n_y(y) * n_x(x)`` with ``n_y(y)``
+  the output rows whose window covers row ``y`` (exact at borders, with padding and stride;
+  padding taps are no synapses). ``weights``: distinct parameters (``prod(weight.shape)``).
+* **SOPs** per sample = ``sum_t sum_i s_i[t] * fanout(i)``, averaged over the batch. An LM-HT
+  count ``s in 0..L`` costs what ``s`` binary spikes cost (what the binary reparameterization
+  over L*T steps executes); ``events`` counts messages (``[s > 0] * fanout``), what a chip with
+  graded spikes (Loihi 2) processes. **Firing rate** = mean count per neuron and step (<= L).
+* **Analog input (direct encoding).** Layers fed by the analog input do dense MACs (``macs`` =
+  their connections), counted **at every step** (``T * macs``) although a static image repeats:
+  the Lava deployment does re-send the image through the first ``Dense`` each step, and it is
+  the convention of the SpikingJelly / syops counters most SNN papers report. Holding that
+  constant current instead (the numpy reference computes it once) is the lower bound
+  ``analog_macs_once``. Event frames change every step: per step is then the only count.
 * **Not counted:** neuron state updates, spike routing, memory traffic, the readout's mean.
 * **Energy** (an *estimate*, not a measurement): ``E_SNN = E_AC * SOPs + E_MAC * analog MACs``
   with the 45 nm figures of Horowitz, "Computing's energy problem (and what we can do about it)",
-  ISSCC 2014 (32-bit float add 0.9 pJ; multiply 3.7 pJ, so a MAC is 4.6 pJ), the figures most
-  SNN papers use. The same network as a ReLU ANN does every layer's MACs once per sample:
+  ISSCC 2014 (32-bit float add 0.9 pJ, multiply 3.7 pJ: MAC 4.6 pJ) that most SNN papers use.
+  The same network as a ReLU ANN does every layer's MACs once per sample:
   ``E_ANN = E_MAC * sum(macs) + E_AC * (pool and residual adds)``.
 """
 from __future__ import annotations
@@ -121,19 +115,17 @@ class NetDesc:
         raise KeyError(f"no population {name!r}")
 
 
-# ---------------------------------------------------------------------------------------------
-# the one adapter from the DeployGraph
-# ---------------------------------------------------------------------------------------------
+# -- the one adapter from the DeployGraph ---------------------------------------------------
 
 
 def describe(graph) -> NetDesc:
-    """The :class:`NetDesc` of a :class:`~lmh_deploy.deploy_graph.DeployGraph`.
+    """The :class:`NetDesc` of a :class:`~lmh_deploy.graph.schema.DeployGraph`.
 
     The only function here that reads the graph. Follows every value back through ``flatten``
     and ``sumpool`` to its population (or the analog input) and every synapse / shortcut forward
     through ``add`` to the neuron it drives. Raises
     :class:`~lmh_deploy.errors.UnsupportedModelError` for an op it cannot place."""
-    from .errors import UnsupportedModelError
+    from lmh_deploy.errors import UnsupportedModelError
 
     shapes = graph.shapes()
     # value name -> ("pop", population | None, pool) for spike / analog values, ("cur",) currents
@@ -174,10 +166,14 @@ def describe(graph) -> NetDesc:
         elif op.kind == "sumpool":
             src, pool = source(op)
             origin[op.name] = ("pop", src, pool * int(op.attrs["kernel"]))
-        elif op.kind in ("synapse", "scale"):
+        elif op.kind in ("synapse", "scale", "add"):
+            origin[op.name] = ("cur",)
+        else:
+            raise UnsupportedModelError(f"op {op.name!r} of kind {op.kind!r} has no cost rule")
+        if op.kind in ("synapse", "scale"):
             src, pool = source(op)
             src_shape = tuple(graph.input_shape) if src is None else tuple(shapes[src])
-            in_shape = _pooled(src_shape, pool)
+            in_shape = src_shape[:1] + tuple(d // pool for d in src_shape[1:])
             common = dict(name=op.name, source=src, source_shape=src_shape, in_shape=in_shape,
                           out_shape=tuple(shapes[op.name]), pool=pool, target=target_of(op.name))
             if op.kind == "scale":
@@ -190,25 +186,11 @@ def describe(graph) -> NetDesc:
                     stride=int(op.attrs.get("stride", 1)), padding=int(op.attrs.get("padding", 0)),
                     groups=int(op.attrs.get("groups", 1)), weight=w,
                     current_bound=op.attrs.get("out_bound"), **common))
-            origin[op.name] = ("cur",)
-        elif op.kind == "add":
-            origin[op.name] = ("cur",)
-        else:
-            raise UnsupportedModelError(f"op {op.name!r} of kind {op.kind!r} has no cost rule")
     return NetDesc(tuple(pops), tuple(projs), tuple(graph.input_shape),
                    float(graph.input_quantum))
 
 
-def _pooled(shape: tuple, pool: int) -> tuple:
-    if pool == 1:
-        return tuple(shape)
-    c, h, w = shape
-    return (c, h // pool, w // pool)
-
-
-# ---------------------------------------------------------------------------------------------
-# connectivity
-# ---------------------------------------------------------------------------------------------
+# -- connectivity ---------------------------------------------------------------------------
 
 
 def axis_fanout(n_in: int, n_out: int, k: int, stride: int, padding: int) -> np.ndarray:
@@ -300,9 +282,7 @@ def n_weights(p: Projection) -> int:
     return 1 if p.weight_shape is None else int(np.prod(p.weight_shape))
 
 
-# ---------------------------------------------------------------------------------------------
-# activity
-# ---------------------------------------------------------------------------------------------
+# -- activity -------------------------------------------------------------------------------
 
 
 def _counts(spikes: dict, pop: Population, steps: int | None) -> np.ndarray:
@@ -331,9 +311,7 @@ def firing_rate(counts: np.ndarray) -> float:
     return float(np.asarray(counts, np.float64).mean())
 
 
-# ---------------------------------------------------------------------------------------------
-# report
-# ---------------------------------------------------------------------------------------------
+# -- report ---------------------------------------------------------------------------------
 
 
 def cost_report(desc: NetDesc, spikes: dict, timesteps: int | None = None,
@@ -356,66 +334,51 @@ def cost_report(desc: NetDesc, spikes: dict, timesteps: int | None = None,
     layers = []
     for p in desc.projections:
         fo, fi = fanout(p), fanin(p)
-        row = {"name": p.name, "kind": p.kind, "source": p.source or "input (analog)",
-               "target": p.target or "readout", "pool": p.pool,
-               "neurons": int(np.prod(p.out_shape)), "synapses": int(fo.sum()),
-               "weights": n_weights(p), "fan_in_mean": float(fi.mean()),
-               "fan_in_max": int(fi.max()), "fan_out_mean": float(fo.mean()),
-               "fan_out_max": int(fo.max()),
-               "firing_rate": rates.get(p.target) if p.target else None,
-               "sops": 0.0, "events": 0.0, "macs": 0, "ann_macs": grid_macs(p),
-               "ann_adds": pool_adds(p) + (int(np.prod(p.out_shape)) if p.kind == "identity"
-                                            else 0)}
-        if p.kind == "identity":  # an ANN shortcut is an addition, not a MAC
-            row["ann_macs"] = 0
-        if p.analog:
-            once = grid_macs(p) if p.kind != "identity" else 0
-            row["macs"] = once * t_run
-            row["macs_once"] = once if not frames else once * t_run
-            row["analog_adds"] = pool_adds(p) * t_run
-        else:
-            row["sops"] = sops(p, counts[p.source])
-            row["events"] = events(p, counts[p.source])
-        layers.append(row)
+        n_out = int(np.prod(p.out_shape))
+        once = grid_macs(p) if p.analog and p.kind != "identity" else 0
+        spiking = not p.analog
+        layers.append({
+            "name": p.name, "kind": p.kind, "source": p.source or "input (analog)",
+            "target": p.target or "readout", "pool": p.pool, "neurons": n_out,
+            "synapses": int(fo.sum()), "weights": n_weights(p), "fan_in_mean": float(fi.mean()),
+            "fan_in_max": int(fi.max()), "fan_out_mean": float(fo.mean()),
+            "fan_out_max": int(fo.max()), "firing_rate": rates.get(p.target),
+            "sops": sops(p, counts[p.source]) if spiking else 0.0,
+            "events": events(p, counts[p.source]) if spiking else 0.0,
+            "macs": once * t_run, "macs_once": once * (t_run if frames else 1),
+            "analog_adds": 0 if spiking else pool_adds(p) * t_run,
+            # the ReLU ANN: MACs once; a shortcut is an addition, not a MAC
+            "ann_macs": 0 if p.kind == "identity" else grid_macs(p),
+            "ann_adds": pool_adds(p) + (n_out if p.kind == "identity" else 0)})
     populations = []
     for pop in desc.populations:
         c = counts[pop.name]
-        outs = [p for p in desc.projections if p.source == pop.name]
-        fo = sum((fanout(p) for p in outs), np.zeros(pop.shape, np.int64))
+        fo = sum((fanout(p) for p in desc.projections if p.source == pop.name),
+                 np.zeros(pop.shape, np.int64))
         populations.append({"name": pop.name, "shape": list(pop.shape), "neurons": pop.size,
                             "levels": pop.levels, "firing_rate": rates[pop.name],
-                            "spikes_per_sample": float(np.asarray(c, np.float64).sum() / c.shape[1]),
+                            "spikes_per_sample": float(c.sum(dtype=np.float64) / c.shape[1]),
                             "fan_out_mean": float(fo.mean())})
-    totals = {
-        "timesteps": int(t_run),
-        "neurons": sum(p.size for p in desc.populations),
-        "readout_units": sum(r["neurons"] for r in layers if r["target"] == "readout"),
-        "synapses": sum(r["synapses"] for r in layers),
-        "weights": sum(r["weights"] for r in layers),
-        "spikes_per_sample": sum(r["spikes_per_sample"] for r in populations),
-        "sops_per_sample": sum(r["sops"] for r in layers),
-        "events_per_sample": sum(r["events"] for r in layers),
-        "analog_macs_per_sample": sum(r["macs"] for r in layers),
-        "analog_macs_once": sum(r.get("macs_once", 0) for r in layers),
-        "analog_adds_per_sample": sum(r.get("analog_adds", 0) for r in layers),
-        "ann_macs_per_sample": sum(r["ann_macs"] for r in layers),
-        "ann_adds_per_sample": sum(r["ann_adds"] for r in layers),
-    }
+    sums = {"synapses": "synapses", "weights": "weights", "sops_per_sample": "sops",
+            "events_per_sample": "events", "analog_macs_per_sample": "macs",
+            "analog_macs_once": "macs_once", "analog_adds_per_sample": "analog_adds",
+            "ann_macs_per_sample": "ann_macs", "ann_adds_per_sample": "ann_adds"}
+    totals = {"timesteps": int(t_run), "neurons": sum(p.size for p in desc.populations),
+              "readout_units": sum(r["neurons"] for r in layers if r["target"] == "readout"),
+              "spikes_per_sample": sum(r["spikes_per_sample"] for r in populations),
+              **{k: sum(r[v] for r in layers) for k, v in sums.items()}}
     totals["sops_per_step"] = totals["sops_per_sample"] / t_run
     return {"layers": layers, "populations": populations, "totals": totals,
             "energy": energy(totals), "conventions": CONVENTIONS}
 
 
-CONVENTIONS = {
-    "sops": "sum over steps and source neurons of spike count x fan-out, per sample "
-            "(graded LM-HT counts weighted by their value)",
+CONVENTIONS = {  # the module docstring in short, for JSON reports
+    "sops": "per sample: sum of spike count x fan-out (graded counts weighted by their value)",
     "events": "as sops, counting a graded message once",
-    "analog_macs": "layers fed by the analog input: dense MACs at every step (T x per-step); "
-                   "analog_macs_once: computed once and held (static input only)",
-    "synapses": "connections between real neurons (conv weight sharing and padding accounted); "
-                "weights: distinct parameters",
-    "energy": "an estimate: " + ENERGY_SOURCE + "; neuron updates, routing and memory not counted",
-}
+    "analog_macs": "layers fed by the analog input: dense MACs at every step; "
+                   "analog_macs_once: computed once and held",
+    "synapses": "connections between real neurons (conv sharing and padding accounted)",
+    "energy": "an estimate: " + ENERGY_SOURCE + "; neuron updates, routing, memory not counted"}
 
 
 def energy(totals: dict, e_ac: float = E_AC_PJ, e_mac: float = E_MAC_PJ) -> dict:
@@ -431,116 +394,7 @@ def energy(totals: dict, e_ac: float = E_AC_PJ, e_mac: float = E_MAC_PJ) -> dict
             "e_ac_pj": e_ac, "e_mac_pj": e_mac, "source": ENERGY_SOURCE, "estimate": True}
 
 
-def cost_vs_timesteps(desc: NetDesc, spikes: dict, ts, frames: bool = False) -> list:
-    """``cost_report`` totals and energy for each ``T`` in ``ts`` from one run's spikes (the
-    first ``T`` steps of a causal run are the run at ``T``; the caller guarantees causality, as
-    the sweep does). One dict per ``T``: ``T`` plus the totals and energy fields."""
-    rows = []
-    for t in ts:
-        r = cost_report(desc, spikes, int(t), frames)
-        rows.append({"T": int(t), **r["totals"], **{k: r["energy"][k] for k in
-                                                      ("snn_pj", "snn_once_pj", "ann_pj")}})
-    return rows
-
-
-# ---------------------------------------------------------------------------------------------
-# Loihi 2
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LoihiLimits:
-    """Per-core and per-chip capacities used for the estimate.
-
-    Intel's public Loihi 2 figures (Loihi 2 technology brief, Intel Labs 2021; Davies et al.,
-    Intel, "Taking neuromorphic computing to the next level with Loihi 2"): 128 neuro cores per
-    chip, up to 1 million neurons (8,192 per core) and 120 million synapses per chip. Synaptic
-    memory is a flexibly partitioned per-core SRAM whose capacity in synapses depends on weight
-    precision and encoding; we use the chip maximum spread evenly, 120e6 / 128 = 937,500 per
-    core, an upper bound (dense storage at minimal precision, no weight sharing). A layer is
-    given whole cores of its own (Lava/netx map one layer per set of cores)."""
-
-    neurons_per_core: int = 8192
-    synapses_per_core: int = 120_000_000 // 128
-    cores_per_chip: int = 128
-    source: str = ("Intel Loihi 2 technology brief (2021): 128 cores/chip, <=1M neurons "
-                   "(8,192/core), <=120M synapses/chip (937,500/core if spread evenly)")
-
-
-LOIHI2 = LoihiLimits()
-
-
-def loihi_estimate(desc: NetDesc, limits: LoihiLimits = LOIHI2, weight_exp: int = 6) -> dict:
-    """Cores per target population (spiking layers and the readout accumulators):
-    ``max(ceil(neurons / neurons_per_core), ceil(incoming synapses / synapses_per_core))``;
-    total cores and chips; and :func:`fixed_point_fit` per projection. An estimate of what a
-    mapping needs, not a placement."""
-    targets: dict = {}
-    for p in desc.projections:
-        key = p.target or f"readout:{p.name}"
-        t = targets.setdefault(key, {"name": key, "neurons": int(np.prod(p.out_shape)),
-                                     "synapses_in": 0, "weights_in": 0})
-        t["synapses_in"] += synapses(p)
-        t["weights_in"] += n_weights(p)
-    for t in targets.values():
-        t["cores"] = max(1, math.ceil(t["neurons"] / limits.neurons_per_core),
-                         math.ceil(t["synapses_in"] / limits.synapses_per_core))
-        t["neurons_per_core"] = t["neurons"] / t["cores"]
-        t["synapses_per_core"] = t["synapses_in"] / t["cores"]
-    cores = sum(t["cores"] for t in targets.values())
-    fits = [fixed_point_fit(desc, p, weight_exp) for p in desc.projections if p.kind != "identity"]
-    return {"layers": list(targets.values()), "cores": cores,
-            "chips": math.ceil(cores / limits.cores_per_chip),
-            "fixed_point": fits, "fixed_point_ok": all(f["fits"] for f in fits),
-            "limits": {"neurons_per_core": limits.neurons_per_core,
-                       "synapses_per_core": limits.synapses_per_core,
-                       "cores_per_chip": limits.cores_per_chip, "source": limits.source}}
-
-
-def fixed_point_fit(desc: NetDesc, p: Projection, weight_exp: int = 6) -> dict:
-    """Whether ``p`` fits the Lava fixed-point (Loihi-2-style) model of
-    :mod:`lmh_deploy.lava.fixed_point`: 8-bit weight mantissas with one shared exponent (even
-    values, so mixed-sign weights keep 7 bits), state and payload in 24-bit signed units of
-    ``q = 2**(e - weight_exp)``.
-
-    Reports the weight exponent ``e``, ``weights_zeroed`` (fraction of non-zero weights whose
-    mantissa rounds to 0), ``weight_max_rel_err`` (largest rounding error / max|W|), the target's
-    threshold and the fold's worst-case per-step current bound in state units, and
-
-    * ``threshold_fits`` -- ``(L+1) * theta`` is below ``2**23`` units: *necessary* (a neuron
-      whose threshold the saturated state cannot reach never fires); ``fits`` is this flag;
-    * ``bound_fits`` -- the worst-case current of one step (``sum |W| * max input + |b|``) is
-      below ``2**23`` units: *sufficient* for that step (the membrane integrates over steps and
-      the model saturates it); a pessimistic bound, often exceeded by networks that run fine;
-    * ``coarse_threshold`` -- theta is below 2**8 units (less than 8 bits of resolution).
-    """
-    from .lava.fixed_point import STATE_MAX, quantize_weights
-
-    w = np.asarray(p.weight, np.float64) * (desc.input_quantum if p.analog else 1.0)
-    qw = quantize_weights(w, weight_exp)
-    real = qw.w.astype(np.float64) * 2.0 ** qw.e
-    nz = w != 0
-    amax = float(np.abs(w).max()) if w.size else 0.0
-    theta, levels = None, 1
-    if p.target is not None:
-        pop = desc.population(p.target)
-        theta, levels = pop.theta, pop.levels
-    # the current bound is in the op's output units (input in units of input_quantum included)
-    bound_units = None if p.current_bound is None else float(p.current_bound) / qw.q
-    theta_units = None if theta is None else theta / qw.q
-    threshold_fits = theta_units is None or (levels + 1) * theta_units <= STATE_MAX
-    bound_fits = bound_units is None or bound_units <= STATE_MAX
-    return {"name": p.name, "weight_exponent": int(qw.e), "state_unit": qw.q,
-            "weights_zeroed": float(((qw.w == 0) & nz).sum() / max(int(nz.sum()), 1)),
-            "weight_max_rel_err": float(np.abs(real - w).max() / amax) if amax else 0.0,
-            "theta_units": theta_units, "current_bound_units": bound_units,
-            "state_max_units": STATE_MAX, "fits": bool(threshold_fits),
-            "threshold_fits": bool(threshold_fits), "bound_fits": bool(bound_fits),
-            "coarse_threshold": bool(theta_units is not None and theta_units < 2 ** 8)}
-
-
-__all__ = ["E_AC_PJ", "E_MAC_PJ", "ENERGY_SOURCE", "LOIHI2", "LoihiLimits", "NetDesc",
-           "Population", "Projection", "axis_fanin", "axis_fanout", "cost_report",
-           "cost_vs_timesteps", "describe", "energy", "events", "fanin", "fanout",
-           "firing_rate", "fixed_point_fit", "grid_macs", "loihi_estimate", "n_weights",
-           "pool_adds", "sops", "synapses"]
+__all__ = ["E_AC_PJ", "E_MAC_PJ", "ENERGY_SOURCE", "NetDesc", "Population", "Projection",
+           "axis_fanin", "axis_fanout", "cost_report", "describe", "energy",
+           "events", "fanin", "fanout", "firing_rate", "grid_macs", "n_weights", "pool_adds",
+           "sops", "synapses"]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lmh_deploy import cost
+from lmh_deploy.lava import resources
 from lmh_deploy.cost import NetDesc, Population, Projection
 
 # ---------------------------------------------------------------------------------------------
@@ -50,9 +51,9 @@ def test_mlp_counts_by_hand():
 
 
 def test_mlp_per_timesteps_prefix():
-    rows = cost.cost_vs_timesteps(mlp(), {"h": MLP_SPIKES}, [1, 2])
+    rows = [cost.cost_report(mlp(), {"h": MLP_SPIKES}, t)["totals"] for t in (1, 2)]
     # T=1: spikes at t0 only: b0 has 2, b1 has 0 -> 2 * 2 / 2 = 2 SOPs; 12 analog MACs
-    assert [(r["T"], r["sops_per_sample"], r["analog_macs_per_sample"]) for r in rows] == \
+    assert [(r["timesteps"], r["sops_per_sample"], r["analog_macs_per_sample"]) for r in rows] == \
         [(1, 2.0, 12), (2, 5.0, 24)]
 
 
@@ -175,13 +176,13 @@ def test_loihi_cores_by_hand():
                     target="big", weight=np.ones((2, 2)))
     p1 = Projection("p1", "linear", "big", (10000,), (10000,), (10,), weight_shape=(10, 10000),
                     weight=np.ones((2, 2)))
-    est = cost.loihi_estimate(NetDesc((big,), (p0, p1), (1000,)))
+    est = resources.loihi_estimate(NetDesc((big,), (p0, p1), (1000,)))
     # big: 10,000 neurons / 8,192 -> 2 cores; 10,000,000 synapses / 937,500 -> 11 cores
     # readout: 10 units, 100,000 synapses -> 1 core
     assert [t["cores"] for t in est["layers"]] == [11, 1]
     assert (est["cores"], est["chips"]) == (12, 1)
-    small = cost.LoihiLimits(neurons_per_core=100, synapses_per_core=10 ** 9, cores_per_chip=4)
-    est = cost.loihi_estimate(NetDesc((big,), (p0, p1), (1000,)), small)
+    small = resources.LoihiLimits(neurons_per_core=100, synapses_per_core=10 ** 9, cores_per_chip=4)
+    est = resources.loihi_estimate(NetDesc((big,), (p0, p1), (1000,)), small)
     assert (est["cores"], est["chips"]) == (101, 26)  # 10,000 / 100 + 1 core; 101 / 4 -> 26
 
 
@@ -189,7 +190,7 @@ def test_fixed_point_fit_by_hand():
     h = Population("h", (1,), theta=1.0)
     p = Projection("p", "linear", "x", (2,), (2,), (1,), weight_shape=(1, 2), target="h",
                    weight=np.array([[1.0, -0.5]]), current_bound=1.5)
-    f = cost.fixed_point_fit(NetDesc((h,), (p,), (2,)), p, weight_exp=6)
+    f = resources.fixed_point_fit(NetDesc((h,), (p,), (2,)), p, weight_exp=6)
     # max|W| = 1: e = ceil(log2(1/127)) - 1 = -7; mantissas round(W / 2**-6) = 64, -32 (exact)
     # one state unit q = 2**(e - 6) = 2**-13: theta = 8192 units, bound 1.5 -> 12288 units
     assert (f["weight_exponent"], f["state_unit"]) == (-7, 2.0 ** -13)
@@ -198,12 +199,12 @@ def test_fixed_point_fit_by_hand():
     assert f["fits"] and f["bound_fits"]
     # theta = 2**10 -> 2**23 units: (L+1) * theta exceeds the 24-bit state
     h2 = Population("h", (1,), theta=2.0 ** 10)
-    f2 = cost.fixed_point_fit(NetDesc((h2,), (p,), (2,)), p, weight_exp=6)
+    f2 = resources.fixed_point_fit(NetDesc((h2,), (p,), (2,)), p, weight_exp=6)
     assert f2["theta_units"] == 2.0 ** 23 and not f2["fits"]
     # a weight below half the mantissa step (2**-6 / 2) is zeroed
     p3 = Projection("p", "linear", "x", (2,), (2,), (1,), weight_shape=(1, 2), target="h",
                     weight=np.array([[1.0, 2.0 ** -8]]))
-    assert cost.fixed_point_fit(NetDesc((h,), (p3,), (2,)), p3)["weights_zeroed"] == 0.5
+    assert resources.fixed_point_fit(NetDesc((h,), (p3,), (2,)), p3)["weights_zeroed"] == 0.5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,7 +216,7 @@ def _sops_by_ones(graph, spikes):
     """SOPs per projection computed independently: push each source's summed counts through the
     projection's own ops (sum pool, flatten, conv/linear) with all-ones weights and no bias; the
     sum of the outputs is sum_i s_i * fanout(i)."""
-    from lmh_deploy.interpreter import NumpyBackend as be
+    from lmh_deploy.graph.interpret import NumpyBackend as be
 
     by_name = {o.name: o for o in graph.ops}
     out = {}
@@ -248,8 +249,8 @@ def _sops_by_ones(graph, spikes):
 def test_folded_graph_sops_match_ones_weights(arch, neuron, shape):
     from _deploy_models import grid_inputs, random_model
 
-    from lmh_deploy.fold import fold
-    from lmh_deploy.interpreter import run_reference
+    from lmh_deploy.graph.fold import fold
+    from lmh_deploy.graph.interpret import run_reference
 
     g = fold(random_model(arch, neuron, 3, input_shape=shape))
     d = cost.describe(g)
@@ -270,7 +271,7 @@ def test_folded_graph_sops_match_ones_weights(arch, neuron, shape):
 def test_describe_cnn_structure():
     from _deploy_models import random_model
 
-    from lmh_deploy.fold import fold
+    from lmh_deploy.graph.fold import fold
 
     d = cost.describe(fold(random_model("cnn", "lmh", 2)))
     got = [(p.name, p.kind, p.source, p.target, p.pool, p.in_shape) for p in d.projections]

@@ -44,7 +44,7 @@ def _model(arch: str, neuron: str):
 
 
 def _sops(path, x, runtime):
-    from lmh_deploy.runtimes.deployment import Deployment
+    from lmh_deploy.deployment import Deployment
 
     with Deployment(path) as dep:
         run = dep.run(runtime, x, 2)

@@ -52,6 +52,7 @@ def inspect_file(path, dataset="digits", limit=None, timesteps=None, runtime=Non
     T, and when the run records no spikes (an ONNX file exported without ``--with-spikes``)."""
     from lmh_deploy import cost
     from lmh_deploy.deployment import Deployment
+    from lmh_deploy.lava.resources import loihi_estimate
     from lmh_deploy.errors import LmhError
     from lmh_deploy.evaluate import accuracy_per_step, load_eval_data
     from lmh_deploy.sweep import parse_timesteps
@@ -78,7 +79,7 @@ def inspect_file(path, dataset="digits", limit=None, timesteps=None, runtime=Non
         per_t.append({"T": t, "accuracy": acc[t - 1], "totals": rep["totals"],
                       "energy": rep["energy"], "layers": rep["layers"]})
         last = rep
-    loihi = cost.loihi_estimate(desc)
+    loihi = loihi_estimate(desc)
     if not exact_weights:
         loihi["fixed_point"], loihi["fixed_point_ok"] = [], None
         loihi["fixed_point_note"] = ("the file does not carry the neuron thresholds: inspect the "
