@@ -6,24 +6,22 @@ An estimate from public figures, not a placement; the counts come from :mod:`lmh
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from lmh_deploy.cost import NetDesc, Projection, n_weights, synapses
 from lmh_deploy.lava.fixed_point import STATE_MAX, quantize_weights
 
-@dataclass(frozen=True)
-class LoihiLimits:
+class LoihiLimits(NamedTuple):
     """Per-core and per-chip capacities used for the estimate.
 
-    Intel's public Loihi 2 figures (Loihi 2 technology brief, Intel Labs 2021; Davies et al.,
-    Intel, "Taking neuromorphic computing to the next level with Loihi 2"): 128 neuro cores per
-    chip, up to 1 million neurons (8,192 per core) and 120 million synapses per chip. Synaptic
+    Intel's public Loihi 2 figures (Intel Labs, "Taking Neuromorphic Computing to the Next Level
+    with Loihi 2", technology brief, 2021): 128 neuro cores per chip, up to 1 million neurons (8,192 per core) and 120 million synapses per chip. Synaptic
     memory is a flexibly partitioned per-core SRAM whose capacity in synapses depends on weight
     precision and encoding; we use the chip maximum spread evenly, 120e6 / 128 = 937,500 per
     core, an upper bound (dense storage at minimal precision, no weight sharing). A layer is
-    given whole cores of its own (Lava/netx map one layer per set of cores)."""
+    given whole cores of its own (a simple, conservative mapping: no two layers share a core)."""
 
     neurons_per_core: int = 8192
     synapses_per_core: int = 120_000_000 // 128
