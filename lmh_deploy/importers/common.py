@@ -11,6 +11,7 @@ synapse and neuron nodes in order, every tensor shape checked.
 from __future__ import annotations
 
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,9 +75,18 @@ def load_foreign(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ForeignCheckpointError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # neither torch.save format
+        raise ForeignCheckpointError(f"{path}: not a readable torch checkpoint (neither a torch zip "
+                                     f"archive nor a pickle); give the .pth file the original "
+                                     f"code saved")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as e:
+        if "unsupported global" not in str(e).lower():  # garbage, not a refused object
+            raise ForeignCheckpointError(f"{path}: not a readable torch checkpoint (UnpicklingError); "
+                                         f"give the .pth file the original code saved") from None
         raise ForeignCheckpointError(
             f"{path}: holds pickled Python objects beyond tensors and plain containers, which "
             f"lmh-import does not execute; re-save it with torch.save(model.state_dict(), ...)") from None
