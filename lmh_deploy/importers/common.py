@@ -136,11 +136,12 @@ def _neuron_type(leaves: set, neuron_types: dict):
     return best
 
 
-def collect_layers(sd: dict, neuron_types: dict, ignore=None) -> tuple[list[Layer], dict]:
+def collect_layers(sd: dict, neuron_types: dict, ignore=None, hint: str = "") -> tuple[list[Layer], dict]:
     """Read the state dict as a sequence of :class:`Layer` s.
 
     ``neuron_types``: type name -> (required leaves, optional leaves) (see :func:`_neuron_type`).
-    ``ignore(group) -> bool`` marks groups that are read but carry nothing (TEBN's unused ``p``). Returns ``(layers, notes)``; raises one :class:`ForeignCheckpointError` listing every
+    ``ignore(group) -> bool`` marks groups that are read but carry nothing (TEBN's unused ``p``);
+    ``hint`` ends the error message when neuron keys are wrong (which --from fits). Returns ``(layers, notes)``; raises one :class:`ForeignCheckpointError` listing every
     unknown and missing key."""
     unknown, missing, layers = [], [], []
     notes: dict = {}
@@ -183,7 +184,9 @@ def collect_layers(sd: dict, neuron_types: dict, ignore=None) -> tuple[list[Laye
             parts.append(f"unknown keys: {_listing(unknown)}")
         if missing:
             parts.append(f"missing keys: {_listing(missing)}")
-        raise ForeignCheckpointError("; ".join(parts))
+        bad_neuron = any(k.rpartition(".")[2] in {"v_threshold", "alpha", "alpha_1", "mask", "beta_1"}
+                         for k in unknown + missing)
+        raise ForeignCheckpointError("; ".join(parts) + (f" ({hint})" if hint and bad_neuron else ""))
     return layers, notes
 
 

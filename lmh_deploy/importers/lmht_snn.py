@@ -51,6 +51,7 @@ UNSUPPORTED = {
     "ms_resnet34": "MS-ResNet blocks put the neuron before the conv and add currents",
     "spikformer": "spiking self-attention has no counterpart here",
 }
+HINT = "LMHT_SNN neurons have alpha and mask; STBP_LMH ones alpha_1 .. beta_2: check --from"
 NEURON_TYPES = {
     # ``core``: their forward assigns ``self.core = self.mask`` (or ``mask_linear``), which
     # registers the same tensor once more; present in every checkpoint saved after a forward
@@ -96,7 +97,7 @@ def import_lmht_snn(path, arch: str, timesteps: int | None = None, levels: int |
         ok = ", ".join(a for a, m in ARCHS if m == mode)
         raise ForeignCheckpointError(f"unknown --arch {arch!r} for a {mode} lmht-snn checkpoint; "
                                      f"choose one of {ok}")
-    layers, _ = collect_layers(sd, NEURON_TYPES)
+    layers, _ = collect_layers(sd, NEURON_TYPES, hint=HINT)
     neurons = [lay for lay in layers if lay.kind == "neuron"]
     syn = [lay for lay in layers if lay.kind != "neuron"]
     if not syn or not neurons:

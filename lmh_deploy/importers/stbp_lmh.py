@@ -51,6 +51,7 @@ UNSUPPORTED = {
     "spiking-resnet18": "SEW/spiking ResNets run their own time-major blocks",
     "sew-resnet34": "SEW ResNets add spikes (connect_f) outside a neuron",
 }
+HINT = "STBP_LMH neurons have alpha_1, beta_1, alpha_2, beta_2; LMHT_SNN ones alpha and mask: check --from"
 NEURON_TYPES = {"lmh": (("v_threshold", "alpha_1", "beta_1", "alpha_2", "beta_2"), ())}
 
 
@@ -74,7 +75,7 @@ def import_stbp_lmh(path, arch: str, timesteps: int | None = None, input_shape="
                                      f"{', '.join(ARCHS)}")
     shape = parse_shape(input_shape)
     sd = load_foreign(path)
-    layers, notes = collect_layers(sd, NEURON_TYPES, ignore=_is_tebn_p)
+    layers, notes = collect_layers(sd, NEURON_TYPES, ignore=_is_tebn_p, hint=HINT)
     layout = "tebn" if notes.get("ignored") else "per-step"
     syn = [lay for lay in layers if lay.kind != "neuron"]
     neurons = [lay for lay in layers if lay.kind == "neuron"]
