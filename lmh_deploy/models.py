@@ -237,11 +237,13 @@ _REF_VGG = {
 def _ref_vgg(b: NetBuilder, k, cfg, fc=(4096, 4096)):
     """The VGGs of the reference code: conv (with bias) - BN - SN per entry, 2x2 average pools
     (their max pools become average pools), flatten, hidden ``Linear`` layers with bias and no
-    BN feeding neuron layers, readout ``Linear``. Widths scale by ``config["width"]``."""
+    BN feeding neuron layers, readout ``Linear``. Widths scale by ``config["width"]``. As in
+    :func:`_vgg`, a 2x2 pool of a map smaller than 2x2 is left out (inputs below 32x32)."""
     x = "input"
     for v in cfg:
         if v == "P":
-            x = b.avgpool(x, 2)
+            if b.shapes[x][1] >= 2:
+                x = b.avgpool(x, 2)
         elif v == "G":
             x = b.avgpool(x, b.shapes[x][1])
         else:
