@@ -296,6 +296,42 @@ def make_lmht(repo: Path, out: Path, seed: int):
         print(case, "logits", tuple(logits.shape), "spike rates", rates(spikes))
 
 
+def make_lmht_edges(repo: Path, out: Path, seed: int):
+    """Their ``LMHTNeuron`` alone (hybrid style: theta = 0.9, v(0) = theta/2, L = 4, T = 2,
+    random alpha) on inputs that put the first step's membrane on every float32 value within
+    +-20 ulps of each threshold level fl(k * theta): the spike rule's rounding edges (their
+    cascade ``m >= k*th`` differs from ``floor(m / th)`` on some of them)."""
+    _import_repo(repo)
+    _stub_spikingjelly()
+    import modules as M  # noqa: N812
+
+    g = torch.Generator().manual_seed(seed + 200)
+    T, L, th = 2, 4, 0.9
+    neuron = M.LMHTNeuron(L, T, th, 0.5)
+    with torch.no_grad():
+        neuron.alpha.copy_(torch.rand(1, generator=g) * 3.0 - 1.5)
+    # mask = 0: Omega = 1/2, so I[0] = x/2 + x/2 = x exactly for an input constant over t
+    theta = neuron.v_threshold.detach()
+    lam_v0 = (neuron.alpha.sigmoid() + 0.5).detach() * (torch.ones(1) * neuron.inital_mem)
+    cols = []
+    for k in range(1, L + 1):
+        target = k * theta  # fl(k * theta), their comparison value
+        m = target.clone()
+        for _ in range(20):
+            m = torch.nextafter(m, torch.tensor([-1.0]))
+        for _ in range(41):
+            cols.append(m - lam_v0)  # I with fl(lam*v0 + I) at or next to m
+            m = torch.nextafter(m, torch.tensor([10.0]))
+    x = torch.cat(cols).reshape(1, 1, 1, -1).expand(T, 1, 1, -1).contiguous()
+    with torch.no_grad():
+        o = neuron(x.clone())
+    spikes = to_counts("edges", neuron, o, L)
+    torch.save({"x": x, "spikes": spikes, "levels": L, "v0_frac": 0.5,
+                "state": {k: v.detach().clone() for k, v in neuron.state_dict().items()}},
+               out / "lmht_neuron_edges.pt")
+    print("lmht_neuron_edges", tuple(x.shape), "spike counts", torch.bincount(spikes.flatten().long()).tolist())
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--stbp", type=Path, help="checkout of hzc1208/STBP_LMH")
@@ -309,6 +345,7 @@ def main(argv=None):
         make_stbp(a.stbp, a.out, a.seed)
     if a.lmht:
         make_lmht(a.lmht, a.out, a.seed)
+        make_lmht_edges(a.lmht, a.out, a.seed)
 
 
 if __name__ == "__main__":

@@ -257,3 +257,26 @@ def test_lmht_needs_levels_and_checks_theta(capsys, tmp_path):
                               "--input-shape", "3,8,8"], "not 2/L")
     _fails(capsys, tmp_path, [direct, "--from", "lmht-snn", "--arch", "resnet19", "--timesteps",
                               "4", "--input-shape", "3,8,8"], "T-GIM (mask) is 2x2")
+
+
+def test_lmht_spike_rule_on_rounding_edges():
+    """Their LMHTNeuron alone (theta = 0.9, L = 4, hybrid v(0) = theta/2) with first-step
+    membranes on every float32 within 20 ulps of each fl(k*theta): our neuron, given their
+    parameters, fires their counts at every step -- their cascade ``m >= k*th``, which
+    ``floor(m / theta)`` gets wrong on at least one of these inputs."""
+    from lmh_deploy.neurons import LMHTNeuron
+
+    r = torch.load(FIX / "lmht_neuron_edges.pt", weights_only=True)
+    st, x = r["state"], r["x"]
+    t = x.shape[0]
+    n = LMHTNeuron(t, levels=r["levels"], theta=float(st["v_threshold"]), v0_frac=r["v0_frac"])
+    with torch.no_grad():
+        n.a.copy_(st["alpha"].reshape(()))
+        n.M.copy_(st["mask"].reshape(t, t))
+        s = n.counts(x)
+        i0 = sum(n.omega()[0, j] * x[j] for j in range(t))
+        m0 = n.lam() * (torch.zeros_like(i0) + 0.5 * n.theta) + i0
+    assert torch.equal(s, r["spikes"].float())
+    assert set(r["spikes"].unique().tolist()) == {0, 1, 2, 3, 4}
+    floor_rule = torch.clamp(torch.floor(m0 / n.theta), 0, 4)
+    assert int((floor_rule != r["spikes"][0].float()).sum()) >= 1  # the fixture discriminates
