@@ -72,8 +72,7 @@ def _omega_raw(t: torch.Tensor, timesteps: int, key: str) -> torch.Tensor:
 
 
 def import_lmht_snn(path, arch: str, timesteps: int | None = None, levels: int | None = None,
-                    mode: str = "auto", input_shape="3,32,32", first_gain: float | None = None,
-                    **unused) -> ImportResult:
+                    mode: str = "auto", input_shape="3,32,32", first_gain: float | None = None) -> ImportResult:
     """Import an LMHT_SNN checkpoint of network ``arch`` (their ``--net_arch``).
 
     ``levels``: L (their ``--thre_level``; required for hybrid checkpoints); ``timesteps``:

@@ -26,8 +26,6 @@ T is not stored in their checkpoint: ``--timesteps`` (their ``--time_step``, def
 """
 from __future__ import annotations
 
-import torch
-
 from ..models import build_model
 from .common import (ForeignCheckpointError, ImportResult, collect_layers, finish, load_foreign,
                      map_layers, parse_shape)
@@ -60,7 +58,7 @@ def _is_tebn_p(g) -> bool:
 
 
 def import_stbp_lmh(path, arch: str, timesteps: int | None = None, input_shape="3,32,32",
-                    flat_width: float | None = None, **unused) -> ImportResult:
+                    flat_width: float | None = None) -> ImportResult:
     """Import an STBP_LMH checkpoint of network ``arch`` (their ``--net_arch``).
 
     ``timesteps``: the T it was trained with (default 4, theirs); ``input_shape``: C,H,W of the
