@@ -231,6 +231,7 @@ LMHT_CASES = [
     ("lmht_resnet19_direct", "resnet19", "direct", 32, (3, 8, 8), 2, 4),
     ("lmht_resnet20_hybrid", "resnet20", "hybrid", 8, (3, 8, 8), 4, 2),
     ("lmht_vgg16_hybrid", "vgg16", "hybrid", 64, (3, 32, 32), 2, 4),
+    ("lmht_resnet18_if", "resnet18", "direct", 64, (3, 8, 8), 3, 1),  # L = 1: IFNeuron
 ]
 
 
@@ -251,10 +252,11 @@ def make_lmht(repo: Path, out: Path, seed: int):
         g = torch.Generator().manual_seed(seed + 100 + i)
         torch.manual_seed(seed + 100 + i)
         if mode == "direct":  # main.py
-            from models.ResNet import resnet19
+            from models.ResNet import resnet18, resnet19
 
             with small_width(div):
-                model = resnet19(num_classes=10, T=T, use_resnet19=True)
+                model = resnet19(num_classes=10, T=T, use_resnet19=True) if arch == "resnet19" \
+                    else resnet18(num_classes=10, T=T)
             model = U.replace_activation_by_LMHT(model, L, T)  # theta = 2/L, v(0) = 0
         else:  # hybrid_train.py: ANN with QCFS -> SeqToANN layers -> IF (T=16) -> LM-HT
             from ann_models.ResNet import resnet20
@@ -291,6 +293,8 @@ def make_lmht(repo: Path, out: Path, seed: int):
                    out / f"{case}.pt")
         args = ["--from", "lmht-snn", "--arch", arch, "--levels", str(L),
                 "--input-shape", ",".join(map(str, shape))]
+        if L == 1:  # IF neurons store no T
+            args += ["--timesteps", str(T)]
         torch.save({"x": x, "logits": logits.float(), "spikes": spikes, "args": args},
                    out / f"{case}_ref.pt")
         print(case, "logits", tuple(logits.shape), "spike rates", rates(spikes))

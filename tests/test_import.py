@@ -39,7 +39,7 @@ def _import(case, tmp_path, extra=()):
 
 
 def test_every_fixture_is_present():
-    assert CASES == ["lmht_resnet19_direct", "lmht_resnet20_hybrid", "lmht_vgg16_hybrid",
+    assert CASES == ["lmht_resnet18_if", "lmht_resnet19_direct", "lmht_resnet20_hybrid", "lmht_vgg16_hybrid",
                      "stbp_resnet19_tebn", "stbp_resnet20_perstep", "stbp_vgg11_perstep"]
 
 
@@ -147,6 +147,15 @@ def test_lmht_direct_conventions(tmp_path):
     fc_neuron = load_checkpoint(path)["train_config"]["neuron_map"]["fc.1"]
     assert torch.equal(model.layers[fc_neuron].M, sd["fc.1.mask_linear"].reshape(2, 2))
     assert not torch.equal(sd["fc.1.mask_linear"], sd["fc.1.mask"])
+
+
+def test_lmht_if_neurons(tmp_path):
+    """L = 1 (their IFNeuron: v_threshold only): M-HT with one level, lambda = 1, Omega = I."""
+    model = load_model(_import("lmht_resnet18_if", tmp_path))
+    assert model.config["neuron"] == {"kind": "lmht", "levels": 1, "v0_frac": 0.0,
+                                      "learn_omega": False, "theta": 1.0}
+    sn = model.layers[model.neuron_names()[0]]
+    assert float(sn.lam().detach()) == 1.0 and sn.omega() is None and model.timesteps == 3
 
 
 def test_stbp_conventions(tmp_path):
