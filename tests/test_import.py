@@ -22,7 +22,7 @@ CASES = sorted(p.name[:-len("_ref.pt")] for p in FIX.glob("*_ref.pt"))
 #: the fixtures' inputs are multiples of 1/16 in [-2, 2]: the deployed input grid
 GRID = ["--input-quantum", "0.0625", "--input-bound", "2"]
 #: cases whose deployed graph differs from their code by a few spikes: the fold rounds the
-#: first layer's weights to its exact-sum grid (2^-12 here, conv bias + BN + gain L = 4 folded);
+#: first layer's weights to its exact-sum grid (2^-13 here, conv bias + BN + gain L = 4 folded);
 #: DESIGN §2's exact high/low split of analog-input layers removes this (then drop the xfail)
 FIRST_LAYER_GRID = {"lmht_vgg16_hybrid"}
 
@@ -81,7 +81,7 @@ def _deployed_check(case, tmp_path, runtime):
 
 def _xfail_first_layer(case):
     return pytest.param(case, marks=pytest.mark.xfail(
-        strict=True, reason="fold rounds the analog first layer's weights to a 2^-12 grid")) \
+        strict=True, reason="fold rounds the analog first layer's weights to a 2^-13 grid")) \
         if case in FIRST_LAYER_GRID else case
 
 
@@ -100,7 +100,7 @@ def test_exported_nir_matches_their_code(case, tmp_path):
 
 def test_first_layer_grid_case_is_off_by_few_spikes_only(tmp_path):
     """The one xfail above, measured: ONNX equals the interpreter exactly, and differs from their
-    code in 5 of 17,792 spike counts, all in the two layers right after the analog input."""
+    code in 5 of 17,792 spike counts, all in the first two neuron layers."""
     from lmh_deploy.runtimes.deployment import Deployment
 
     case = "lmht_vgg16_hybrid"
