@@ -319,7 +319,7 @@ def profile_resnet(kind="lmh", batch=64, t=4):
     return []
 
 
-def tune_rows(bw, ts=(4, 10), kinds=KINDS):
+def tune_rows(bw, ts=(4, 10), kinds=KINDS, lmht_trials=None):
     """Sweep the fused backward's elements per thread and programs per SM (and, for LM-HT,
     dL/dOmega in registers or by tl.dot) by the GPU time of one fwd+bwd step as a CUDA graph;
     install the fastest per (kind, T) and return the rows."""
@@ -330,8 +330,10 @@ def tune_rows(bw, ts=(4, 10), kinds=KINDS):
             ("lmh-radical", 10): (1, 2), ("lmht", 10): (1,)}
     # LM-HT: (elements per thread, dot mode) pairs; mode 0 registers, 1 dL/dOmega by tl.dot,
     # 2 dL/dx by tl.dot too (the registers-only variant cannot go wide at T = 10: T*T accumulators)
-    lmht_trials = {4: [(1, False), (2, False), (2, True), (4, True), (2, 2), (4, 2)],
-                   10: [(1, False), (1, True), (2, True), (4, True), (1, 2), (2, 2), (4, 2)]}
+    # 3 dL/dOmega by tl.dot of tiles through an L2 scratch (see fused._lmht_bwd_cfg)
+    lmht_trials = lmht_trials or {
+        4: [(1, False), (2, False), (2, True), (4, True), (2, 2), (4, 2), (2, 3), (4, 3)],
+        10: [(1, False), (1, True), (2, True), (4, True), (1, 2), (2, 2), (4, 2), (1, 3), (2, 3)]}
     rows, best = [], {}
     orig = (F._lmh_bwd_cfg, F._lmht_bwd_cfg)
     try:
@@ -468,6 +470,9 @@ def main(argv=None):
     ap.add_argument("--resnet-impls", default="eager,fused,compact")
     ap.add_argument("--tune-kinds", default=",".join(KINDS),
                     help="kinds the tune section sweeps (the others keep fused.py's defaults)")
+    ap.add_argument("--lmht-trials", default="",
+                    help="LM-HT tune trials 'T:pt/mode,pt/mode;T:...' (mode 0-3, see "
+                         "fused._lmht_bwd_cfg); default: the built-in list")
     ap.add_argument("--rep-scale", type=float, default=1.0,
                     help="scale every timing budget (e.g. 0.5 for a trimmed run)")
     args = ap.parse_args(argv)
@@ -492,7 +497,8 @@ def main(argv=None):
     print(f"# {res['gpu']}  torch {res['torch']}  triton {res['triton']}  copy bandwidth "
           f"{bw / 1e12:.2f} TB/s (read+write)", flush=True)
     if "tune" in secs:
-        rows, best = tune_rows(bw, ts=tuple(ts), kinds=args.tune_kinds.split(","))
+        rows, best = tune_rows(bw, ts=tuple(ts), kinds=args.tune_kinds.split(","),
+                               lmht_trials=_parse_trials(args.lmht_trials))
         res["rows"] += rows
         res["best"] = {f"{k[0]} T={k[1]}": list(v) for k, v in best.items()}
         install_best(best)
@@ -514,6 +520,17 @@ def main(argv=None):
     for r in res["rows"]:
         print(_fmt(r))
     _dump(res, args.json)
+
+
+def _parse_trials(spec):
+    """``'4:2/0,2/3;10:1/0'`` -> ``{4: [(2, 0), (2, 3)], 10: [(1, 0)]}`` (None when empty)."""
+    if not spec:
+        return None
+    out = {}
+    for part in spec.split(";"):
+        t, items = part.split(":")
+        out[int(t)] = [tuple(int(v) for v in it.split("/")) for it in items.split(",")]
+    return out
 
 
 def _dump(res, path):

@@ -5,7 +5,8 @@
 #      SpikingJelly's LIF kernel as the peer), resnet (eager / fused / compact, peak memory);
 #   3. if time is left, Nsight Compute on the LM-HT T = 10 backward (registers-only vs tl.dot).
 # Usage: bash benchmarks/gpu_check.sh OUTDIR      (OUTDIR defaults to $OUT)
-# Env: WHL (folder of wheels to add, default .whl: spikingjelly and loguru for the peer row),
+# Env: TEST_ARGS / BENCH_ARGS (replace the pytest arguments / bench arguments but --json),
+#      NCU_MODES (LM-HT dot modes profiled, default "0 2"), WHL (folder of wheels to add, default .whl: spikingjelly and loguru for the peer row),
 #      PYTHON (default python3), TEST_TIMEOUT / BENCH_TIMEOUT / NCU_TIMEOUT (seconds),
 #      DRY=1 (CPU: interpreter, only the spike-rule tests, the bench's argument parsing).
 # Writes OUTDIR/tests.log, junit.xml, bench.json, bench.log, ncu.log, env.txt.
@@ -47,7 +48,8 @@ if [ "${DRY:-0}" = 1 ]; then
     export TRITON_INTERPRET=1
     TESTS=(tests/test_spike_rule.py -k "numpy_and_torch_ops or triton_kernels")
 else
-    TESTS=(-n 8 tests/test_kernels.py tests/test_spike_rule.py tests/test_bench_neurons.py)
+    # shellcheck disable=SC2206
+    TESTS=(${TEST_ARGS:--n 8 tests/test_kernels.py tests/test_spike_rule.py tests/test_bench_neurons.py})
 fi
 timeout "$TEST_TIMEOUT" "$PY" -m pytest -q -p no:cacheprovider --timeout 100 \
     --junitxml "$OUTDIR/junit.xml" "${TESTS[@]}" > "$OUTDIR/tests.log" 2>&1
@@ -58,6 +60,8 @@ grep -E "passed|failed|error" "$OUTDIR/tests.log" | tail -3
 BENCH=(benchmarks/bench_neurons.py --json "$OUTDIR/bench.json" --sections tune,layer,resnet
        --impls fused,spikingjelly --kinds lif,lmh,lmh-radical,lmht --ts 4,10
        --resnet-impls eager,fused,compact --tune-kinds lmht --rep-scale 0.6)
+# shellcheck disable=SC2206
+[ -n "${BENCH_ARGS:-}" ] && BENCH=(benchmarks/bench_neurons.py --json "$OUTDIR/bench.json" $BENCH_ARGS)
 if [ "${DRY:-0}" = 1 ]; then
     "$PY" "${BENCH[@]}" --help > "$OUTDIR/bench.log" 2>&1 && echo "# bench arguments parse"
 else
@@ -73,7 +77,7 @@ import torch
 from lmh_deploy.kernels import fused as F
 from lmh_deploy.neurons import LMHTNeuron
 mode = int(sys.argv[1])
-cfg = {0: (1, 4, 2, 0), 1: (2, 4, 4, 1), 2: (2, 4, 4, 2)}[mode]
+cfg = {0: (1, 4, 2, 0), 1: (2, 4, 4, 1), 2: (2, 4, 4, 2), 3: (1, 4, 4, 3)}[mode]
 F._lmht_bwd_cfg = lambda t, need: cfg
 torch.manual_seed(0)
 mod = LMHTNeuron(10, levels=2).cuda()
@@ -85,7 +89,7 @@ torch.cuda.synchronize()
 k = F.LAST_KERNELS.get("lmht_bwd")
 print("mode", mode, "cfg", cfg, "regs", getattr(k, "n_regs", None), "spills", getattr(k, "n_spills", None))
 EOF
-    for mode in 0 2; do
+    for mode in ${NCU_MODES:-0 2}; do
         timeout $((NCU_TIMEOUT / 2)) ncu --clock-control none -k regex:lmht_bwd -s 1 -c 1 \
             --section SpeedOfLight --section Occupancy --section LaunchStats \
             "$PY" /tmp/ncu_lmht.py $mode >> "$OUTDIR/ncu.log" 2>&1

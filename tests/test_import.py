@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lmh_deploy.checkpoint import load_checkpoint, load_model
-from lmh_deploy.importers.cli import main
+from lmh_deploy.cli.importer import main
 
 FIX = Path(__file__).parent / "fixtures" / "import"
 CASES = sorted(p.name[:-len("_ref.pt")] for p in FIX.glob("*_ref.pt"))
@@ -62,7 +62,7 @@ def test_imported_model_matches_their_code(case, tmp_path):
 
 
 def _deployed_check(case, tmp_path, runtime):
-    from lmh_deploy.runtimes.deployment import Deployment
+    from lmh_deploy.deployment import Deployment
 
     ref = _ref(case)
     path = _import(case, tmp_path, GRID)
@@ -102,7 +102,7 @@ def test_first_layer_grid_case_is_off_by_few_spikes_only(tmp_path):
     """The xfail above, measured on the reference interpreter (which the ONNX and NIR files equal
     exactly): 5 of 17,792 spike counts differ from their code, all in the first two neuron
     layers, behind the analog input's coarse weight grid."""
-    from lmh_deploy.runtimes.deployment import Deployment
+    from lmh_deploy.deployment import Deployment
 
     case = "lmht_vgg16_hybrid"
     ref = _ref(case)

@@ -283,11 +283,13 @@ def test_multi_block_programs(few_programs, kind):
 
 @pytest.mark.parametrize("T,levels,channels,mode", [(1, 1, None, 1), (2, 2, 5, 1), (4, 3, None, 1),
                                                      (10, 2, None, 1), (17, 2, 3, 1),
-                                                     (3, 2, None, 2), (10, 2, 5, 2)])
+                                                     (3, 2, None, 2), (10, 2, 5, 2),
+                                                     (4, 2, None, 3), (10, 3, 5, 3)])
 def test_lmht_omega_grad_by_dot(monkeypatch, T, levels, channels, mode):
     """The tl.dot variants: dL/dOmega (mode 1; joined [BLOCK, TP] tiles, bit-reversed columns,
-    TP = 16 or 32) and dL/dx too (mode 2, DX_DOT: the dL/dI tile times an Omega tile) give the
-    reference gradients, over several windows and blocks."""
+    TP = 16 or 32), dL/dx too (mode 2, DX_DOT: the dL/dI tile times an Omega tile), dL/dOmega of
+    tiles through an L2 scratch (mode 3) give the reference gradients, over several windows and
+    blocks."""
     from lmh_deploy.kernels import fused
 
     cfg = fused._lmht_bwd_cfg

@@ -3,7 +3,7 @@
 * :mod:`.stbp_lmh` -- https://github.com/hzc1208/STBP_LMH (LM-H, ICLR 2024)
 * :mod:`.lmht_snn` -- https://github.com/hzc1208/LMHT_SNN (LM-HT, NeurIPS 2024)
 * :mod:`.common`   -- safe loading, key grouping and the layer-by-layer mapping onto our models
-* :mod:`.cli`      -- the ``lmh-import`` command
+* :mod:`lmh_deploy.cli.importer` -- the ``lmh-import`` command
 
 Both importers return an :class:`ImportResult`; :func:`import_checkpoint` dispatches by source.
 """
