@@ -17,15 +17,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointFileError, LmhError
+from ..errors import ForeignCheckpointError, LmhError
 
 BN_LEAVES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 MAX_LISTED = 6
-
-
-class ForeignCheckpointError(CheckpointFileError):
-    """A foreign checkpoint that cannot be imported (unreadable, unknown/missing keys, another
-    architecture). One line; the CLI exits with status 2."""
 
 
 @dataclass
