@@ -191,14 +191,15 @@ def soft_threshold(w: torch.Tensor, d: float) -> torch.Tensor:
     return torch.sign(w) * torch.relu(torch.abs(w) - d)
 
 
-def map_layers(model, layers: list[Layer], neuron_state, arch_label: str, prune_width=None) -> dict:
+def map_layers(model, layers: list[Layer], neuron_state, arch_label: str,
+               prune_width=None) -> tuple[dict, dict]:
     """Pair ``layers`` with ``model``'s synapse and neuron nodes in order and build our state dict.
 
     ``neuron_state(layer, node_name, module, index) -> {our leaf: tensor}`` maps one neuron.
     ``prune_width``: apply :func:`soft_threshold` to every conv / linear weight (STBP_LMH's
-    pruned ``PConv`` layers, whose bias-free Linear is a 1x1 conv). Returns the complete state
-    dict for ``model.load_state_dict(strict=True)`` and fills ``model``'s neuron map into the
-    returned dict's ``"__neuron_map__"`` entry (removed by the caller)."""
+    pruned ``PConv`` layers, whose bias-free Linear is a 1x1 conv). Returns ``(state dict,
+    neuron map)``: the complete state dict for ``model.load_state_dict(strict=True)`` and the map
+    from their neuron module names to our neuron node names."""
     ours = [n for n in model.nodes if n.kind in ("synapse", "neuron")]
     sd = {k: v.clone() for k, v in model.state_dict().items()}
     neuron_map = {}
@@ -266,13 +267,13 @@ def map_layers(model, layers: list[Layer], neuron_state, arch_label: str, prune_
         raise ForeignCheckpointError(
             f"unknown keys: the checkpoint has {len(layers) - len(ours)} more layer(s) than --arch "
             f"{arch_label}, from '{extra.prefix}' on; check --arch")
-    sd["__neuron_map__"] = neuron_map
-    return sd
+    return sd, neuron_map
 
 
-def finish(model, sd: dict) -> dict:
-    """Load the mapped state dict into ``model`` (strict) and return the neuron map."""
-    neuron_map = sd.pop("__neuron_map__")
+def finish(model, mapped: tuple[dict, dict]) -> dict:
+    """Load the state dict of :func:`map_layers` into ``model`` (strict, eval mode); return the
+    neuron map."""
+    sd, neuron_map = mapped
     model.load_state_dict(sd, strict=True)
     model.eval()
     return neuron_map
