@@ -252,7 +252,7 @@ def map_layers(model, layers: list[Layer], neuron_state, arch_label: str,
         if has_bn != (lay.bn is not None):
             mismatch(i, f"'{lay.prefix}' is {'' if lay.bn is not None else 'not '}followed by a "
                         f"BatchNorm, the architecture's {op} '{node.name}' is "
-                        f"{'' if has_bn else 'not '}")
+                        f"{'' if has_bn else 'not '}followed by one")
         if has_bn:
             for leaf in BN_LEAVES:
                 key = f"layers.{node.name}.bn.{leaf}"
