@@ -277,7 +277,9 @@ def export_onnx(graph: DeployGraph, timesteps: int | None = None, frames: bool =
     inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, _dims(in_shape))]
     doc = ("Spiking network exported by lmh-deploy (time loop unrolled). Values between layers are "
            "spike counts; weights on an exact-sum power-of-two grid; input quantized as "
-           "clip(round(x/q), -B/q, B/q)*q. Run with graph optimizations disabled for bit-exact spikes.")
+           "clip(round(x/q), -B/q, B/q)*q. Every synapse and residual sum is exact in float32, so "
+           "onnxruntime's graph optimizations keep bit-exact spikes, except rewrites that fold "
+           "a constant into weights or biases (ConvMulFusion, ConvAddFusion, MatMulScaleFusion).")
     gp = helper.make_graph(g.nodes, "lmh_deploy", inputs, outputs, g.initializers, doc_string=doc)
     model = helper.make_model(gp, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name=PRODUCER, doc_string=doc)

@@ -21,18 +21,22 @@ from lmh_deploy.errors import TimestepsError  # noqa: E402
 from lmh_deploy.export.onnx_export import export_onnx  # noqa: E402
 from lmh_deploy.fold import fold  # noqa: E402
 from lmh_deploy.interpreter import run_reference, run_torch  # noqa: E402
-from lmh_deploy.runtimes.onnx_runtime import session_options  # noqa: E402
+from lmh_deploy.runtimes.onnx_runtime import (DEFAULT_OPTIMIZATION,  # noqa: E402
+                                              UNSAFE_OPTIMIZERS, session_options)
 
 
-def ort_run(model_proto, x, optimization="disable"):
+def ort_run(model_proto, x, optimization=DEFAULT_OPTIMIZATION):
+    """Run in onnxruntime the way :func:`~lmh_deploy.runtimes.onnx_runtime.load_onnx` does."""
     sess = ort.InferenceSession(model_proto.SerializeToString(), session_options(None, optimization),
-                                providers=["CPUExecutionProvider"])
+                                providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(UNSAFE_OPTIMIZERS))
     names = [o.name for o in sess.get_outputs()]
     return dict(zip(names, sess.run(None, {"input": np.ascontiguousarray(x)})))
 
 
-def assert_parity(graph, x, timesteps=None, levels=("disable",), check=True):
-    """torch == reference == onnxruntime, spike for spike at every layer; logits within 1e-4."""
+def assert_parity(graph, x, timesteps=None, levels=(DEFAULT_OPTIMIZATION,), check=True):
+    """torch == reference == onnxruntime (the default, optimized session unless ``levels`` says
+    otherwise), spike for spike at every layer; onnxruntime's per-step logits bit for bit."""
     ref = run_reference(graph, x, timesteps)
     tor = run_torch(graph, x, timesteps)
     mp = export_onnx(graph, timesteps=timesteps, with_spikes=True, check=check)
@@ -45,7 +49,8 @@ def assert_parity(graph, x, timesteps=None, levels=("disable",), check=True):
         for name, s in ref.spikes.items():
             np.testing.assert_array_equal(out["spikes_" + name], s,
                                           err_msg=f"onnxruntime ({lvl}) vs reference at {name}")
-        np.testing.assert_allclose(out["logits"], ref.logits, rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(out["logits"], ref.logits,
+                                      err_msg=f"onnxruntime ({lvl}) logits vs reference")
         np.testing.assert_allclose(out["mean_logits"], ref.logits.mean(0), rtol=1e-4, atol=1e-5)
     return ref, mp
 
