@@ -229,3 +229,28 @@ def test_constants_shared_and_size_independent_of_T():
     scalars = [onnx.numpy_helper.to_array(i) for i in m16.graph.initializer if not i.dims]
     keys = [(a.dtype.str, a.tobytes()) for a in scalars]
     assert len(keys) == len(set(keys))
+
+
+def test_optimized_graph_fuses_no_foreign_sum_into_a_convolution(tmp_path):
+    """The default session (ORT_ENABLE_ALL minus UNSAFE_OPTIMIZERS) keeps the exactness argument
+    of lmh_deploy.runtimes.onnx_runtime: constants are not folded into weights (no Conv of a
+    weight initializer the export did not write) and no convolution takes a fused sum input
+    (a neuron state off the grid would make it inexact). If a future onnxruntime starts fusing
+    here, this fails and the argument must be re-checked; parity alone might not notice."""
+    from lmh_deploy.runtimes.onnx_runtime import session_options
+
+    model = random_model("resnet20", "lmht", 2, input_shape=(3, 16, 16), levels=2, seed=4)
+    mp = export_onnx(fold(model))
+    written = {i.name for i in mp.graph.initializer}
+    so = session_options(None)
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(mp.SerializeToString(), so, providers=["CPUExecutionProvider"],
+                         disabled_optimizers=list(UNSAFE_OPTIMIZERS))
+    opt = onnx.load(str(tmp_path / "opt.onnx"))
+    inits = {i.name for i in opt.graph.initializer}
+    convs = [n for n in opt.graph.node if n.op_type in ("Conv", "FusedConv")]
+    assert len(convs) >= 19  # the layout transform keeps every convolution (one per distinct input)
+    for n in convs:
+        assert len(n.input) <= 3, f"{n.name} takes a fused sum input {n.input[3]!r}"
+        assert not any("Fusion" in i for i in n.input[1:] if i in inits), n.input
+    assert not [i for i in inits - written if "Fusion" in i]  # e.g. ConvMulFusion_W_<name>
