@@ -21,7 +21,7 @@ a degenerate network would show). Timings alternate the runtimes within each rep
 other processes hits them alike; ratios are of medians.
 
     python benchmarks/bench_cpu_inference.py [--repeats 5] [--out benchmarks/results_cpu_inference.json]
-        [--only resnet19-T4,digits-cnn]
+        [--only resnet19-T4,digits-cnn] [--threads 1]
 """
 from __future__ import annotations
 
@@ -316,8 +316,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/results_cpu_inference.json")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--only", default="", help="comma-separated network labels (default: all)")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads of onnxruntime and torch alike (default: each its own)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     nets = [n for n in NETWORKS if not args.only or n[0] in args.only.split(",")]
     res = run(nets, args.repeats, threads=args.threads)
     from lmh_deploy.atomic import atomic_write_text
