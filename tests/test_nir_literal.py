@@ -450,3 +450,199 @@ def test_resnet20_random_literal_reading_is_the_model(family, tmp_path):
         diffs, near, samples = check_file(graph, path, form, x, x[:2])
         print(f"\nresnet20 {family} {form}: {diffs} differing spikes ({near} near a threshold, "
               f"{samples} samples)")
+
+
+# ---------------------------------------------------------------------------------------------
+# the graph is the truth: an edited file runs as its nodes say, in every NIR runtime
+# ---------------------------------------------------------------------------------------------
+
+
+def _edit_sn0(path, out, theta):
+    """sn0's Threshold at 2 theta and both reset Scales doubled: a valid neuron, theta' = 2 theta."""
+    from lmh_deploy.export.nir_export import binary_threshold
+
+    g = nir.read(path, type_check=False)
+    done = set()
+    for node in g.nodes.values():
+        m = {k: _plain(v) for k, v in (node.metadata or {}).items()}
+        if m.get("op") != "sn0":
+            continue
+        if m["role"] == "spikes":
+            node.threshold = np.full_like(node.threshold, binary_threshold(2 * theta))
+        elif m["role"] in ("soma_reset", "dendrite_reset"):
+            node.scale = np.asarray(node.scale, np.float64) * 2
+        else:
+            continue
+        done.add(m["role"])
+    assert done == {"spikes", "soma_reset", "dendrite_reset"}
+    nir.write(out, g)
+    return out
+
+
+@pytest.mark.lava
+@pytest.mark.timeout(400, method="signal")
+def test_edited_file_runs_as_its_nodes_say_in_every_runtime(digits, tmp_path):
+    import copy
+
+    pytest.importorskip("lava", reason="Lava is installed by scripts/setup.sh")
+    from lmh_deploy.nir.rebuild import deploy_graph_from_nodes
+    from lmh_deploy.runtimes.lava_nir import run_lava_nir
+    from lmh_deploy.runtimes.nir_runtime import run_nir
+    from lmh_deploy.runtimes.nir_torch import run_nir_torch
+
+    graph = fold(_train("mlp", "lmh", {}, digits))
+    theta = graph.neuron("sn0").theta
+    path = write_nir(graph, tmp_path / "m.nir", form="temporal")
+    edited = _edit_sn0(path, tmp_path / "edited.nir", theta)
+    x, y = digits[2][:40], digits[3][:40]
+    want_graph = copy.deepcopy(graph)
+    want_graph.op("sn0").attrs["theta"] = np.float32(2 * theta)
+    want = run_reference(want_graph, x)
+    before = run_reference(graph, x)
+    with pytest.warns(UserWarning, match=r"disagree.*sn0: theta"):
+        rebuilt = deploy_graph_from_nodes(edited)
+    assert rebuilt.neuron("sn0").theta == F32(2 * theta)
+    runs = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs["nir"] = run_nir(edited, x)
+        runs["nir-torch"] = run_nir_torch(edited, x)
+        runs["nir-literal"] = run_literal(edited, x)
+        runs["lava"] = run_lava_nir(edited, x, timeout_s=120)
+    acc = {k: float((r.logits.mean(0).argmax(1) == y).mean()) for k, r in runs.items()}
+    acc["unedited"] = float((before.logits.mean(0).argmax(1) == y).mean())
+    print(f"\nedited sn0 (theta' = 2 theta) accuracy on 40 digits: {acc}")
+    for name, run in runs.items():
+        for k in want.spikes:
+            np.testing.assert_array_equal(run.spikes[k], want.spikes[k], err_msg=f"{name} {k}")
+    assert not np.array_equal(want.spikes["sn0"], before.spikes["sn0"])
+
+
+def test_cluster_runtimes_warn_when_nodes_disagree_with_metadata(digits, tmp_path):
+    from lmh_deploy.nir_graph import load_program
+
+    graph = fold(_train("mlp", "lif", {}, digits, steps=5))
+    path = write_nir(graph, tmp_path / "m.nir", form="temporal")
+    edited = _edit_sn0(path, tmp_path / "edited.nir", graph.neuron("sn0").theta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_program(path)  # the unedited file: no warning
+    with pytest.warns(UserWarning, match=r"sn0: theta 2 in the nodes, 1 in the metadata"):
+        prog = load_program(edited)
+    assert {f.theta for f in prog.fused} == {F32(1), F32(2)}
+
+
+# ---------------------------------------------------------------------------------------------
+# every value training accepts round-trips through the nodes alone
+# ---------------------------------------------------------------------------------------------
+
+
+def _extreme(model, seed=0):
+    """Raw neuron parameters at +-30 (sigmoid -> exactly 1.0 / 0.0 in float32: lambda = 1.5 /
+    0.5, mu = 0.5 / -0.5) mixed with random values, per channel / per step where they exist."""
+    from lmh_deploy.neurons import LMHNeuron, LMHTNeuron
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in model.modules():
+            ps = [mod.x_mu_d, mod.x_mu_s, mod.x_lam_s, mod.x_lam_d] if isinstance(
+                mod, LMHNeuron) else [mod.a] if isinstance(mod, LMHTNeuron) else []
+            for p in ps:
+                v = torch.randn(p.shape, generator=g)
+                flat = v.view(-1)
+                flat[0::3] = 30.0
+                flat[1::3] = -30.0
+                if p.dim() == 0:
+                    v = torch.tensor(30.0 if torch.rand((), generator=g) > 0.5 else -30.0)
+                p.copy_(v)
+    return model.eval()
+
+
+ROUND_TRIP = {
+    "lmh-per-channel-ends": ("mlp", "lmh", {"per_channel": True}),
+    "lmh-scalar-ends": ("cnn", "lmh", {}),
+    "lif-decay-1.5": ("mlp", "lif", {"lif_decay": 1.5}),
+    "lmh-radical-per-channel": ("cnn", "lmh-radical", {"per_channel": True}),
+    "lmht-L4-hybrid-per-channel": ("cnn", "lmht", {"levels": 4, "theta": 1.1, "v0_frac": 0.5,
+                                                   "per_channel": True}),
+    "mht-L3-hybrid": ("mlp", "lmht", {"levels": 3, "theta": 0.9, "v0_frac": 0.5,
+                                      "learn_omega": False}),
+}
+
+
+@pytest.mark.parametrize("case", list(ROUND_TRIP))
+def test_every_trainable_value_round_trips_through_the_nodes(case, tmp_path):
+    from _deploy_models import grid_inputs, random_model
+
+    from lmh_deploy.nir.rebuild import deploy_graph_from_nodes
+
+    arch, kind, extra = ROUND_TRIP[case]
+    levels = extra.pop("levels", 2) if "levels" in extra else 2
+    model = _extreme(random_model(arch, kind, 3, levels=levels, **extra))
+    graph = fold(model)
+    vals = np.concatenate([np.ravel(a) for n in graph.neuron_names()
+                           for k, a in graph.neuron(n).params.items()])
+    if kind != "lmht":
+        assert {0.5, 1.5} <= set(vals.tolist()) or kind == "lif"
+    x = grid_inputs(4, (1, 8, 8), seed=2)
+    ref = run_reference(graph, x)
+    for form in ["unrolled"] + (["temporal"] if graph.time_invariant else []):
+        path = write_nir(graph, tmp_path / f"{case}-{form}.nir", form=form)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nodes and metadata agree
+            back = deploy_graph_from_nodes(path)
+        for n in graph.neuron_names():
+            a, b = graph.neuron(n), back.neuron(n)
+            assert (a.model, a.levels, a.theta, a.v0) == (b.model, b.levels, b.theta, b.v0), n
+            for k in a.params:
+                pa, pb = a.params[k], b.params[k]
+                rows = max(pa.shape[0], pb.shape[0])
+                np.testing.assert_array_equal(
+                    np.broadcast_to(pa[np.minimum(np.arange(rows), pa.shape[0] - 1)],
+                                    (rows, max(pa.shape[1], pb.shape[1]))),
+                    np.broadcast_to(pb[np.minimum(np.arange(rows), pb.shape[0] - 1)],
+                                    (rows, max(pa.shape[1], pb.shape[1]))), err_msg=f"{n} {k}")
+            if a.omega is None:
+                assert b.omega is None
+            else:
+                np.testing.assert_array_equal(a.omega, b.omega)
+        again = run_reference(back, x)
+        for k in ref.spikes:
+            np.testing.assert_array_equal(again.spikes[k], ref.spikes[k], err_msg=k)
+        lit = run_literal(path, x)
+        if form == "unrolled":
+            for k in ref.spikes:
+                np.testing.assert_array_equal(lit.spikes[k], ref.spikes[k], err_msg=k)
+
+
+def test_non_finite_neuron_parameters_are_refused(tmp_path):
+    from _deploy_models import random_model
+
+    from lmh_deploy.neurons import LMHNeuron
+
+    model = random_model("mlp", "lmh", 2)
+    graph = fold(model)
+    next(m for m in model.modules() if isinstance(m, LMHNeuron)).x_lam_s.data.fill_(float("nan"))
+    with pytest.raises(LmhError, match=r"sn0.*x_lam_s is not finite") as e:
+        fold(model)
+    assert "\n" not in str(e.value)
+    graph.op("sn1").arrays["mu_d"][:] = np.inf
+    with pytest.raises(LmhError, match=r"sn1.*mu_d.*not finite") as e:
+        export_nir(graph, form="unrolled")
+    assert "\n" not in str(e.value)
+
+
+def test_invalid_nodes_are_one_line_errors_naming_the_node(tmp_path):
+    from lmh_deploy.nir_graph import NirGraphError, load_program
+
+    g = _lif_graph(2)
+    g.nodes["e_reset"].scale = np.full(1, 0.5)  # -lam*theta = 0.5: theta = -1
+    p = tmp_path / "neg.nir"
+    nir.write(p, g)
+    with pytest.raises(NirGraphError, match=r"'e_reset'.*theta.*<= 0"):
+        load_program(p)
+    g = _lif_graph(2)
+    g.nodes["c_decay"].scale = np.full(1, np.nan)
+    nir.write(p, g)
+    with pytest.raises(NirGraphError, match=r"'c_decay'.*not finite"):
+        load_program(p)
