@@ -15,7 +15,7 @@ Convention ``lmh-nir/1`` (written into the graph metadata as ``convention``)
   the exact real numbers of the float32 source parameters (1 + (lambda-1) gives lambda back
   bit for bit). Thresholds are float32 ``nextafter(tau_k, -inf)`` where tau_k is the smallest
   float32 membrane the reference fires level k at (``m >= theta`` for binary spikes;
-  ``floor(fl(m/theta)) >= k`` for multi-level spikes, which is kθ up to one ulp).
+  ``m >= fl(k theta)`` for multi-level spikes, the cascade of DESIGN §1).
 * Values between layers are spike counts; the input must be quantized by the consumer:
   ``x_q = clip(round(x/q), -B/q, B/q)*q`` with q, B in the metadata.
 
@@ -94,21 +94,10 @@ def binary_threshold(theta) -> np.float32:
 
 
 def level_threshold(theta, k: int) -> np.float32:
-    """NIR threshold of level k of ``s = clip(floor(fl(m/theta)), 0, L)``: ``nextafter(tau_k,
-    -inf)`` with tau_k the smallest float32 m where ``floor(fl32(m/theta)) >= k`` (m > thr then
-    holds exactly when the reference emits at least k)."""
-    th = np.float32(theta)
-    ninf, pinf = np.float32(-np.inf), np.float32(np.inf)
-
-    def ok(m):
-        return np.floor(np.float32(m) / th) >= k
-
-    m = np.float32(np.float32(k) * th)
-    while ok(np.nextafter(m, ninf, dtype=np.float32)):
-        m = np.nextafter(m, ninf, dtype=np.float32)
-    while not ok(m):
-        m = np.nextafter(m, pinf, dtype=np.float32)
-    return np.nextafter(m, ninf, dtype=np.float32)
+    """NIR threshold of level k of the cascade ``s = #{k in 1..L : m >= fl(k theta)}``:
+    ``nextafter(fl32(k theta), -inf)`` (``m > thr`` then holds exactly when ``m >= fl(k theta)``)."""
+    tau = np.float32(np.float32(k) * np.float32(theta))
+    return np.nextafter(tau, np.float32(-np.inf), dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------------------------

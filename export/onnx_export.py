@@ -151,10 +151,17 @@ class OnnxOps:
 
     @staticmethod
     def levels(m: Value, theta, levels):
-        """``s = clip(floor(m / theta), 0, L)`` -> ``Clip(Floor(Div(m, theta)), 0, L)``."""
+        """``s = #{k in 1..L : m >= fl(k theta)}`` -> ``Sum_k Cast(GreaterOrEqual(m, fl(k theta)))``
+        (the cascade of DESIGN §1, thresholds float32 constants)."""
+        from onnx import TensorProto
+
+        from lmh_deploy.ops import level_threshold
+
         g = m.g
-        fl = g.node("Floor", [m / theta], m.shape)
-        return g.node("Clip", [fl, g.const(0.0), g.const(float(levels))], m.shape)
+        fired = [g.node("Cast", [g.node("GreaterOrEqual", [m, g.as_value(
+            theta * float(k) if isinstance(theta, Value) else level_threshold(theta, k))], m.shape)],
+            m.shape, to=TensorProto.FLOAT) for k in range(1, int(levels) + 1)]
+        return fired[0] if len(fired) == 1 else g.node("Sum", fired, m.shape)
 
     @staticmethod
     def detach(x):

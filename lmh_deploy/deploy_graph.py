@@ -55,7 +55,7 @@ class NeuronSpec:
     LM-HT (``model == "lmht"``; arrays ``lam`` [P, C] and ``omega`` [T, T] or absent for I)::
 
         I[t] = sum_j Omega[t, j] x[j];  m[t] = lam v[t-1] + I[t]
-        s[t] = clip(floor(m[t]/theta), 0, L);  v[t] = m[t] - theta s[t];  v(0) = v0
+        s[t] = #{k in 1..L : m[t] >= fl(k theta)};  v[t] = m[t] - theta s[t];  v(0) = v0
 
     P = 1 (time-invariant) or the trained T (per-step; held at the last step beyond T).
     C = 1 (per-layer) or the channel count.

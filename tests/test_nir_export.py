@@ -144,9 +144,9 @@ def test_thresholds_are_strict_versions_of_ge():
         b = binary_threshold(th)
         assert b < th and np.nextafter(b, np.float32(np.inf), dtype=np.float32) == th
         for k in (1, 2, 3, 4):
-            t = level_threshold(th, k)
+            t = level_threshold(th, k)  # m > t exactly when m >= fl(k theta) (the cascade)
             up = np.nextafter(t, np.float32(np.inf), dtype=np.float32)
-            assert np.floor(up / th) >= k and np.floor(t / th) < k
+            assert t < np.float32(k) * th and up == np.float32(k) * th
 
 
 def test_metadata_and_layered_description(trained, tmp_path):

@@ -3,7 +3,7 @@ fixed-point ProcessModels.
 
 The models call :func:`lmh_deploy.neuron_math.lmht_step` (numpy only, never torch)::
 
-    m[t] = lam v[t-1] + I[t];   s[t] = clip(floor(m[t] / theta), 0, L);   v[t] = m[t] - theta s[t]
+    m[t] = lam v[t-1] + I[t];   s[t] = #{k in 1..L : m[t] >= fl(k theta)};   v[t] = m[t] - theta s[t]
 
 with ``v = v0`` at every sample start. Graded spikes 0..L leave through an integer OutPort, so the
 next ``Dense`` must have ``num_message_bits > 0`` (with 0 it treats any payload as 1).
