@@ -7,7 +7,7 @@ A back-end supplies them for its array type:
 * :class:`NumpyOps` -- the reference interpreter, NIR runtime and Lava process models.
 * :class:`TorchOps` -- training and the torch runtime; firing functions carry the papers'
   surrogate gradients and ``detach`` cuts the paths DESIGN §1 says are cut.
-* the ONNX graph builder in ``lmh_deploy.export.onnx_export`` (symbolic values).
+* the ONNX graph builder in ``lmh_deploy.onnx.write`` (symbolic values).
 
 Functions
 ---------

@@ -102,7 +102,7 @@ def test_triton_kernels(case):
 
 
 def _graph(case, timesteps=2):
-    from lmh_deploy.deploy_graph import DeployGraph, DeployOp
+    from lmh_deploy.graph.schema import DeployGraph, DeployOp
 
     th, m, _ = _case(case)
     ops = [DeployOp("fc0", "synapse", ("input",), {"weight": np.diag(m).astype(F32),
@@ -122,7 +122,7 @@ X1 = np.ones((1, 4), F32)
 
 @pytest.mark.parametrize("case", CASES)
 def test_reference_torch_runtime_and_onnx(case):
-    from lmh_deploy.interpreter import run_reference, run_torch
+    from lmh_deploy.graph.interpret import run_reference, run_torch
 
     g = _graph(case)
     counts = _case(case)[2]
@@ -131,7 +131,7 @@ def test_reference_torch_runtime_and_onnx(case):
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort
 
-    from lmh_deploy.export.onnx_export import export_onnx
+    from lmh_deploy.onnx.write import export_onnx
 
     mp = export_onnx(g, with_spikes=True)
     sess = ort.InferenceSession(mp.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -143,9 +143,9 @@ def test_reference_torch_runtime_and_onnx(case):
 @pytest.mark.parametrize("case", CASES)
 def test_nir_runtimes(case, tmp_path):
     pytest.importorskip("nir")
-    from lmh_deploy.export.nir_export import write_nir
-    from lmh_deploy.runtimes.nir_runtime import run_nir
-    from lmh_deploy.runtimes.nir_torch import run_nir_torch
+    from lmh_deploy.nir.write import write_nir
+    from lmh_deploy.nir.run_numpy import run_nir
+    from lmh_deploy.nir.run_torch import run_nir_torch
 
     counts = _case(case)[2]
     for form in ("temporal", "unrolled"):
@@ -160,7 +160,7 @@ def test_nir_runtimes(case, tmp_path):
 @pytest.mark.parametrize("case", CASES)
 def test_lava_float(case):
     pytest.importorskip("lava")
-    from lmh_deploy.runtimes.lava_runtime import run_lava_graph
+    from lmh_deploy.lava.run import run_lava_graph
 
     run = run_lava_graph(_graph(case), X1)
     assert run.spikes["sn0"][0, 0].tolist() == _case(case)[2]
