@@ -646,3 +646,15 @@ def test_invalid_nodes_are_one_line_errors_naming_the_node(tmp_path):
     nir.write(p, g)
     with pytest.raises(NirGraphError, match=r"'c_decay'.*not finite"):
         load_program(p)
+
+
+def test_lossy_lif_file_is_not_rebuilt_as_the_exact_model(digits, tmp_path):
+    """A --lossy-lif file holds hard-reset nir.LIF nodes: the DeployGraph (what Lava builds) is
+    refused naming the node instead of silently running the exact model of the metadata."""
+    from lmh_deploy.nir.rebuild import deploy_graph_from_nodes
+    from lmh_deploy.nir_graph import NirGraphError
+
+    graph = fold(_train("mlp", "lif", {}, digits, steps=5))
+    path = write_nir(graph, tmp_path / "lossy.nir", lossy_lif=True)
+    with pytest.raises(NirGraphError, match=r"node '.*sn0.*'.*LIF.*nir-literal"):
+        deploy_graph_from_nodes(path)
