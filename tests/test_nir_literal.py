@@ -19,9 +19,9 @@ nir = pytest.importorskip("nir")
 
 from lmh_deploy.data.digits import digits_arrays  # noqa: E402
 from lmh_deploy.errors import ExportFormatError, LmhError  # noqa: E402
-from lmh_deploy.export.nir_export import export_nir, write_nir  # noqa: E402
-from lmh_deploy.fold import fold  # noqa: E402
-from lmh_deploy.interpreter import run_reference  # noqa: E402
+from lmh_deploy.nir.write import export_nir, write_nir  # noqa: E402
+from lmh_deploy.graph.fold import fold  # noqa: E402
+from lmh_deploy.graph.interpret import run_reference  # noqa: E402
 from lmh_deploy.models import build_model, default_config  # noqa: E402
 from lmh_deploy.nir.run_literal import run_literal  # noqa: E402
 
@@ -366,7 +366,7 @@ def test_lif_initial_state_is_decayed_at_t0(tmp_path):
     m0 = 0.5*0.5 + 0.6 = 0.85 (no spike), m1 = 0.425 + 0.6 = 1.025 (spike, v = 0.025),
     m2 = 0.6125, m3 = 0.90625, m4 = 1.053125 (spike), m5 = 0.6265625 -> [0,1,0,0,1,0].
     lmh-nir/1's literal reading (delayed edges 0 at t = 0) starts at m0 = 1.1: [1,0,0,1,0,0]."""
-    from lmh_deploy.runtimes.nir_runtime import run_nir
+    from lmh_deploy.nir.run_numpy import run_nir
 
     x = np.full((1, 1), 0.6, F32)
     p2, p1 = tmp_path / "lif2.nir", tmp_path / "lif1.nir"
@@ -459,7 +459,7 @@ def test_resnet20_random_literal_reading_is_the_model(family, tmp_path):
 
 def _edit_sn0(path, out, theta):
     """sn0's Threshold at 2 theta and both reset Scales doubled: a valid neuron, theta' = 2 theta."""
-    from lmh_deploy.export.nir_export import binary_threshold
+    from lmh_deploy.nir.convention import binary_threshold
 
     g = nir.read(path, type_check=False)
     done = set()
@@ -485,10 +485,10 @@ def test_edited_file_runs_as_its_nodes_say_in_every_runtime(digits, tmp_path):
     import copy
 
     pytest.importorskip("lava", reason="Lava is installed by scripts/setup.sh")
-    from lmh_deploy.nir.rebuild import deploy_graph_from_nodes
-    from lmh_deploy.runtimes.lava_nir import run_lava_nir
-    from lmh_deploy.runtimes.nir_runtime import run_nir
-    from lmh_deploy.runtimes.nir_torch import run_nir_torch
+    from lmh_deploy.nir.read import read_deploy_graph
+    from lmh_deploy.lava.nir import run_lava_nir
+    from lmh_deploy.nir.run_numpy import run_nir
+    from lmh_deploy.nir.run_torch import run_nir_torch
 
     graph = fold(_train("mlp", "lmh", {}, digits))
     theta = graph.neuron("sn0").theta
@@ -500,7 +500,7 @@ def test_edited_file_runs_as_its_nodes_say_in_every_runtime(digits, tmp_path):
     want = run_reference(want_graph, x)
     before = run_reference(graph, x)
     with pytest.warns(UserWarning, match=r"disagree.*sn0: theta"):
-        rebuilt = deploy_graph_from_nodes(edited)
+        rebuilt = read_deploy_graph(edited)
     assert rebuilt.neuron("sn0").theta == F32(2 * theta)
     runs = {}
     with warnings.catch_warnings():
@@ -519,7 +519,7 @@ def test_edited_file_runs_as_its_nodes_say_in_every_runtime(digits, tmp_path):
 
 
 def test_cluster_runtimes_warn_when_nodes_disagree_with_metadata(digits, tmp_path):
-    from lmh_deploy.nir_graph import load_program
+    from lmh_deploy.nir.program import load_program
 
     graph = fold(_train("mlp", "lif", {}, digits, steps=5))
     path = write_nir(graph, tmp_path / "m.nir", form="temporal")
@@ -574,7 +574,7 @@ ROUND_TRIP = {
 def test_every_trainable_value_round_trips_through_the_nodes(case, tmp_path):
     from _deploy_models import grid_inputs, random_model
 
-    from lmh_deploy.nir.rebuild import deploy_graph_from_nodes
+    from lmh_deploy.nir.read import read_deploy_graph
 
     arch, kind, extra = ROUND_TRIP[case]
     levels = extra.pop("levels", 2) if "levels" in extra else 2
@@ -590,7 +590,7 @@ def test_every_trainable_value_round_trips_through_the_nodes(case, tmp_path):
         path = write_nir(graph, tmp_path / f"{case}-{form}.nir", form=form)
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # nodes and metadata agree
-            back = deploy_graph_from_nodes(path)
+            back = read_deploy_graph(path)
         for n in graph.neuron_names():
             a, b = graph.neuron(n), back.neuron(n)
             assert (a.model, a.levels, a.theta, a.v0) == (b.model, b.levels, b.theta, b.v0), n
@@ -633,7 +633,8 @@ def test_non_finite_neuron_parameters_are_refused(tmp_path):
 
 
 def test_invalid_nodes_are_one_line_errors_naming_the_node(tmp_path):
-    from lmh_deploy.nir_graph import NirGraphError, load_program
+    from lmh_deploy.errors import NirGraphError
+    from lmh_deploy.nir.program import load_program
 
     g = _lif_graph(2)
     g.nodes["e_reset"].scale = np.full(1, 0.5)  # -lam*theta = 0.5: theta = -1
@@ -651,10 +652,10 @@ def test_invalid_nodes_are_one_line_errors_naming_the_node(tmp_path):
 def test_lossy_lif_file_is_not_rebuilt_as_the_exact_model(digits, tmp_path):
     """A --lossy-lif file holds hard-reset nir.LIF nodes: the DeployGraph (what Lava builds) is
     refused naming the node instead of silently running the exact model of the metadata."""
-    from lmh_deploy.nir.rebuild import deploy_graph_from_nodes
-    from lmh_deploy.nir_graph import NirGraphError
+    from lmh_deploy.nir.read import read_deploy_graph
+    from lmh_deploy.errors import NirGraphError
 
     graph = fold(_train("mlp", "lif", {}, digits, steps=5))
     path = write_nir(graph, tmp_path / "lossy.nir", lossy_lif=True)
     with pytest.raises(NirGraphError, match=r"node '.*sn0.*'.*LIF.*nir-literal"):
-        deploy_graph_from_nodes(path)
+        read_deploy_graph(path)
