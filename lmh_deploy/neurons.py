@@ -17,7 +17,7 @@ from torch import nn
 from . import neuron_math as nm
 from . import timeloop as tl
 from .kernels import kernels_available, lmh_counts, lmh_counts_raw, lmht_counts_raw, theta_is_pow2
-from .errors import LmhError
+from .errors import NonFiniteNeuronError
 from .ops import TorchOps
 
 NEURON_KINDS = ("lif", "lmh", "lmh-radical", "lmht")
@@ -330,10 +330,6 @@ class QCFS(nn.Module):
         y = torch.clamp(x / self.threshold, 0.0, 1.0) * self.tq + 0.5
         y = y + (torch.floor(y) - y).detach()  # straight-through floor
         return y * (self.threshold / self.tq)
-
-
-class NonFiniteNeuronError(LmhError, ValueError):
-    """A neuron parameter or buffer is NaN or infinite (see :func:`check_finite_neurons`)."""
 
 
 def check_finite_neurons(model: nn.Module, when: str = "") -> None:

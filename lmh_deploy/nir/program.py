@@ -25,7 +25,7 @@ import numpy as np
 
 from lmh_deploy.errors import NirGraphError
 from lmh_deploy.nir.match import match
-from lmh_deploy.nir.read import SUPPORTED, _plain, check_file_timesteps, read_graph
+from lmh_deploy.nir.file import SUPPORTED, _plain, check_file_timesteps, read_graph
 
 
 @dataclass
@@ -325,14 +325,13 @@ def _infer_shapes(prog: NirProgram):
 # ---------------------------------------------------------------------------------------------
 
 
-def load_program(source, fuse: bool = True, crosscheck: bool = True) -> NirProgram:
+def load_program(source, fuse: bool = True) -> NirProgram:
     """Read and check a NIR graph (path or ``nir.NIRGraph``) -> :class:`NirProgram`.
 
     Raises :class:`NirGraphError` (one line, naming the node) for an unknown primitive, a
     mismatched shape, an ambiguous cycle, a dangling edge, a non-finite value, a neuron cluster
-    with theta <= 0 or an unreadable file. Warns (one line) for an lmh-nir/1 file and, with
-    ``fuse`` and ``crosscheck``, when recognised neurons disagree with the file's ``deploy``
-    metadata (the nodes run).
+    with theta <= 0 or an unreadable file. Warns (one line) for an lmh-nir/1 file (the
+    cross-check against the ``deploy`` metadata: :mod:`lmh_deploy.nir.rebuild`).
     """
     g = read_graph(source)
     nodes = {}
@@ -370,8 +369,4 @@ def load_program(source, fuse: bool = True, crosscheck: bool = True) -> NirProgr
                       f"(lmh-nir/2 carries their t = -1 value); re-export it", stacklevel=2)
     if fuse:
         prog.fused = [f for f in (match(prog, c, e) for c, e in top) if f is not None]
-        if crosscheck:
-            from lmh_deploy.nir.read import warn_metadata_differences
-
-            warn_metadata_differences(prog, where, clusters_only=True)
     return prog

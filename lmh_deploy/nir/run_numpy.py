@@ -26,7 +26,8 @@ import numpy as np
 from lmh_deploy import neuron_math as nm
 from lmh_deploy.errors import TimestepsError
 from lmh_deploy.graph.interpret import GraphRun, NumpyBackend
-from lmh_deploy.nir.program import NirProgram, load_program
+from lmh_deploy.nir.program import NirProgram
+from lmh_deploy.nir.crosscheck import load_crosschecked
 
 
 class NumpyNirBackend(NumpyBackend):
@@ -263,12 +264,13 @@ def run_program(prog: NirProgram, x, timesteps: int | None = None,
 
 
 def load_nir(path, fuse: bool = True) -> NirProgram:
-    """Read and check a NIR file (registry loader)."""
-    return load_program(path, fuse=fuse)
+    """Read and check a NIR file (registry loader); warns (one line) when its recognised
+    neurons disagree with its ``deploy`` metadata (the nodes run)."""
+    return load_crosschecked(path, fuse=fuse)
 
 
 def run_nir(source, x, timesteps: int | None = None, fuse: bool = True) -> GraphRun:
     """The ``nir`` runtime: NIR file / :class:`NirProgram` -> GraphRun (numpy float32)."""
-    prog = source if isinstance(source, NirProgram) else load_program(source, fuse=fuse)
+    prog = source if isinstance(source, NirProgram) else load_nir(source, fuse=fuse)
     logits, spikes = run_program(prog, np.asarray(x, np.float32), timesteps)
     return GraphRun(np.stack(logits), {k: np.stack(v) for k, v in spikes.items()})
