@@ -659,3 +659,22 @@ def test_lossy_lif_file_is_not_rebuilt_as_the_exact_model(digits, tmp_path):
     path = write_nir(graph, tmp_path / "lossy.nir", lossy_lif=True)
     with pytest.raises(NirGraphError, match=r"node '.*sn0.*'.*LIF.*nir-literal"):
         read_deploy_graph(path)
+
+
+@pytest.mark.lava
+@pytest.mark.timeout(500, method="signal")
+def test_lmh_verify_nir_runtimes_print_ok_on_a_digits_model(capsys):
+    """``lmh-verify model.pt --format nir --runtime nir,nir-literal,nir-torch,lava`` prints OK."""
+    pytest.importorskip("lava", reason="Lava is installed by scripts/setup.sh")
+    from _deploy_models import trained_checkpoint
+
+    from lmh_deploy.cli import verify as cli_verify
+
+    ckpt = trained_checkpoint("mlp", "lmh", timesteps=4, epochs=1)
+    rc = cli_verify.main([str(ckpt), "--format", "nir", "--runtime",
+                          "nir,nir-literal,nir-torch,lava", "--limit", "60"])
+    out = capsys.readouterr().out
+    print(out)
+    assert rc == 0 and "OK" in out
+    for name in ("nir-literal", "nir-torch", "lava"):
+        assert name in out
