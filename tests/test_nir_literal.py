@@ -439,8 +439,8 @@ def test_resnet20_random_literal_reading_is_the_model(family, tmp_path):
     from _deploy_models import grid_inputs, random_model
 
     kind, extra = FAMILIES[family]
-    levels = extra.pop("levels", 2) if False else extra.get("levels", 2)
-    extra = {k: v for k, v in extra.items() if k != "levels"}
+    extra = dict(extra)
+    levels = extra.pop("levels", 2)
     graph = fold(random_model("resnet20", kind, 2, input_shape=(3, 8, 8), levels=levels,
                               **extra))
     x = grid_inputs(8, (3, 8, 8), seed=1)
@@ -519,17 +519,21 @@ def test_edited_file_runs_as_its_nodes_say_in_every_runtime(digits, tmp_path):
 
 
 def test_cluster_runtimes_warn_when_nodes_disagree_with_metadata(digits, tmp_path):
-    from lmh_deploy.nir.program import load_program
+    from lmh_deploy.nir.run_numpy import load_nir
+    from lmh_deploy.nir.run_torch import run_nir_torch
 
     graph = fold(_train("mlp", "lif", {}, digits, steps=5))
     path = write_nir(graph, tmp_path / "m.nir", form="temporal")
     edited = _edit_sn0(path, tmp_path / "edited.nir", graph.neuron("sn0").theta)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        load_program(path)  # the unedited file: no warning
-    with pytest.warns(UserWarning, match=r"sn0: theta 2 in the nodes, 1 in the metadata"):
-        prog = load_program(edited)
+        load_nir(path)  # the unedited file: no warning
+    msg = r"nodes disagree with its 'deploy' metadata \(sn0: theta 2 in the nodes, 1 in the metadata\)"
+    with pytest.warns(UserWarning, match=msg):
+        prog = load_nir(edited)
     assert {f.theta for f in prog.fused} == {F32(1), F32(2)}
+    with pytest.warns(UserWarning, match=msg):
+        run_nir_torch(edited, digits[2][:4])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -577,7 +581,8 @@ def test_every_trainable_value_round_trips_through_the_nodes(case, tmp_path):
     from lmh_deploy.nir.read import read_deploy_graph
 
     arch, kind, extra = ROUND_TRIP[case]
-    levels = extra.pop("levels", 2) if "levels" in extra else 2
+    extra = dict(extra)
+    levels = extra.pop("levels", 2)
     model = _extreme(random_model(arch, kind, 3, levels=levels, **extra))
     graph = fold(model)
     vals = np.concatenate([np.ravel(a) for n in graph.neuron_names()

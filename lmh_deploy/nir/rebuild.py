@@ -61,6 +61,7 @@ def _source_kind(model: str, params: dict, doc: dict | None) -> str:
 
 
 def metadata_ops(prog) -> dict:
+    """{op name: op dict} of the file's ``deploy`` metadata ({} when it has none)."""
     try:
         return {o["name"]: o for o in json.loads(prog.metadata[META_DEPLOY])["ops"]}
     except (KeyError, TypeError, ValueError):
@@ -108,8 +109,8 @@ def _stateless_op(prog, n: str, name: str, srcs: list) -> DeployOp:
         return DeployOp(name, "add", tuple(srcs))
     if k == "Scale":
         f = _scalar(p["scale64"], n, "a shortcut Scale")
-        if float(f) != float(_scalar(p["scale64"].astype(np.float64), n, "scale")):
-            raise NirGraphError(f"node {n!r}: shortcut scale is not a float32 value")
+        if not np.all(p["scale64"] == np.float64(f)):
+            raise NirGraphError(f"node {n!r}: a shortcut Scale must be a float32 value")
         return DeployOp(name, "scale", tuple(srcs), {"factor": np.asarray(f, np.float32)})
     raise NirGraphError(f"node {n!r}: a {k} outside a recognised LM-H / multi-level neuron "
                         f"cluster is not a DeployGraph op (Lava cannot build it); run this file "
@@ -117,6 +118,9 @@ def _stateless_op(prog, n: str, name: str, srcs: list) -> DeployOp:
 
 
 def cluster_neuron_op(prog, f, name: str, src: str, doc: dict | None) -> DeployOp:
+    """The ``neuron`` op of the recognised cluster ``f`` (:class:`~lmh_deploy.nir.match.Fused`)
+    reading value ``src``: its constants as [1, C] tables, theta, levels, v0 (``doc``: the
+    metadata op of that name, used only for the documentary ``source_kind``)."""
     params = {k: _per_channel(v, f.entry) for k, v in f.params.items()}
     if f.model == "lmh":
         if np.any(f.v0[0]):

@@ -147,7 +147,13 @@ class Stepper:
         self.fused_at = {f.entry: f for f in prog.fused}
         self.skip = {n for f in prog.fused for n in f.nodes if n != f.entry}
         self.ins = {n: prog.in_edges(n) for n in prog.order}
-        self.prev = initial_outputs(prog, be, batch, self.ins) if version >= 2 else {}
+        reads_delayed = any(i in prog.delayed for n in prog.order
+                            if n not in self.skip and n not in self.fused_at
+                            for i, _ in self.ins[n])
+        # the t = -1 pass only where a generic node reads a delayed edge (not in the unrolled
+        # form, nor inside recognised clusters, which start from fused_init)
+        self.prev = (initial_outputs(prog, be, batch, self.ins)
+                     if version >= 2 and reads_delayed else {})
         self.state: dict = {}
         for n in prog.order:
             node = prog.nodes[n]
