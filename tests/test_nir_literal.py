@@ -683,3 +683,25 @@ def test_lmh_verify_nir_runtimes_print_ok_on_a_digits_model(capsys):
     assert rc == 0 and "OK" in out
     for name in ("nir-literal", "nir-torch", "lava"):
         assert name in out
+
+
+def test_independent_evaluator_uses_only_nir_and_numpy():
+    """The evaluator above reads nothing of lmh_deploy: every global name its functions use is
+    numpy, nir, a builtin or one of its own helpers."""
+    import builtins
+    import inspect
+
+    own = {"_plain", "_components", "_delayed_edges", "_conv64", "independent_run"}
+    allowed = own | {"np", "nir"} | set(dir(builtins))
+    for name in own:
+        fn = globals()[name]
+        assert "lmh_deploy" not in inspect.getsource(fn)
+        codes = [fn.__code__]
+        names = set()
+        while codes:
+            c = codes.pop()
+            names |= set(c.co_names)
+            codes += [k for k in c.co_consts if inspect.iscode(k)]
+        used_globals = {n for n in names if (n in globals() or n in dir(builtins))
+                        and not n.startswith("@py")}  # pytest assertion rewriting
+        assert used_globals <= allowed, (name, used_globals - allowed)
