@@ -705,3 +705,17 @@ def test_independent_evaluator_uses_only_nir_and_numpy():
         used_globals = {n for n in names if (n in globals() or n in dir(builtins))
                         and not n.startswith("@py")}  # pytest assertion rewriting
         assert used_globals <= allowed, (name, used_globals - allowed)
+
+
+def test_training_refuses_non_finite_neuron_parameters(tmp_path):
+    """A diverging run (lr 1e30) stops after the epoch with a one-line error naming the layer
+    and writes no checkpoint carrying NaN constants."""
+    from lmh_deploy.errors import NonFiniteNeuronError
+    from lmh_deploy.training.loop import train
+
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteNeuronError, match=r"sn0.*not finite.*after epoch 1") as e:
+        train({"arch": "mlp", "neuron": "lmh", "timesteps": 2, "epochs": 1, "out": str(out),
+               "progress": False, "lr": 1e30})
+    assert "\n" not in str(e.value)
+    assert not (out / "model.pt").exists()
