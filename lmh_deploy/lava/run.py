@@ -408,31 +408,44 @@ def _set_pdeathsig(sig) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie -- dead, not yet reaped -- counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _watchdog(worker: int, parent: int, deadline: float, folder: str) -> None:
-    """The forked watchdog: kill the group (and remove ``folder`` if the caller is gone) when
-    the caller dies, the worker dies or the deadline passes. Never returns."""
+    """The watchdog, forked by the worker into its own process group: when the caller is gone
+    (or the deadline passed) it kills the worker's group and removes ``folder``; when only the
+    worker ended, the living caller cleans up and the watchdog leaves. Never returns."""
     import shutil
     import signal
 
+    group = os.getpgid(worker)
+    os.setpgid(0, 0)
     while True:
         time.sleep(0.05)
-        parent_gone = not _alive(parent)
-        if parent_gone or os.getppid() != worker or time.time() > deadline:
-            if parent_gone and folder:
-                shutil.rmtree(folder, ignore_errors=True)
+        if not _alive(parent) or time.time() > deadline:
             try:
-                os.killpg(os.getpgrp(), signal.SIGKILL)
-            finally:
-                os._exit(0)
+                os.killpg(group, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            for _ in range(20):
+                shutil.rmtree(folder, ignore_errors=True)
+                if not folder or not os.path.exists(folder):
+                    break
+                time.sleep(0.05)
+            os._exit(0)
+        if os.getppid() != worker:
+            os._exit(0)
 
 
 def _guard_worker() -> None:
