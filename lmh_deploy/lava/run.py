@@ -269,7 +269,7 @@ def save_layers(path, layers, x, timesteps, options: dict) -> None:
     import json
 
     arrays = {"x": np.asarray(x, np.float32)}
-    meta = {"timesteps": timesteps, "options": options, "layers": layers_to_dict(layers, arrays)}
+    meta = {"entry": "lmh_deploy.lava.run:_layers_job", "timesteps": timesteps, "options": options, "layers": layers_to_dict(layers, arrays)}
     arrays["meta"] = np.array(json.dumps(meta))
     with atomic_output(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
@@ -285,86 +285,14 @@ def load_layers(path):
     return layers_from_dict(meta["layers"], arrays), arrays["x"], meta["timesteps"], meta["options"]
 
 
-def _private_dir() -> str:
-    """A short private folder for the run's files and the worker's TMPDIR (Unix socket paths
-    of multiprocessing's manager must stay under ~100 bytes, so a long TMPDIR cannot be used):
-    ``/tmp/lmh-lava-XXXXXXXX`` (mode 0700), or the default temp dir where /tmp is unusable."""
-    import tempfile
-
-    try:
-        return tempfile.mkdtemp(prefix="lmh-lava-", dir="/tmp")
-    except OSError:
-        return tempfile.mkdtemp(prefix="lmh-lava-")
-
-
-def _isolated(write_job, timeout_s: float) -> LavaRun:
-    """Run ``python -m lmh_deploy.lava.run IN OUT`` in its own session under a hard timeout.
-
-    Nothing outlives the caller: the worker gets SIGKILL when its parent dies (prctl
-    PR_SET_PDEATHSIG), so do the Lava processes it forks (set in each child at fork), and a
-    watchdog process forked by the worker before Lava starts kills the whole process group and
-    removes the run's folder when the caller is gone or the deadline passes (it cannot be held up
-    by a hung worker). The caller kills the group and removes the folder on every exit path."""
-    import shutil
-    import subprocess
-    import sys
-
-    d = _private_dir()
-    proc = None
-    try:
-        src, dst = os.path.join(d, "in.npz"), os.path.join(d, "out.npz")
-        write_job(src)
-        env = dict(os.environ, TMPDIR=d, LMH_LAVA_PARENT=str(os.getpid()), LMH_LAVA_DIR=d,
-                   LMH_LAVA_DEADLINE=repr(time.time() + float(timeout_s) + 2.0))
-        proc = subprocess.Popen([sys.executable, "-m", "lmh_deploy.lava.run", src, dst],
-                                start_new_session=True, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
-        try:
-            _, err = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _killpg(proc)
-            raise LavaTimeoutError(f"the Lava run exceeded {timeout_s:g} s and was killed; "
-                                   "use fewer samples or a larger timeout") from None
-        _killpg(proc)   # stragglers of the group (the watchdog, orphaned workers)
-        if proc.returncode != 0 or not os.path.exists(dst):
-            last = (err or "").strip().splitlines()[-1:] or ["no output"]
-            raise LavaRuntimeError(f"the isolated Lava run failed (exit {proc.returncode}): "
-                                   f"{last[0]}")
-        return _load_result(dst)
-    finally:
-        if proc is not None and proc.poll() is None:   # interrupted: leave nothing behind
-            _killpg(proc)
-        shutil.rmtree(d, ignore_errors=True)
-
-
-def _killpg(proc) -> None:
-    import signal
-
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if proc.poll() is None:
-        proc.wait()
-
-
-def _load_result(dst) -> LavaRun:
-    import json
-
-    with np.load(dst, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        spikes = {k: z[f"spikes.{k}"] for k in meta["spike_names"]}
-        return LavaRun(logits=z["logits"], spikes=spikes, offsets=meta["offsets"],
-                       steps=meta["steps"], build_s=meta["build_s"], run_s=meta["run_s"],
-                       fixed_point=meta["fixed_point"], input_quantum=meta["input_quantum"])
-
-
 def run_lava_isolated(layers, x, timesteps: int | None = None, *, timeout_s: float = 300.0,
                       **options) -> LavaRun:
-    """:func:`run_lava` (a layer chain) in an isolated worker (see :func:`_isolated`); past
+    """:func:`run_lava` (a layer chain) in an isolated worker (:mod:`lmh_deploy.lava.isolate`); past
     ``timeout_s`` the whole group is killed and :class:`LavaTimeoutError` raised."""
+    from lmh_deploy.lava.isolate import isolated
+
     layers = validate_layers(layers)
-    return _isolated(lambda path: save_layers(path, layers, x, timesteps, options), timeout_s)
+    return isolated(lambda path: save_layers(path, layers, x, timesteps, options), timeout_s, LavaRun)
 
 
 def save_graph_job(path, graph, x, timesteps, options: dict) -> None:
@@ -374,7 +302,7 @@ def save_graph_job(path, graph, x, timesteps, options: dict) -> None:
     from lmh_deploy.graph.schema import to_dict
 
     arrays = {"x": np.asarray(x, np.float32)}
-    meta = {"kind": "graph", "timesteps": timesteps, "options": options,
+    meta = {"entry": "lmh_deploy.lava.run:_graph_job", "timesteps": timesteps, "options": options,
             "graph": to_dict(graph, arrays)}
     arrays["meta"] = np.array(json.dumps(meta))
     with atomic_output(path) as tmp, open(tmp, "wb") as fh:
@@ -383,123 +311,28 @@ def save_graph_job(path, graph, x, timesteps, options: dict) -> None:
 
 def run_graph_isolated(graph, x, timesteps: int | None = None, *, timeout_s: float = 300.0,
                        **options) -> LavaRun:
-    """:func:`run_lava_deploy` in an isolated worker under a hard timeout (:func:`_isolated`)."""
-    return _isolated(lambda path: save_graph_job(path, graph, x, timesteps, options), timeout_s)
+    """:func:`run_lava_deploy` in an isolated worker under a hard timeout (:mod:`lmh_deploy.lava.isolate`)."""
+    from lmh_deploy.lava.isolate import isolated
+
+    return isolated(lambda path: save_graph_job(path, graph, x, timesteps, options), timeout_s, LavaRun)
 
 
-# ----------------------------------------------------------------------------------------------
-# the worker side
-# ----------------------------------------------------------------------------------------------
-
-_PR_SET_PDEATHSIG = 1
 
 
-def _set_pdeathsig(sig) -> None:
-    """Linux: deliver ``sig`` to this process when its parent (thread) dies."""
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie -- dead, not yet reaped -- counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _watchdog(worker: int, parent: int, deadline: float, folder: str) -> None:
-    """The watchdog, forked by the worker into its own process group: when the caller is gone
-    (or the deadline passed) it kills the worker's group and removes ``folder``; when only the
-    worker ended, the living caller cleans up and the watchdog leaves. Never returns."""
-    import shutil
-    import signal
-
-    group = os.getpgid(worker)
-    os.setpgid(0, 0)
-    while True:
-        time.sleep(0.05)
-        if not _alive(parent) or time.time() > deadline:
-            try:
-                os.killpg(group, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            for _ in range(20):
-                shutil.rmtree(folder, ignore_errors=True)
-                if not folder or not os.path.exists(folder):
-                    break
-                time.sleep(0.05)
-            os._exit(0)
-        if os.getppid() != worker:
-            os._exit(0)
-
-
-def _guard_worker() -> None:
-    """Worker start: parent-death signal, a watchdog process, and the parent-death signal in
-    every process Lava forks later."""
-    import signal
-
-    parent = int(os.environ.get("LMH_LAVA_PARENT", os.getppid()))
-    deadline = float(os.environ.get("LMH_LAVA_DEADLINE", "inf"))
-    folder = os.environ.get("LMH_LAVA_DIR", "")
-    _set_pdeathsig(signal.SIGKILL)
-    if os.getppid() != parent:   # the caller died before the prctl
-        os._exit(1)
-    me = os.getpid()
-    if os.fork() == 0:
-        _watchdog(me, parent, deadline, folder)
-    os.register_at_fork(after_in_child=lambda: _set_pdeathsig(signal.SIGKILL))
-
-
-def _worker_main(argv) -> int:
-    """``python -m lmh_deploy.lava.run IN.npz OUT.npz`` (used by :func:`_isolated`): run the
-    job and write the result atomically."""
+def _graph_job(path) -> LavaRun:
+    """Worker entry of a :func:`save_graph_job` file."""
     import json
-    import signal
 
-    _guard_worker()
+    from lmh_deploy.graph.schema import from_dict
 
-    def on_term(signum, frame):  # kill our group (Lava workers, the watchdog) and leave
-        os.killpg(os.getpgrp(), signal.SIGKILL)
-
-    signal.signal(signal.SIGTERM, on_term)
-    src, dst = argv
-    with np.load(src, allow_pickle=False) as z:
+    with np.load(path, allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
         arrays = {k: z[k] for k in z.files}
-    if meta.get("kind") == "graph":
-        from lmh_deploy.graph.schema import from_dict
-
-        graph = from_dict(meta["graph"], arrays)
-        run = run_lava_deploy(graph, arrays["x"], meta["timesteps"], **meta["options"])
-    else:
-        layers, x, timesteps, options = load_layers(src)
-        run = run_lava(layers, x, timesteps, **options)
-    arrays = {"logits": run.logits, **{f"spikes.{k}": v for k, v in run.spikes.items()}}
-    arrays["meta"] = np.array(json.dumps({
-        "spike_names": list(run.spikes), "offsets": run.offsets, "steps": run.steps,
-        "build_s": run.build_s, "run_s": run.run_s, "fixed_point": run.fixed_point,
-        "input_quantum": run.input_quantum}))
-    with atomic_output(dst) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    return 0
+    return run_lava_deploy(from_dict(meta["graph"], arrays), arrays["x"], meta["timesteps"],
+                           **meta["options"])
 
 
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(_worker_main(sys.argv[1:]))
+def _layers_job(path) -> LavaRun:
+    """Worker entry of a :func:`save_layers` file."""
+    layers, x, timesteps, options = load_layers(path)
+    return run_lava(layers, x, timesteps, **options)
