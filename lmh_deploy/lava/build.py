@@ -285,3 +285,63 @@ def layers_from_deploy_graph(graph) -> list:
             raise LavaRuntimeError(f"{c.synapse.name}: the Lava runtime supports linear synapses "
                                    "only (MLP); run conv models with --runtime reference/onnx")
     return chain
+
+
+# ----------------------------------------------------------------------------------------------
+# any DeployGraph (conv, pooling, residual adds): one Lava process per cluster
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _BuiltGraph:
+    source: object
+    procs: list
+    plans: list
+    records: dict        # cluster name -> SharedRecord [B*T, N]
+    model_map: dict
+    steps: int
+
+
+def graph_steps(plans, batch: int, period: int) -> int:
+    """Lava steps one run of ``batch`` samples takes: the readout's offset plus B*T."""
+    return plans[-1].in_offset + batch * period + 1
+
+
+def build_graph_network(graph, payload: np.ndarray, batch: int, period: int, *,
+                        fixed_point: bool, record_spikes: bool = True) -> _BuiltGraph:
+    """Create (not run) the Lava processes of ``graph``: a RingBuffer source sending ``payload``
+    [n_in, steps] (the quantized input; in fixed point its integers in units of
+    ``graph.input_quantum``), then one :class:`~lmh_deploy.lava.procs.cluster.ClusterProcess` per
+    neuron and one for the readout (see :mod:`lmh_deploy.lava.cluster`). Residual branches are
+    aligned by per-port delays; each hop adds one step."""
+    from lmh_deploy.lava.compat import import_lava
+
+    import_lava()
+    from lava.proc.io.source import RingBuffer as Source
+
+    from lmh_deploy.lava.cluster import ClusterStep, partition
+    from lmh_deploy.lava.procs import cluster as procs_cluster
+    from lmh_deploy.lava.procs.recorder import SharedRecord
+
+    plans = partition(graph)
+    shapes = graph.shapes()
+    source = Source(data=payload)
+    out_port = {"input": source.s_out}
+    procs, records, model_map = [], {}, {}
+    for plan in plans:
+        step = ClusterStep(shapes, plan, period=period, batch=batch, fixed=fixed_point,
+                           input_quantum=float(graph.input_quantum), graph=graph)
+        rec = None
+        if plan.neuron is None or record_spikes:
+            rec = SharedRecord(batch * period, plan.size)
+            records[plan.name] = rec
+        proc = procs_cluster.ClusterProcess(
+            in_sizes=[int(np.prod(shapes[s])) for s in plan.sources], size=plan.size, step=step,
+            record=rec, name=f"cluster_{plan.name}")
+        ports = (proc.in0, proc.in1, proc.in2, proc.in3)
+        for k, src in enumerate(plan.sources):
+            out_port[src].connect(ports[k])
+        out_port[plan.name] = proc.s_out
+        model_map[proc] = procs_cluster.PyClusterModel
+        procs.append(proc)
+    return _BuiltGraph(source, procs, plans, records, model_map, payload.shape[1])

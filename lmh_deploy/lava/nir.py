@@ -1,14 +1,18 @@
 """The ``lava`` runtimes: an exported NIR file -> a Lava process graph -> Lava's CPU simulator.
 
-Lava has no NIR importer; this is ours. :func:`lmh_deploy.nir.read.read_layers` reads the NIR
-file into a layer chain (synapses and neuron constants from the NIR nodes; the ``lmh-nir``
-metadata is only cross-checked), :mod:`lmh_deploy.lava.run` builds Dense processes and
-our LM-H / multi-level neuron processes from it and runs them in a child process group under a
-hard timeout (no Lava worker outlives a run). Outputs are aligned by depth (one step per Dense
-hop, plus T-1 steps per layer for LM-HT's windowed Omega), so logits and spikes line up with the
-reference step for step.
+Lava has no NIR importer; this is ours. :func:`lmh_deploy.nir.read.read_deploy_graph` rebuilds the
+DeployGraph the file's NODES describe (the graph is the truth; the ``lmh-nir`` metadata is only
+cross-checked; an unrolled file is re-rolled into per-layer windows and checked against its
+nodes), and :func:`lmh_deploy.lava.run.run_graph_isolated` builds one Lava Process per neuron
+cluster (conv / linear synapses, pooling, flatten, residual adds and shortcut scales feeding the
+neuron, :mod:`lmh_deploy.lava.cluster`) and runs them in an isolated worker under a hard timeout
+(no Lava process or temp folder outlives the caller). Each hop adds one step; residual branches of
+different depth are aligned by per-port delays, so logits and spikes line up with the reference
+step for step.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,45 +22,63 @@ from lmh_deploy.graph.interpret import GraphRun
 LAVA_TIMEOUT_S = 600.0
 
 
-def load_nir_layers(path):
-    """Registry loader: our NIR file -> :class:`lmh_deploy.nir.read.NirLayers`."""
-    from lmh_deploy.nir.read import read_layers
+@dataclass
+class NirDeploy:
+    """Our NIR file as the DeployGraph of its nodes, with the file's form and exported T."""
 
-    return read_layers(path)
+    graph: object
+    form: str
+    timesteps: int
+
+    def check_timesteps(self, timesteps: int) -> int:
+        from lmh_deploy.nir.file import check_file_timesteps
+
+        check_file_timesteps(self.form, self.timesteps, timesteps)
+        return self.graph.check_timesteps(int(timesteps))
 
 
-def _lava_layers(nl):
-    from lmh_deploy.errors import NirGraphError
+def load_nir_graph(path) -> NirDeploy:
+    """Registry loader: our NIR file -> :class:`NirDeploy` (NirGraphError, one line, where the
+    nodes are no DeployGraph)."""
+    from lmh_deploy.nir.file import _plain, read_graph
+    from lmh_deploy.nir.read import read_deploy_graph
 
-    for layer in nl.layers:
-        if layer.op != "linear":
-            raise NirGraphError(f"layer {layer.name!r} is a {layer.op}: the Lava runtime runs "
-                                f"fully connected chains (digits MLP); run conv models with "
-                                f"--runtime nir or onnx")
-    return list(nl.layers)
+    graph = read_deploy_graph(path)
+    meta = _plain(dict(read_graph(path).metadata or {}))
+    return NirDeploy(graph, str(meta.get("form", "temporal")),
+                     int(meta.get("timesteps", graph.timesteps)))
+
+
+load_nir_layers = load_nir_graph   # the registry's name (kept)
 
 
 def _run(source, x, timesteps, fixed_point: bool, timeout_s: float = LAVA_TIMEOUT_S) -> GraphRun:
-    from lmh_deploy.lava.run import run_lava_isolated
+    from lmh_deploy.lava.run import run_graph_isolated
 
-    nl = source if hasattr(source, "layers") else load_nir_layers(source)
-    if timesteps is None and np.ndim(x) == len(nl.input_shape) + 1:
-        timesteps = nl.timesteps
-    run = run_lava_isolated(_lava_layers(nl), np.asarray(x, np.float32), timesteps,
-                            timeout_s=timeout_s, fixed_point=fixed_point,
-                            input_quantum=nl.input_quantum, input_bound=nl.input_bound)
-    return GraphRun(np.asarray(run.logits, np.float32),
-                    {k: np.asarray(v, np.float32) for k, v in run.spikes.items()})
+    nd = source if isinstance(source, NirDeploy) else load_nir_graph(source)
+    graph = nd.graph
+    x = np.asarray(x, np.float32)
+    if x.ndim == len(graph.input_shape) + 1:
+        timesteps = nd.check_timesteps(int(timesteps or nd.timesteps))
+    else:
+        nd.check_timesteps(int(x.shape[0]))
+    run = run_graph_isolated(graph, x, timesteps, timeout_s=timeout_s, fixed_point=fixed_point)
+    shapes = graph.shapes()
+    spikes = {k: np.asarray(v, np.float32).reshape(v.shape[:2] + tuple(shapes[k]))
+              for k, v in run.spikes.items()}
+    return GraphRun(np.asarray(run.logits, np.float32), spikes)
 
 
 def run_lava_nir(source, x, timesteps: int | None = None,
                  timeout_s: float = LAVA_TIMEOUT_S) -> GraphRun:
-    """Lava floating-point simulation of an exported NIR file (exact: the reference's spikes)."""
+    """Lava floating-point simulation of an exported NIR file (exact: the reference's spikes at
+    every layer). ``x``: [B, *input_shape] or frames [T, B, ...]; returns logits [T, B, K] and
+    spikes {neuron: [T, B, ...]}."""
     return _run(source, x, timesteps, fixed_point=False, timeout_s=timeout_s)
 
 
 def run_lava_nir_fixed(source, x, timesteps: int | None = None,
                        timeout_s: float = LAVA_TIMEOUT_S) -> GraphRun:
-    """Lava Loihi-2-style fixed-point simulation (8-bit weights, 12-bit decays, 24-bit state):
-    approximate; report its accuracy beside the float run."""
+    """Lava Loihi-2-style fixed-point simulation (8-bit weights with a shared exponent per op,
+    12-bit decays, 24-bit state): approximate; report its accuracy beside the float run."""
     return _run(source, x, timesteps, fixed_point=True, timeout_s=timeout_s)

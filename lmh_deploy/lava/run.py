@@ -19,7 +19,7 @@ from lmh_deploy.atomic import atomic_output
 from lmh_deploy.errors import LavaRuntimeError, LavaTimeoutError
 from lmh_deploy.graph.schema import layers_from_dict, layers_to_dict
 from lmh_deploy.lava.build import (DEFAULT_WEIGHT_EXP, _layer_name, _time_major_input, build_network,
-                                   default_input_quantum, fx_state_max, layers_from_deploy_graph,
+                                   build_graph_network, default_input_quantum, graph_steps, fx_state_max, layers_from_deploy_graph,
                                    schedule, validate_layers)
 
 
@@ -158,29 +158,99 @@ def run_lava(layers, x, timesteps: int | None = None, *, fixed_point: bool = Fal
                    input_quantum=float(input_quantum) if input_quantum is not None else None)
 
 
+def run_lava_deploy(graph, x, timesteps: int | None = None, *, fixed_point: bool = False,
+                    record_spikes: bool = True) -> LavaRun:
+    """Run any DeployGraph (conv, pooling, residual adds, every neuron model) in Lava's CPU
+    simulator, one Process per neuron cluster (:func:`lmh_deploy.lava.build.build_graph_network`).
+
+    ``x``: static ``[B, *input_shape]`` (repeated for ``timesteps`` steps, default the graph's T)
+    or frames ``[T, B, *input_shape]``; quantized to the graph's input grid as the reference does.
+    Float is bit-identical to :func:`lmh_deploy.graph.interpret.run_reference`; fixed point is
+    Loihi-2 style (8-bit weights per op, 24-bit state, 12-bit decays). Returns :class:`LavaRun`
+    (logits [T, B, K], spikes {neuron: int32 [T, B, N]})."""
+    from lmh_deploy.graph.interpret import NumpyBackend
+
+    x = np.asarray(x, dtype=np.float32)
+    nd = len(graph.input_shape)
+    if x.ndim == nd + 1:
+        t_run = graph.check_timesteps(int(timesteps or graph.timesteps))
+        xs = np.broadcast_to(x, (t_run,) + x.shape)
+    elif x.ndim == nd + 2:
+        t_run = graph.check_timesteps(int(x.shape[0]))
+        if timesteps is not None and int(timesteps) != t_run:
+            raise LavaRuntimeError(f"input has {t_run} frames but timesteps={timesteps}")
+        xs = x
+    else:
+        raise LavaRuntimeError(f"input of shape {x.shape} does not match the graph input "
+                               f"{tuple(graph.input_shape)}; give [B, ...] or [T, B, ...]")
+    xs = NumpyBackend.quantize_input(xs, graph.input_quantum, graph.input_bound)
+    batch = xs.shape[1]
+    n_in = int(np.prod(graph.input_shape))
+    from lmh_deploy.lava.cluster import partition
+
+    steps = graph_steps(partition(graph), batch, t_run)
+    payload = np.zeros((n_in, steps), dtype=np.float64)
+    payload[:, : batch * t_run] = xs.reshape(t_run, batch, n_in).transpose(2, 1, 0).reshape(
+        n_in, batch * t_run)
+    if fixed_point:
+        payload = np.rint(payload / graph.input_quantum)
+        if payload.size and np.abs(payload).max() > fx_state_max():
+            raise LavaRuntimeError("input payloads exceed 24 bits at the graph's input quantum")
+
+    from lmh_deploy.lava.compat import import_lava
+
+    import_lava()
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    children_before = multiprocessing.active_children()
+    t0 = time.perf_counter()
+    built = build_graph_network(graph, payload, batch, t_run, fixed_point=fixed_point,
+                                record_spikes=record_spikes)
+    cfg = Loihi2SimCfg(select_tag="floating_pt", exception_proc_model_map=built.model_map)
+    src = built.source
+    t1 = t0
+    try:
+        src.create_runtime(run_cfg=cfg)
+        t1 = time.perf_counter()
+        src.run(condition=RunSteps(num_steps=steps))
+        t2 = time.perf_counter()
+        data = {k: r.read() for k, r in built.records.items()}
+    finally:
+        _shutdown(src, children_before)
+        for rec in built.records.values():
+            rec.close()
+
+    def aligned(a):   # [B*T, N] sample-major -> [T, B, N]
+        return a.reshape(batch, t_run, -1).transpose(1, 0, 2)
+
+    readout = built.plans[-1].name
+    logits = aligned(data.pop(readout)).astype(np.float32)
+    spikes = {k: np.rint(aligned(v)).astype(np.int32) for k, v in data.items()}
+    offsets = {p.name: p.out_offset for p in built.plans[:-1]}
+    offsets["readout"] = built.plans[-1].in_offset
+    return LavaRun(logits=logits, spikes=spikes, offsets=offsets, steps=steps, build_s=t1 - t0,
+                   run_s=t2 - t1, fixed_point=fixed_point,
+                   input_quantum=float(graph.input_quantum))
+
+
 def run_lava_graph(graph, x, timesteps: int | None = None, *, fixed_point: bool = False,
                    isolate: bool = False, timeout_s: float = 300.0):
     """Run a DeployGraph in Lava: the runtime-registry signature ``(graph, x, timesteps) ->
-    GraphRun`` (logits [T, B, K], spikes {neuron name: float32 counts [T, B, N]}).
-
-    The input is quantized exactly as the reference does (``graph.input_quantum``, ``input_bound``).
+    GraphRun`` (logits [T, B, K], spikes {neuron name: float32 counts [T, B, ...]}).
     ``isolate=True`` runs in a separate process group killed after ``timeout_s``
-    (:func:`run_lava_isolated`).
-    """
+    (:func:`run_lava_isolated`)."""
     from lmh_deploy.graph.interpret import GraphRun
 
-    x = np.asarray(x, dtype=np.float32)
-    static = x.ndim == len(graph.input_shape) + 1
-    t_run = graph.check_timesteps(int(timesteps or graph.timesteps) if static else x.shape[0])
-    options = dict(fixed_point=fixed_point, input_quantum=float(graph.input_quantum),
-                   input_bound=float(graph.input_bound))
-    layers = layers_from_deploy_graph(graph)
     if isolate:
-        run = run_lava_isolated(layers, x, t_run if static else None, timeout_s=timeout_s,
-                                **options)
+        run = run_graph_isolated(graph, x, timesteps, timeout_s=timeout_s,
+                                 fixed_point=fixed_point)
     else:
-        run = run_lava(layers, x, t_run if static else None, **options)
-    return GraphRun(run.logits, {k: v.astype(np.float32) for k, v in run.spikes.items()})
+        run = run_lava_deploy(graph, x, timesteps, fixed_point=fixed_point)
+    shapes = graph.shapes()
+    spikes = {k: v.astype(np.float32).reshape(v.shape[:2] + tuple(shapes[k]))
+              for k, v in run.spikes.items()}
+    return GraphRun(run.logits, spikes)
 
 
 def run_lava_graph_fixed(graph, x, timesteps: int | None = None):
@@ -199,7 +269,7 @@ def save_layers(path, layers, x, timesteps, options: dict) -> None:
     import json
 
     arrays = {"x": np.asarray(x, np.float32)}
-    meta = {"timesteps": timesteps, "options": options, "layers": layers_to_dict(layers, arrays)}
+    meta = {"entry": "lmh_deploy.lava.run:_layers_job", "timesteps": timesteps, "options": options, "layers": layers_to_dict(layers, arrays)}
     arrays["meta"] = np.array(json.dumps(meta))
     with atomic_output(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
@@ -217,84 +287,52 @@ def load_layers(path):
 
 def run_lava_isolated(layers, x, timesteps: int | None = None, *, timeout_s: float = 300.0,
                       **options) -> LavaRun:
-    """:func:`run_lava` in a child interpreter in its own process group; past ``timeout_s`` the
-    whole group (the child and every Lava worker it forked) is killed and
-    :class:`LavaTimeoutError` raised. Nothing is left running either way."""
-    import signal
-    import subprocess
-    import sys
-    import tempfile
+    """:func:`run_lava` (a layer chain) in an isolated worker (:mod:`lmh_deploy.lava.isolate`); past
+    ``timeout_s`` the whole group is killed and :class:`LavaTimeoutError` raised."""
+    from lmh_deploy.lava.isolate import isolated
 
     layers = validate_layers(layers)
-    with tempfile.TemporaryDirectory(prefix="lmh-lava-") as d:
-        src, dst = os.path.join(d, "in.npz"), os.path.join(d, "out.npz")
-        save_layers(src, layers, x, timesteps, options)
-        proc = subprocess.Popen([sys.executable, "-m", "lmh_deploy.lava.run",
-                                 src, dst], start_new_session=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            _, err = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            # SIGTERM first: the child kills and reaps its Lava workers (no orphans left as
-            # zombies); whatever is still alive after a grace period dies with the group.
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.communicate(timeout=5.0)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.communicate()
-            raise LavaTimeoutError(f"the Lava run exceeded {timeout_s:g} s and was killed; "
-                                   "use fewer samples or a larger timeout") from None
-        finally:
-            if proc.poll() is None:  # interrupted (e.g. KeyboardInterrupt): leave nothing behind
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        try:  # workers of a finished child are gone with it; reap stragglers of the group
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if proc.returncode != 0 or not os.path.exists(dst):
-            last = (err or "").strip().splitlines()[-1:] or ["no output"]
-            raise LavaRuntimeError(f"the isolated Lava run failed (exit {proc.returncode}): "
-                                   f"{last[0]}")
-        with np.load(dst, allow_pickle=False) as z:
-            import json
-
-            meta = json.loads(str(z["meta"]))
-            spikes = {k: z[f"spikes.{k}"] for k in meta["spike_names"]}
-            return LavaRun(logits=z["logits"], spikes=spikes, offsets=meta["offsets"],
-                           steps=meta["steps"], build_s=meta["build_s"], run_s=meta["run_s"],
-                           fixed_point=meta["fixed_point"], input_quantum=meta["input_quantum"])
+    return isolated(lambda path: save_layers(path, layers, x, timesteps, options), timeout_s, LavaRun)
 
 
-def _worker_main(argv) -> int:
-    """``python -m lmh_deploy.lava.run IN.npz OUT.npz`` (used by
-    :func:`run_lava_isolated`): run and write the result atomically."""
+def save_graph_job(path, graph, x, timesteps, options: dict) -> None:
+    """A DeployGraph job (:func:`lmh_deploy.graph.schema.to_dict`, no pickles), atomically."""
     import json
-    import signal
 
-    def on_term(signum, frame):  # kill and reap our Lava workers, then leave at once
-        for child in multiprocessing.active_children():
-            child.kill()
-        for child in multiprocessing.active_children():
-            child.join(1.0)
-        os._exit(128 + signum)
+    from lmh_deploy.graph.schema import to_dict
 
-    signal.signal(signal.SIGTERM, on_term)
-    src, dst = argv
-    layers, x, timesteps, options = load_layers(src)
-    run = run_lava(layers, x, timesteps, **options)
-    arrays = {"logits": run.logits, **{f"spikes.{k}": v for k, v in run.spikes.items()}}
-    arrays["meta"] = np.array(json.dumps({
-        "spike_names": list(run.spikes), "offsets": run.offsets, "steps": run.steps,
-        "build_s": run.build_s, "run_s": run.run_s, "fixed_point": run.fixed_point,
-        "input_quantum": run.input_quantum}))
-    with atomic_output(dst) as tmp, open(tmp, "wb") as fh:
+    arrays = {"x": np.asarray(x, np.float32)}
+    meta = {"entry": "lmh_deploy.lava.run:_graph_job", "timesteps": timesteps, "options": options,
+            "graph": to_dict(graph, arrays)}
+    arrays["meta"] = np.array(json.dumps(meta))
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
-    return 0
 
 
-if __name__ == "__main__":
-    import sys
+def run_graph_isolated(graph, x, timesteps: int | None = None, *, timeout_s: float = 300.0,
+                       **options) -> LavaRun:
+    """:func:`run_lava_deploy` in an isolated worker under a hard timeout (:mod:`lmh_deploy.lava.isolate`)."""
+    from lmh_deploy.lava.isolate import isolated
 
-    sys.exit(_worker_main(sys.argv[1:]))
+    return isolated(lambda path: save_graph_job(path, graph, x, timesteps, options), timeout_s, LavaRun)
+
+
+
+
+def _graph_job(path) -> LavaRun:
+    """Worker entry of a :func:`save_graph_job` file."""
+    import json
+
+    from lmh_deploy.graph.schema import from_dict
+
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        arrays = {k: z[k] for k in z.files}
+    return run_lava_deploy(from_dict(meta["graph"], arrays), arrays["x"], meta["timesteps"],
+                           **meta["options"])
+
+
+def _layers_job(path) -> LavaRun:
+    """Worker entry of a :func:`save_layers` file."""
+    layers, x, timesteps, options = load_layers(path)
+    return run_lava(layers, x, timesteps, **options)
