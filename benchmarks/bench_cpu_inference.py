@@ -285,7 +285,8 @@ def _load() -> list:
         return []
 
 
-def run(networks, repeats: int, neurons=NEURONS, peers=PEERS, threads=None) -> dict:
+def run(networks, repeats: int, neurons=NEURONS, peers=PEERS, threads=None, out=None) -> dict:
+    """Benchmark every (network, neuron); with ``out``, rewrite the JSON after each row."""
     info = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "onnxruntime": __import__("onnxruntime").__version__, "repeats": repeats,
@@ -298,6 +299,11 @@ def run(networks, repeats: int, neurons=NEURONS, peers=PEERS, threads=None) -> d
         for neuron in neurons:
             r = bench_network(label, arch, shape, t, batch, neuron, repeats, peers, threads)
             rows.append(r)
+            if out:
+                from lmh_deploy.atomic import atomic_write_text
+
+                info["loadavg_end"] = _load()
+                atomic_write_text(out, json.dumps({"info": info, "rows": rows}, indent=2) + "\n")
             ms = r["ms_per_sample"]
             line = " | ".join(f"{k} {v:.3f} ms" for k, v in ms.items())
             print(f"{label} {neuron}: {line}", flush=True)
@@ -322,10 +328,9 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     nets = [n for n in NETWORKS if not args.only or n[0] in args.only.split(",")]
-    res = run(nets, args.repeats, threads=args.threads)
-    from lmh_deploy.atomic import atomic_write_text
-
-    atomic_write_text(args.out, json.dumps(res, indent=2) + "\n")
+    order = args.only.split(",") if args.only else [n[0] for n in NETWORKS]
+    nets.sort(key=lambda n: order.index(n[0]))
+    run(nets, args.repeats, threads=args.threads, out=args.out)
     print(f"wrote {args.out}")
     return 0
 

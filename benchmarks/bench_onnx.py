@@ -4,7 +4,7 @@
 Models: the digits CNN (1x8x8, T=4) and ResNet-19 (3x32x32, T=4), random weights with
 non-trivial BN statistics (timing does not depend on training). For each: fold time, export time
 (including ``onnx.checker`` full check), file size, and the median wall time of one batch in
-onnxruntime (graph optimizations disabled -- the bit-exact setting -- and ``all`` for reference),
+onnxruntime (graph optimizations disabled, and ``all`` -- the default, bit-exact on the fold's grid),
 torch eager on the trained module (``model.run``) and on the DeployGraph (``run_torch``).
 
     python benchmarks/bench_onnx.py [--out benchmarks/results_onnx.json] [--repeats 5]
