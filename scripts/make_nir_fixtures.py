@@ -10,8 +10,12 @@ the PRODUCER's own NIR exporter. Each ``<tool>_<net>.nir`` gets a ``<tool>_<net>
                        became NIR node ``<node>``
 * ``producer``         tool name and version
 
-The networks use the reset NIR can express (``v_reset``: reset to zero) so that a faithful reader can
-reproduce them; the producer settings are listed in NETWORK NOTES below. Known defects of the
+The networks use the settings each tool's own NIR importer builds, so that the file read the way
+that tool reads it reproduces the producer: snnTorch ``reset_mechanism="zero", reset_delay=False``
+(with snnTorch's default ``reset_delay=True`` a ``Synaptic`` / ``RLeaky`` membrane is held at 0 for
+one extra step after a spike, which NIR cannot express), SpikingJelly hard reset, Norse defaults,
+Sinabs ``IAFSqueeze`` defaults (multi-spike, subtractive reset, ``min_v_mem = -threshold``). 
+Known defects of the
 producers' exporters that the script works around (and nothing else):
 
 * snnTorch 1.0.0, Norse 1.1.0 and Sinabs 3.1.3 leave ``Conv2d.input_shape`` None, which ``nir.write`` cannot
@@ -114,7 +118,7 @@ def snntorch_fixtures(out, nir):
 
     def leaky(shape, beta):
         return snn.Leaky(beta=torch.full(shape, beta), threshold=torch.ones(shape),
-                         init_hidden=True, reset_mechanism="zero")
+                         init_hidden=True, reset_mechanism="zero", reset_delay=False)
 
     def export(net, x0, conv_hw=None, flat_in=None):
         orig = nir.NIRGraph.infer_types
@@ -154,7 +158,8 @@ def snntorch_fixtures(out, nir):
     cuba = torch.nn.Sequential(
         torch.nn.Linear(8, 10),
         snn.Synaptic(alpha=torch.full((10,), 0.7), beta=torch.full((10,), 0.85),
-                     threshold=torch.ones(10), init_hidden=True, reset_mechanism="zero"),
+                     threshold=torch.ones(10), init_hidden=True, reset_mechanism="zero",
+                     reset_delay=False),
         torch.nn.Linear(10, 3), leaky((3,), 0.8))
     _init(torch, cuba, 5, 1.5)
     run("cubalif", cuba, _uniform(6, (T, B, 8), 0, 1))
@@ -162,7 +167,7 @@ def snntorch_fixtures(out, nir):
     rec = torch.nn.Sequential(
         torch.nn.Linear(8, 10),
         snn.RLeaky(beta=torch.full((10,), 0.85), threshold=torch.ones(10), linear_features=10,
-                   init_hidden=True, reset_mechanism="zero"),
+                   init_hidden=True, reset_mechanism="zero", reset_delay=False),
         torch.nn.Linear(10, 3), leaky((3,), 0.8))
     _init(torch, rec, 7, 2.5)
     with torch.no_grad():  # a visible recurrent bias: it enters at t = 0 (W * 0 + b)
@@ -274,8 +279,8 @@ def sinabs_fixtures(out, nir):
     import sinabs.layers as sl
     from sinabs.nir import to_nir
 
-    def iaf():  # single spike, reset to zero: what the file's IF (v_reset = 0) says
-        return sl.IAFSqueeze(batch_size=B, spike_fn=sa.SingleSpike, reset_fn=sa.MembraneReset())
+    def iaf():  # Sinabs' defaults, as its from_nir builds an IF node (multi-spike, subtract)
+        return sl.IAFSqueeze(batch_size=B, min_v_mem=-1.0)
 
     net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1, bias=False), iaf(),
                               sl.SumPool2d(2), torch.nn.Flatten(),
