@@ -78,7 +78,9 @@ class Rules:
     ``reset``: "value" or "subtract"; ``multi_spike``: ``z = floor(v/θ)`` when ``v ≥ θ``;
     ``v_min_threshold``: clamp v at −v_th after the reset (Sinabs' ``min_v_mem``);
     ``tau_times_dt``: the file's τ is ``dt·τ`` (Norse 1.1's ``to_nir`` writes ``dt/τ_inv``), so
-    ``dt/τ`` is read as ``dt²/τ_file``.
+    ``dt/τ`` is read as ``dt²/τ_file``; ``reset_delay``: snnTorch's ``reset_delay=True`` (its
+    default): a spike at t resets at t+1 -- ``Leaky`` zero: ``v = β(1−z[t−1])v + I``, ``Synaptic``
+    zero: ``v = (1−z[t−1])(βv + i)``, subtract: ``v = βv + I − θz[t−1]``.
     """
 
     name: str = "nir"
@@ -91,6 +93,7 @@ class Rules:
     multi_spike: bool = False
     v_min_threshold: bool = False
     tau_times_dt: bool = False
+    reset_delay: bool = False
     description: str = "NIR read literally: forward Euler at dt, reset to v_reset, z = v > v_th"
 
     def form_of(self, kind: str) -> str:
@@ -106,6 +109,11 @@ PRODUCERS: dict[str, Rules] = {
                                          "CubaLI": "decay", "LI": "decay"},
                       description="snnTorch 1.0 (Leaky/Synaptic/RLeaky: v = beta v + I, "
                                   "reset_mechanism='zero', dt = 1e-4)"),
+    "snntorch-delay": Rules("snntorch-delay", 1e-4, {"LIF": "decay", "CubaLIF": "decay",
+                                                     "IF": "decay"}, reset_delay=True,
+                            description="snnTorch 1.0 with reset_delay=True (its default; "
+                                        "RSynaptic always, a bug); add --reset subtract for its "
+                                        "default reset"),
     "spikingjelly": Rules("spikingjelly", 1e-4, {"IF": "decay", "CubaLIF": "decay"}, fire=">=",
                           description="SpikingJelly 2.0 (LIFNode v += (x - (v - v_reset))/tau, "
                                       "IFNode, CUBALIFNode; fires at v >= v_th; dt = 1e-4)"),
@@ -200,18 +208,44 @@ def step_li(p, v, u, rules):
     return v, v
 
 
-def step_lif(p, v, u, rules):
-    v = leaky_update(v, u, p, rules.form_of("LIF")).astype(np.float32)
+def _fire(v, p, rules):
+    thr = p["v_threshold"]
+    return ((v >= thr) if rules.fire == ">=" else (v > thr)).astype(np.float32)
+
+
+def step_lif(p, state, u, rules):
+    form = rules.form_of("LIF")
+    if rules.reset_delay:
+        v, zp = state
+        if rules.reset == "value":
+            v = np.where(zp > 0, p["v_reset"], v)
+        v = leaky_update(v, u, p, form)
+        if rules.reset == "subtract":
+            v = v - p["v_threshold"] * zp
+        v = v.astype(np.float32)
+        z = _fire(v, p, rules)
+        return z, (v, z)
+    v = leaky_update(state, u, p, form).astype(np.float32)
     return fire_and_reset(v, p, rules)
 
 
-def step_if(p, v, u, rules):
-    v = (v + p["b"] * u).astype(np.float32)
+def step_if(p, state, u, rules):
+    if rules.reset_delay:
+        v, zp = state
+        if rules.reset == "value":
+            v = np.where(zp > 0, p["v_reset"], v)
+        v = v + p["b"] * u
+        if rules.reset == "subtract":
+            v = v - p["v_threshold"] * zp
+        v = v.astype(np.float32)
+        z = _fire(v, p, rules)
+        return z, (v, z)
+    v = (state + p["b"] * u).astype(np.float32)
     return fire_and_reset(v, p, rules)
 
 
 def _cuba(p, state, u, rules, kind):
-    i, v = state
+    i, v = state[:2]
     form = rules.form_of(kind)
     s = p["syn"]
     if rules.cuba_input == "jump":       # Norse LIFCell: i jumps by w_in·u, then decays
@@ -232,6 +266,15 @@ def step_cubali(p, state, u, rules):
 
 def step_cubalif(p, state, u, rules):
     v, (i, _) = _cuba(p, state, u, rules, "CubaLIF")
+    if rules.reset_delay:
+        zp = state[2]
+        if rules.reset == "value":
+            v = np.where(zp > 0, p["v_reset"], v)
+        else:
+            v = v - p["v_threshold"] * zp
+        v = v.astype(np.float32)
+        z = _fire(v, p, rules)
+        return z, (i, v, z)
     z, v = fire_and_reset(v, p, rules)
     return z, (i, v)
 
@@ -790,18 +833,20 @@ def _shapes(prog: ForeignProgram):
     tries = [inp.declared]
     if len(inp.declared) > 1:
         tries.append(inp.declared[1:])
-    first = None
+    best = None  # report the attempt that got furthest through the graph
     for shape in tries:
         try:
             _propagate(prog, shape)
         except ForeignNirError as e:
-            first = first or e
+            done = sum(v.out_shape is not None for v in prog.nodes.values())
+            if best is None or done > best[0]:
+                best = (done, e)
             continue
         if shape != inp.declared:
             prog.notes.append(f"Input {inp.name!r} declares {list(inp.declared)}; read as batch "
                               f"axis + {list(shape)}")
         return
-    raise first
+    raise best[1]
 
 
 def _propagate(prog, shape):
@@ -908,9 +953,13 @@ def eval_stateless(node, u):
     raise AssertionError(k)  # pragma: no cover
 
 
-def init_state(node, batch: int):
+def init_state(node, batch: int, rules: Rules = Rules()):
     k = node.kind
     z = np.zeros((batch,) + node.out_shape, np.float32)
+    if k == "CubaLIF" and rules.reset_delay:
+        return (z, z.copy(), z.copy())
+    if k in ("LIF", "IF") and rules.reset_delay:
+        return (z, z.copy())
     if k in ("CubaLI", "CubaLIF"):
         return (z, z.copy())
     if k == "Delay":
@@ -936,7 +985,7 @@ class ForeignStepper:
     def __init__(self, prog: ForeignProgram, batch: int):
         self.prog, self.batch = prog, batch
         self.ins = {n: [(i, a) for i, (a, b) in enumerate(prog.edges) if b == n] for n in prog.order}
-        self.state = {n: init_state(prog.nodes[n], batch) for n in prog.order}
+        self.state = {n: init_state(prog.nodes[n], batch, prog.rules) for n in prog.order}
         self.prev = {n: initial_output(prog.nodes[n], self.state[n], batch) for n in prog.order}
 
     def step(self, x) -> dict:

@@ -30,8 +30,10 @@ producers' exporters that the script works around (and nothing else):
 The NIR paper's graphs (github.com/neuromorphs/NIR, ``paper/``) are copied by ``--paper DIR``
 (a checkout of that repository): the single Norse LIF neuron with its published trace
 (``lif_norse.csv``: input, voltage, spike per step at dt = 1e-4), the Braille CubaLIF network
-(snnTorch, dt = 1e-4; flat and nested-subgraph versions) and the Sinabs N-MNIST CNN, the latter two
-with fabricated inputs (their data sets are not public here).
+(snnTorch, dt = 1e-4) and the Sinabs N-MNIST CNN, the latter two on fabricated inputs (their
+data sets are not public here), each with the spikes of a tool that imports it (snnTorch's
+modules for Braille, Sinabs' ``from_nir`` for the CNN). The paper's nested-subgraph Braille file
+is kept as a bad file: its subgraph's edges name a node ``lif`` that it does not have.
 
 Usage: ``python scripts/make_nir_fixtures.py [--out tests/fixtures/nir] [--paper NIR_CHECKOUT]``.
 """
@@ -321,11 +323,76 @@ def paper_fixtures(out, repo: Path, nir):
         show("paper/03_rnn/extras/braille_noDelay_bias_zero_subgraph.nir"))
     # Braille: 12 taxels, 256 steps of 5 ms bins in the paper; fabricated sparse events, 2 samples
     xb = (_rng(41).random((256, 2, 12)) < 0.15).astype(np.float32)
-    np.savez_compressed(out / "paper_braille_input.npz", input=xb, dt=np.float64(1e-4))
+    for n in ("braille_noDelay_bias_zero", "braille_noDelay_noBias_subtract"):
+        arrays = {"input": xb, "dt": np.float64(1e-4)}
+        ref = _braille_snntorch(out / f"paper_{n}.nir", xb, nir)
+        if ref is not None:
+            arrays.update({f"spikes/{k}": v for k, v in ref[0].items()}, producer=np.array(ref[1]))
+        np.savez_compressed(out / f"paper_{n}.npz", **arrays)
     (out / "paper_cnn_sinabs.nir").write_bytes(show("paper/02_cnn/cnn_sinabs.nir"))
     xc = (_rng(42).random((20, 2, 2, 34, 34)) < 0.05).astype(np.float32)
-    np.savez_compressed(out / "paper_cnn_input.npz", input=xc, dt=np.float64(1e-3))
+    arrays = {"input": xc, "dt": np.float64(1.0)}
+    ref = _cnn_sinabs(out / "paper_cnn_sinabs.nir", xc, nir)
+    if ref is not None:
+        arrays.update({f"spikes/{k}": v for k, v in ref[0].items()}, producer=np.array(ref[1]))
+    np.savez_compressed(out / "paper_cnn_sinabs.npz", **arrays)
     print("  paper graphs: lif_norse (+ published trace), braille x3, cnn_sinabs")
+
+
+def _braille_snntorch(path, x, nir):
+    """snnTorch's reading of a Braille graph: the modules its importer maps each node to
+    (``_nir_to_snntorch_module``: RSynaptic / Synaptic, reset to zero), stepped by hand because
+    ``import_from_nir`` fails on this graph in snnTorch 1.0.0 / nirtorch 2.6. Both neurons run
+    with ``reset_delay=True``: snnTorch 1.0.0's RSynaptic ignores ``reset_delay=False`` (its
+    reset branch updates a local variable), so that is what snnTorch actually simulates."""
+    try:
+        import torch
+        import snntorch
+        from snntorch import import_nir as sin
+    except ImportError:
+        return None
+    g = nir.read(path)
+    lif = g.nodes["lif1.lif"]
+    sub = nir.NIRGraph(nodes={"input": nir.Input(lif.input_type), "lif": lif,
+                              "w_rec": g.nodes["lif1.w_rec"], "output": nir.Output(lif.output_type)},
+                       edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")])
+    fc1, fc2 = sin._nir_to_snntorch_module(g.nodes["fc1"]), sin._nir_to_snntorch_module(g.nodes["fc2"])
+    lif1 = sin._nir_to_snntorch_module(sub, init_hidden=False)
+    lif2 = sin._nir_to_snntorch_module(g.nodes["lif2"], init_hidden=False)
+    lif1.reset_delay = lif2.reset_delay = True
+    n1, n2, b = lif.v_threshold.size, g.nodes["lif2"].v_threshold.size, x.shape[1]
+    spk1, syn1, mem1 = (torch.zeros(b, n1) for _ in range(3))
+    syn2, mem2 = torch.zeros(b, n2), torch.zeros(b, n2)
+    r1, r2 = [], []
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            spk1, syn1, mem1 = lif1(fc1(torch.as_tensor(x[t])), spk1, syn1, mem1)
+            spk2, syn2, mem2 = lif2(fc2(spk1), syn2, mem2)
+            r1.append(spk1.numpy().copy())
+            r2.append(spk2.numpy().copy())
+    return ({"lif1.lif": np.stack(r1), "lif2": np.stack(r2)},
+            f"snntorch {snntorch.__version__} (importer's modules, reset_delay=True)")
+
+
+def _cnn_sinabs(path, x, nir):
+    """Sinabs' own reading of the paper CNN (``sinabs.nir.from_nir``) on frames [T, B, 2, 34, 34]."""
+    try:
+        import torch
+        import sinabs
+        import sinabs.layers as sl
+        from sinabs.nir import from_nir
+    except ImportError:
+        return None
+    T_, b = x.shape[:2]
+    net = from_nir(nir.read(path), batch_size=b)
+    rec = {}
+    for name, m in net.named_modules():
+        if isinstance(m, sl.IAFSqueeze):
+            m.register_forward_hook(lambda mod, i, o, name=name: rec.__setitem__(name, o.detach().numpy().copy()))
+    with torch.no_grad():
+        net(torch.as_tensor(x).transpose(0, 1).reshape(b * T_, *x.shape[2:]))
+    return ({k: v.reshape(b, T_, *v.shape[1:]).swapaxes(0, 1) for k, v in rec.items()},
+            f"sinabs {sinabs.__version__} from_nir")
 
 
 PRODUCERS = {"snntorch": ("snntorch", snntorch_fixtures), "norse": ("norse", norse_fixtures),
