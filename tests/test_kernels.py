@@ -173,10 +173,11 @@ def test_lmht_identity_init_exact_levels():
 
 
 def test_theta_power_of_two_fast_path_is_exact_and_only_for_powers_of_two():
-    """L = 7 (theta = 2/7): membranes one ulp below fp32(theta * k), where m * (1/theta) floors
-    differently from m / theta (k = 3: 2 vs 3, k = 6: 5 vs 6), so a wrong reciprocal fast path
-    would change spikes. With L = 2 and 4 (theta = 1, 1/2) the kernels do take the fast path,
-    with the same spikes."""
+    """L = 7 (theta = 2/7): membranes one ulp below fp32(theta * k). The cascade counts k - 1
+    there (the levels below), where ``floor(m / theta)`` would count k at k = 3 and 6 and
+    ``floor(m * (1/theta))`` k - 1: neither division can stand in for the comparisons. The
+    backward divides the surrogate by theta; with L = 2 and 4 (theta = 1, 1/2) the kernels
+    multiply by 1/theta instead, with the same bits."""
     from lmh_deploy.kernels import theta_is_pow2
 
     assert [theta_is_pow2(v) for v in (1.0, 0.5, 2.0, 0.25, 2.0 ** -20)] == [True] * 5
@@ -194,7 +195,7 @@ def test_theta_power_of_two_fast_path_is_exact_and_only_for_powers_of_two():
     x[1:] = m.flip(0) * 0.5
     assert not mod._theta_pow2()
     s = _compare(mod, x.to(DEV))
-    assert s[0, 0, 3] == 3 and s[0, 0, 6] == 6
+    assert s[0, 0].tolist() == [0, 0, 1, 2, 3, 4, 5, 6, 7]
     for levels in (2, 4):
         mod = LMHTNeuron(T, levels=levels)
         assert mod._theta_pow2()

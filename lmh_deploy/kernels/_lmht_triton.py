@@ -7,7 +7,7 @@ the torch path. Per window of T steps (Omega is T x T; T' = k*T runs k windows, 
     X[j] = gain * x[j]
     I[t] = Omega[t,0] X[0] + Omega[t,1] X[1] + ... (left to right; I = X without Omega)
     m[t] = lambda * v[t-1] + I[t]
-    s[t] = clip(floor(m[t] / theta), 0, L)
+    s[t] = #{k in 1..L : m[t] >= fl(k theta)}   (a cascade of L comparisons, DESIGN §1)
     v[t] = m[t] - theta * s[t]
 
 Backward (DESIGN §1): rectangular window ``d(theta s)/dm = 1`` on ``0.5 theta <= m <= (L+0.5)
@@ -22,17 +22,19 @@ at its end into its own row of a ``[programs, T*T]`` buffer that the caller sums
 
 ``SCALED``: as in :mod:`._lmh_triton`, the kernels write ``theta * s`` and take ``dL/d(theta s)``.
 
-``MAPPED``: ``lam_ptr`` and ``om_ptr`` hold ``sigmoid`` of the raw learnables ``a`` and ``M``;
-the kernels apply :func:`lmh_deploy.neuron_math.lam_map` (``lambda = sigma + 0.5``) and
-``omega_map`` (``Omega = sigma * (2/T)``) themselves, each the same single fp32 operation as the
-torch map, and return the raw gradients (times ``sigma (1 - sigma)``, and ``2/T`` for Omega).
+``MAPPED``: ``lam_ptr`` holds ``sigmoid`` of the raw learnable ``a`` and the kernels apply
+:func:`lmh_deploy.neuron_math.lam_map` (``lambda = sigma + 0.5``, the same fp32 operation as the
+torch map); ``om_ptr`` is ``[2, T*T]``: ``sigma = sigmoid(M)`` and ``Omega = (2 sigma) / T``
+(:func:`lmh_deploy.neuron_math.omega_map`, evaluated by the launcher: an IEEE division per entry
+would cost every thread T*T divisions per window when T is not a power of two). The kernels
+return the raw gradients (times ``sigma (1 - sigma)``, and ``2/T`` for Omega).
 
 Constants: ``theta`` and ``gain`` are read from 1-element tensors, ``v(0) = V0_FRAC * theta``.
 
 ``THETA_POW2`` (theta an exact power of two, as ``2/L`` for L = 1, 2, 4, 8 of direct training):
-the divisions by theta become multiplications by ``1/theta``. Both are correctly rounded results
-of the same real number, so the bits are the same; an IEEE division costs a dozen instructions,
-three times per neuron-step.
+the backward's division of the surrogate by theta becomes a multiplication by ``1/theta``. Both
+are correctly rounded results of the same real number, so the bits are the same; an IEEE division
+costs a dozen instructions. (The forward compares against the L thresholds ``fl(k theta)``.)
 
 ``OMEGA_DOT`` (an alternative measured by ``benchmarks/bench_neurons.py --sections tune``): the
 window's ``dL/dI`` and ``X`` are joined into ``[BLOCK, TP]`` tiles (TP = T padded to a power of
@@ -61,11 +63,10 @@ def _load_window(x_ptr, wbase, N, offs, mask, gain, T: tl.constexpr):
 
 @triton.jit
 def _omega(om_ptr, idx, T: tl.constexpr, MAPPED: tl.constexpr):
-    """``Omega`` at flat index ``idx`` (from its sigmoid if MAPPED: ``sigma * (2/T)``)."""
-    w = tl.load(om_ptr + idx)
+    """``Omega`` at flat index ``idx`` (MAPPED: row 1 of the ``[2, T*T]`` buffer)."""
     if MAPPED:
-        w = w * (2.0 / T)
-    return w
+        return tl.load(om_ptr + T * T + idx)
+    return tl.load(om_ptr + idx)
 
 
 @triton.jit
@@ -111,9 +112,11 @@ def _over_theta(v, theta, inv_theta, THETA_POW2: tl.constexpr):
 @triton.jit
 def _lmht_cell(v, cur, lam, theta, inv_theta, L: tl.constexpr, THETA_POW2: tl.constexpr):
     """One LM-HT charge + fire in :func:`lmh_deploy.neuron_math.lmht_step`'s operation order:
-    ``m = lam v + I``, ``s = clip(floor(m / theta), 0, L)``; returns ``(m, s)``."""
+    ``m = lam v + I``, ``s = #{k in 1..L : m >= fl(k theta)}``; returns ``(m, s)``."""
     m = lam * v + cur
-    s = tl.minimum(tl.maximum(tl.floor(_over_theta(m, theta, inv_theta, THETA_POW2)), 0.0), L)
+    s = (m >= theta).to(tl.float32)
+    for k in tl.static_range(2, L + 1):
+        s += (m >= theta * k).to(tl.float32)
     return m, s
 
 

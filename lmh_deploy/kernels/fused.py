@@ -216,7 +216,11 @@ class LMHTFunction(torch.autograd.Function):
         has_om = omega is not None
         if has_om:
             om_f = omega.detach().to(torch.float32)
-            om_f = torch.sigmoid(om_f) if mapped else om_f.contiguous()
+            if mapped:  # [sigma, (2 sigma) / T]: neuron_math.omega_map's rounding, once per call
+                sig = torch.sigmoid(om_f).reshape(1, -1)
+                om_f = torch.cat((sig, (sig * 2.0) / float(window)))
+            else:
+                om_f = om_f.contiguous()
         else:
             om_f = lam_f  # unused
         th = theta.detach().to(device=x.device, dtype=torch.float32).reshape(1)
@@ -331,7 +335,7 @@ def lmht_counts_raw(x: torch.Tensor, a, m, theta: torch.Tensor, levels: int, v0_
                     counts_out: torch.Tensor | None = None,
                     theta_pow2: bool | None = None) -> torch.Tensor:
     """:func:`lmht_counts` from the raw learnables of :class:`lmh_deploy.neurons.LMHTNeuron`
-    (``lambda = sigmoid(a) + 0.5``, ``Omega = sigmoid(M) * 2/T``, or ``m=None`` for Omega = I),
+    (``lambda = sigmoid(a) + 0.5``, ``Omega = (2 sigmoid(M)) / T``, or ``m=None`` for Omega = I),
     the maps applied in the kernels; gradients are returned for ``a`` and ``M``."""
     return _lmht_apply(x, a, m, theta, levels, v0_frac, gain, timesteps, scaled, True,
                        counts_out, theta_pow2)

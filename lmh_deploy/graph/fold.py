@@ -1,0 +1,210 @@
+"""Fold a trained :class:`~lmh_deploy.models.SpikingNet` into a :class:`DeployGraph`, once.
+
+For every node of the model, in order:
+
+* ``synapse``: eval-mode BN folded into the conv/linear,
+  ``W' = W * gamma / sqrt(var + eps)``, ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``;
+  the factor carried by its input (theta of the neuron that produced it, 1/k^2 of an average
+  pool, the LM-HT input gain) is multiplied into W'; then W' and b' are rounded to the layer's
+  exact-sum grid (see :mod:`lmh_deploy.graph.schema`).
+* ``neuron``: sigmoid maps evaluated (by the module itself, in torch float32, so the deployed
+  constants are bit-identical to the trained ones); its output is spike counts.
+* ``avgpool`` becomes a sum pool whose ``1/k^2`` is folded into the next synapse.
+* ``add`` with a shortcut carrying ``theta * counts`` gets an explicit ``scale`` op.
+
+Each value is tracked as (factor, grid, bound): true activation = factor * stored value, stored
+values are multiples of ``grid`` with ``|value| <= bound``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lmh_deploy.graph.schema import DeployGraph, DeployOp
+from lmh_deploy.errors import UnsupportedModelError
+from lmh_deploy.models import SpikingNet
+from lmh_deploy.neurons import LIFNeuron, LMHNeuron, LMHTNeuron, ReparamLMHTNeuron
+
+#: partial sums must stay below 2**EXACT_BITS grid units (float32 has a 24-bit significand;
+#: one bit of margin for the bias and rounding of the bound itself)
+EXACT_BITS = 23
+DEFAULT_INPUT_QUANTUM = 2.0 ** -8
+DEFAULT_INPUT_BOUND = 8.0
+
+
+@dataclass
+class _Val:
+    factor: float  # true value = factor * stored value
+    grid: float    # stored values are integer multiples of grid
+    bound: float   # |stored value| <= bound
+
+
+def _pow2_at_least(x: float) -> float:
+    return 2.0 ** math.ceil(math.log2(x)) if x > 0 else 2.0 ** -40
+
+
+def _fold_bn(syn) -> tuple[np.ndarray, np.ndarray]:
+    layer, bn = syn.layer, syn.bn
+    w = layer.weight.detach().double().cpu().numpy()
+    b = (layer.bias.detach().double().cpu().numpy() if layer.bias is not None
+         else np.zeros(w.shape[0]))
+    if bn is not None:
+        if bn.training:
+            raise UnsupportedModelError("fold needs the model in eval mode (call model.eval())")
+        g = (bn.weight.detach().double().cpu().numpy() if bn.weight is not None
+             else np.ones(w.shape[0]))
+        beta = (bn.bias.detach().double().cpu().numpy() if bn.bias is not None
+                else np.zeros(w.shape[0]))
+        mean = bn.running_mean.double().cpu().numpy()
+        inv = g / np.sqrt(bn.running_var.double().cpu().numpy() + bn.eps)
+        w = w * inv.reshape((-1,) + (1,) * (w.ndim - 1))
+        b = (b - mean) * inv + beta
+    return w, b
+
+
+def _round_synapse(w: np.ndarray, b: np.ndarray, vin: _Val) -> tuple[np.ndarray, np.ndarray, _Val]:
+    """Choose the weight grid q_w (a power of two) so that sum_i |w_i| |x_i| + |b| < 2**23 q_w q_x
+    for every output, then round. Returns float32 arrays and the output value description."""
+    rows = w.reshape(w.shape[0], -1)
+    worst = float(np.max(np.abs(rows).sum(1) * vin.bound + np.abs(b))) if rows.size else 0.0
+    q_out = _pow2_at_least(max(worst, 1e-30) * 1.001 / 2.0 ** EXACT_BITS)
+    q_w = q_out / vin.grid
+    wq = (np.round(w / q_w) * q_w).astype(np.float32)
+    bq = (np.round(b / q_out) * q_out).astype(np.float32)
+    bound = float(np.max(np.abs(wq.reshape(wq.shape[0], -1)).astype(np.float64).sum(1) * vin.bound
+                         + np.abs(bq)))
+    return wq, bq, _Val(1.0, q_out, bound)
+
+
+def _neuron_op(name, src, mod) -> DeployOp:
+    if not isinstance(mod, (LMHNeuron, LIFNeuron, LMHTNeuron, ReparamLMHTNeuron)):
+        raise UnsupportedModelError(
+            f"layer {name!r} is a {type(mod).__name__}, which cannot be deployed; convert ANN "
+            f"(QCFS) layers to LM-H/LM-HT neurons first (training/hybrid.py)")
+    theta = np.float32(mod.theta.item())
+    if isinstance(mod, (LMHNeuron, LIFNeuron)):
+        arrays = mod.deploy_params()
+        attrs = {"model": "lmh", "source_kind": mod.kind, "levels": 1,
+                 "v0": np.float32(0.5) * theta}
+    elif isinstance(mod, LMHTNeuron):
+        p = mod.deploy_params()
+        arrays = {"lam": p["lam"]}
+        if p["omega"] is not None:
+            arrays["omega"] = p["omega"].astype(np.float32)
+        attrs = {"model": "lmht", "source_kind": "lmht", "levels": mod.levels,
+                 "v0": np.float32(mod.v0_frac) * theta}
+    elif isinstance(mod, ReparamLMHTNeuron):
+        lam = mod.lam_steps.detach().cpu().float().numpy()
+        arrays = {"lam": lam.reshape(lam.shape[0], -1),  # [L*T, C]: per-channel lambda kept
+                  "omega": mod.omega_fixed.detach().cpu().float().numpy()}
+        attrs = {"model": "lmht", "source_kind": "lmht-binary", "levels": 1,
+                 "v0": np.float32(mod.v0_frac) * theta}
+    attrs["theta"] = theta
+    attrs["timesteps"] = mod.timesteps
+    return DeployOp(name, "neuron", (src,), arrays, attrs)
+
+
+def fold(model: SpikingNet, input_quantum: float | None = None,
+         input_bound: float | None = None) -> DeployGraph:
+    """Fold ``model`` (eval mode) into a DeployGraph. See the module docstring for the rules."""
+    cfg = model.config
+    if cfg.get("bn", "tdbn") not in ("tdbn", None):
+        raise UnsupportedModelError(
+            f"per-step BN (bn={cfg.get('bn')!r}) gives time-varying weights and cannot be folded; "
+            f"train with --bn tdbn to deploy")
+    q_in = float(input_quantum or cfg.get("input_quantum", DEFAULT_INPUT_QUANTUM))
+    b_in = float(input_bound or cfg.get("input_bound", DEFAULT_INPUT_BOUND))
+    if not (q_in > 0 and math.log2(q_in).is_integer()):
+        raise UnsupportedModelError(f"input_quantum must be a power of two, got {q_in}")
+    vals = {"input": _Val(1.0, q_in, b_in)}
+    ops: list[DeployOp] = []
+    pending_gain: dict[str, float] = {}  # synapse name -> gain of the LM-HT neuron reading it
+    consumers: dict[str, list] = {}
+    kinds = {n.name: n.kind for n in model.nodes}
+    for node in model.nodes:
+        for i in node.inputs:
+            consumers.setdefault(i, []).append(node)
+    for node in model.nodes:
+        if node.kind == "neuron":
+            mod = model.layers[node.name]
+            gain = float(getattr(mod, "gain", torch.tensor(1.0)).item())
+            if gain != 1.0:
+                pending_gain[node.inputs[0]] = gain
+
+    with torch.no_grad():
+        for node in model.nodes:
+            name, ins = node.name, node.inputs
+            if node.kind == "synapse":
+                vin = vals[ins[0]]
+                syn = model.layers[name]
+                w, b = _fold_bn(syn)
+                gain = pending_gain.get(name, 1.0)
+                w = w * (vin.factor * gain)
+                b = b * gain
+                wq, bq, vout = _round_synapse(w, b, vin)
+                attrs = {"op": node.attrs["op"], "weight_grid": vout.grid / vin.grid,
+                         "out_grid": vout.grid, "out_bound": vout.bound}
+                if node.attrs["op"] == "conv":
+                    attrs.update(stride=int(node.attrs["stride"]), padding=int(node.attrs["padding"]))
+                ops.append(DeployOp(name, "synapse", ins, {"weight": wq, "bias": bq}, attrs))
+                vals[name] = vout
+            elif node.kind == "neuron":
+                vin = vals[ins[0]]
+                mod = model.layers[name]
+                if vin.factor != 1.0:
+                    raise UnsupportedModelError(f"neuron {name!r} must read a synapse or an add")
+                if float(mod.gain.item() if hasattr(mod, "gain") else 1.0) != 1.0 and \
+                        kinds[ins[0]] != "synapse":
+                    raise UnsupportedModelError(
+                        f"LM-HT input gain on {name!r} needs a synapse right before it")
+                op = _neuron_op(name, ins[0], mod)
+                ops.append(op)
+                vals[name] = _Val(float(op.attrs["theta"]), 1.0, float(op.attrs["levels"]))
+            elif node.kind == "add":
+                a, c = ins
+                new_ins = []
+                for i in (a, c):
+                    v = vals[i]
+                    if v.factor != 1.0:  # a shortcut carrying theta * counts: explicit scale
+                        sname = f"{name}_scale_{i}"
+                        f = np.float32(v.factor)
+                        ops.append(DeployOp(sname, "scale", (i,), {"factor": np.asarray(f, np.float32)}))
+                        vals[sname] = _Val(1.0, v.grid, v.bound * float(f))
+                        i = sname
+                    new_ins.append(i)
+                va, vc = vals[new_ins[0]], vals[new_ins[1]]
+                grid = min(va.grid, vc.grid)  # elementwise add: deterministic in every runtime
+                ops.append(DeployOp(name, "add", tuple(new_ins)))
+                vals[name] = _Val(1.0, grid, va.bound + vc.bound)
+            elif node.kind == "avgpool":
+                k = int(node.attrs["kernel"])
+                nxt = consumers.get(name, [])
+                ok = all(n.kind in ("flatten", "synapse", "add") for n in nxt)
+                if not ok:
+                    raise UnsupportedModelError(
+                        f"average pool {name!r} must feed a conv/linear (its 1/k^2 is folded "
+                        f"there) or a residual add (an explicit scale op)")
+                ops.append(DeployOp(name, "sumpool", ins, attrs={"kernel": k}))
+                v = vals[ins[0]]
+                vals[name] = _Val(v.factor / (k * k), v.grid, v.bound * k * k)
+            elif node.kind == "flatten":
+                ops.append(DeployOp(name, "flatten", ins))
+                vals[name] = vals[ins[0]]
+            else:
+                raise UnsupportedModelError(f"node {name!r} of kind {node.kind!r} cannot be folded")
+
+    meta = {"source_config": cfg, "arch": cfg.get("arch"), "neuron": cfg.get("neuron", {}),
+            "convention": "spike counts between layers; exact-sum power-of-two weight grid"}
+    return DeployGraph(ops=ops, output=model.output_name, timesteps=model.timesteps,
+                       input_shape=tuple(model.input_shape), num_classes=int(cfg["num_classes"]),
+                       input_quantum=q_in, input_bound=b_in, meta=meta)
+
+
+def fold_checkpoint(path) -> DeployGraph:
+    """Load a checkpoint and fold it."""
+    from lmh_deploy.checkpoint import load_model
+
+    return fold(load_model(path))
