@@ -11,7 +11,7 @@ import pytest
 
 nir = pytest.importorskip("nir")
 
-from lmh_deploy import nir_foreign as nf  # noqa: E402
+from lmh_deploy.nir import foreign as nf  # noqa: E402
 
 FIX = Path(__file__).parent / "fixtures" / "nir"
 
@@ -258,3 +258,53 @@ def test_algebraic_loop_and_not_hdf5(tmp_path):
     bad.write_text("not hdf5")
     with pytest.raises(nf.ForeignNirError, match="not a NIR \\(HDF5\\) file"):
         nf.load_foreign(bad)
+
+
+# ----------------------------------------------------------------------------- lmh-run
+
+
+def _cli(argv, capsys):
+    from lmh_deploy.cli.run import main
+
+    rc = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_lmh_run_foreign_file_and_spikes(tmp_path, capsys):
+    out = tmp_path / "s.npz"
+    rc, text, err = _cli([FIX / "snntorch_rec_lif.nir", "--input", FIX / "snntorch_rec_lif.npz",
+                          "--producer", "snntorch", "--save-spikes", out], capsys)
+    assert rc == 0, err
+    assert "producer snntorch, dt 0.0001 s" in text and "2 samples x 24 steps" in text
+    d, ref = _fixture("snntorch_rec_lif")
+    got = np.load(out)
+    assert np.array_equal(got["spikes/1.lif"], ref["1.lif"])
+    assert got["outputs"].shape == (24, 2, 3)
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["paper_lif_norse.nir", "--input", "paper_lif_norse.npz"], "give --dt SECONDS"),
+    (["paper_braille_noDelay_bias_zero_subgraph.nir", "--producer", "snntorch",
+      "--input", "paper_braille_noDelay_bias_zero.npz"], "names node 'lif'"),
+    (["snntorch_lif_mlp.nir", "--runtime", "lava", "--input", "snntorch_lif_mlp.npz"],
+     "runs in nir, nir-literal"),
+    (["snntorch_lif_mlp.nir", "--input", "snntorch_conv.npz"], "Input expects frames"),
+    (["snntorch_lif_mlp.nir", "--producer", "bogus", "--input", "snntorch_lif_mlp.npz"],
+     "unknown producer 'bogus'"),
+])
+def test_lmh_run_bad_foreign_one_line_exit_2(argv, msg, capsys):
+    argv = [FIX / a if a.endswith((".nir", ".npz")) else a for a in argv]
+    rc, text, err = _cli(argv, capsys)
+    assert rc == 2
+    assert err.count("\n") == 1 and err.startswith("lmh-run: error: ") and msg in err, err
+
+
+def test_lmh_run_static_input_needs_t(tmp_path, capsys):
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((3, 8), np.float32))
+    rc, _, err = _cli([FIX / "snntorch_lif_mlp.nir", "--input", x, "--producer", "snntorch"], capsys)
+    assert rc == 2 and "give -T" in err
+    rc, text, err = _cli([FIX / "snntorch_lif_mlp.nir", "--input", x, "--producer", "snntorch",
+                          "-T", "5"], capsys)
+    assert rc == 0 and "3 samples x 5 steps" in text

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LmhError, require
+from ..errors import LmhError, require
 
 NEURONS = ("LIF", "IF", "CubaLIF")
 STATEFUL = ("I", "LI", "LIF", "IF", "CubaLI", "CubaLIF", "Delay")
