@@ -289,7 +289,9 @@ def test_lmh_run_foreign_file_and_spikes(tmp_path, capsys):
       "--input", "paper_braille_noDelay_bias_zero.npz"], "names node 'lif'"),
     (["snntorch_lif_mlp.nir", "--runtime", "lava", "--input", "snntorch_lif_mlp.npz"],
      "runs in nir, nir-literal"),
-    (["snntorch_lif_mlp.nir", "--input", "snntorch_conv.npz"], "Input expects frames"),
+    (["snntorch_lif_mlp.nir", "--input", "snntorch_conv.npz"], "wrong input rank 5"),
+    (["snntorch_lif_mlp.nir", "--input", "paper_braille_noDelay_bias_zero.npz"],
+     "Input expects frames [T, B, 8], got [256, 2, 12]"),
     (["snntorch_lif_mlp.nir", "--producer", "bogus", "--input", "snntorch_lif_mlp.npz"],
      "unknown producer 'bogus'"),
 ])
