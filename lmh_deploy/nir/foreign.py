@@ -80,7 +80,11 @@ class Rules:
     ``tau_times_dt``: the file's τ is ``dt·τ`` (Norse 1.1's ``to_nir`` writes ``dt/τ_inv``), so
     ``dt/τ`` is read as ``dt²/τ_file``; ``reset_delay``: snnTorch's ``reset_delay=True`` (its
     default): a spike at t resets at t+1 -- ``Leaky`` zero: ``v = β(1−z[t−1])v + I``, ``Synaptic``
-    zero: ``v = (1−z[t−1])(βv + i)``, subtract: ``v = βv + I − θz[t−1]``.
+    zero: ``v = (1−z[t−1])(βv + i)``, subtract: ``v = βv + I − θz[t−1]``; ``flatten_torch``:
+    a Flatten ``start_dim ≥ 1`` counts the batch axis (snnTorch's and Norse's importers hand it to
+    ``torch.nn.Flatten`` unshifted); ``if_per_step``: IF integrates ``v += r·u`` per step (Norse's
+    IAFCell ignores dt, Sinabs has none). Form "exp-raw": ``a = exp(−dt/τ)``, ``b = r`` (Sinabs'
+    ``norm_input=False``). ``v_min_threshold`` applies to IF nodes (Sinabs' IAF).
     """
 
     name: str = "nir"
@@ -94,6 +98,8 @@ class Rules:
     v_min_threshold: bool = False
     tau_times_dt: bool = False
     reset_delay: bool = False
+    flatten_torch: bool = False
+    if_per_step: bool = False
     description: str = "NIR read literally: forward Euler at dt, reset to v_reset, z = v > v_th"
 
     def form_of(self, kind: str) -> str:
@@ -106,24 +112,29 @@ PRODUCERS: dict[str, Rules] = {
                        description="the NIR paper's reference CubaLIF (explicit Euler: the "
                                    "membrane reads the current of the previous step)"),
     "snntorch": Rules("snntorch", 1e-4, {"LIF": "decay", "CubaLIF": "decay", "IF": "decay",
-                                         "CubaLI": "decay", "LI": "decay"},
+                                         "CubaLI": "decay", "LI": "decay"}, flatten_torch=True,
                       description="snnTorch 1.0 (Leaky/Synaptic/RLeaky: v = beta v + I, "
                                   "reset_mechanism='zero', dt = 1e-4)"),
     "snntorch-delay": Rules("snntorch-delay", 1e-4, {"LIF": "decay", "CubaLIF": "decay",
                                                      "IF": "decay"}, reset_delay=True,
+                            flatten_torch=True,
                             description="snnTorch 1.0 with reset_delay=True (its default; "
                                         "RSynaptic always, a bug); add --reset subtract for its "
                                         "default reset"),
     "spikingjelly": Rules("spikingjelly", 1e-4, {"IF": "decay", "CubaLIF": "decay"}, fire=">=",
                           description="SpikingJelly 2.0 (LIFNode v += (x - (v - v_reset))/tau, "
                                       "IFNode, CUBALIFNode; fires at v >= v_th; dt = 1e-4)"),
-    "norse": Rules("norse", 1e-3, cuba_input="jump", tau_times_dt=True,
+    "norse": Rules("norse", 1e-3, cuba_input="jump", tau_times_dt=True, flatten_torch=True,
                    description="Norse 1.1 (LIFBoxCell, LIFCell: current jumps by the input, "
                                "Euler membrane; dt = 1e-3; its to_nir writes tau = dt/tau_inv)"),
-    "sinabs": Rules("sinabs", 1.0, {"IF": "decay"}, reset="subtract", multi_spike=True,
-                    v_min_threshold=True, fire=">=",
+    "sinabs": Rules("sinabs", 1.0, {"IF": "decay", "LIF": "exp-raw", "LI": "exp-raw"},
+                    reset="subtract", multi_spike=True, v_min_threshold=True, fire=">=",
+                    if_per_step=True,
                     description="Sinabs 3.1 IAF as its from_nir builds it (one step per "
                                 "sample, multi-spike, subtractive reset, v >= -v_th)"),
+    "norse-import": Rules("norse-import", 1e-3, if_per_step=True, flatten_torch=True,
+                          description="Norse 1.1's from_nir (LIFBox / LIBox Euler at dt, CubaLIF "
+                                      "with the new current, IAF v += x, r of LIF ignored)"),
     "rockpool": Rules("rockpool", 1e-3, {"LIF": "exact", "CubaLIF": "exact", "LI": "exact",
                                          "CubaLI": "exact"}, reset="subtract", multi_spike=True,
                       fire=">=", description="Rockpool 3.1 LIFTorch (exact exponential decays, "
@@ -165,11 +176,11 @@ def leak_coeffs(tau, r, v_leak, dt: float, form: str):
     ("euler"), from float64 parameters; τ, r, v_leak broadcast arrays."""
     tau, r, v_leak = (np.asarray(x, np.float64) for x in (tau, r, v_leak))
     k = dt / tau
-    if np.any(k > 1) and form != "exact":
+    if np.any(k > 1) and form not in ("exact", "exp-raw"):
         warnings.warn(f"dt/tau = {float(np.max(k)):.3g} > 1: forward Euler diverges; check --dt "
                       f"(or --exact)", RuntimeWarning, stacklevel=3)
-    a = np.exp(-k) if form == "exact" else 1.0 - k
-    g = (1.0 - a) if form == "exact" else k
+    a = np.exp(-k) if form in ("exact", "exp-raw") else 1.0 - k
+    g = (1.0 - a) if form == "exact" else (1.0 if form == "exp-raw" else k)
     return _f32(a), _f32(g * r), _f32(g * v_leak), _f32(k)
 
 
@@ -181,7 +192,7 @@ def leaky_update(v, u, c, form: str):
     return c["a"] * v + c["b"] * u + c["c"]
 
 
-def fire_and_reset(v, p, rules: Rules):
+def fire_and_reset(v, p, rules: Rules, clamp: bool = False):
     """Spikes and the reset state: ``z = [v > v_th]`` (``>=`` or multi-spike per ``rules``),
     ``v = v_reset`` where z (or ``v − v_th·z``)."""
     thr = p["v_threshold"]
@@ -193,7 +204,7 @@ def fire_and_reset(v, p, rules: Rules):
         v = (v - z * thr).astype(np.float32)
     else:
         v = np.where(z > 0, p["v_reset"], v).astype(np.float32)
-    if rules.v_min_threshold:
+    if clamp and rules.v_min_threshold:
         v = np.maximum(v, -thr).astype(np.float32)
     return z, v
 
@@ -241,7 +252,7 @@ def step_if(p, state, u, rules):
         z = _fire(v, p, rules)
         return z, (v, z)
     v = (state + p["b"] * u).astype(np.float32)
-    return fire_and_reset(v, p, rules)
+    return fire_and_reset(v, p, rules, clamp=True)
 
 
 def _cuba(p, state, u, rules, kind):
@@ -493,7 +504,7 @@ def _intrinsic_shape(node):
     return None
 
 
-def _out_shape(node, got):
+def _out_shape(node, got, rules: Rules = Rules()):
     """Output shape of ``node`` for input shape ``got`` (a tuple); sets ``node.params``."""
     k, p = node.kind, node.params
     if k in ("Affine", "Linear"):
@@ -550,6 +561,8 @@ def _out_shape(node, got):
         n = len(got)
         sd = int(np.asarray(node.raw.get("start_dim", 0)))
         ed = int(np.asarray(node.raw.get("end_dim", -1)))
+        if rules.flatten_torch:
+            sd, ed = (sd - 1 if sd > 0 else sd), (ed - 1 if ed > 0 else ed)
         sd, ed = sd % n if n else 0, ed % n if n else 0
         p.update(start=sd, end=ed)
         return got[:sd] + (int(np.prod(got[sd:ed + 1])),) + got[ed + 1:]
@@ -595,7 +608,7 @@ def _neuron_params(node, shape, rules: Rules):
         v.update({x: v[x] / dt for x in ("tau", "tau_mem", "tau_syn") if x in v})
     p: dict = {}
     if k in ("I", "IF"):
-        p["b"] = _f32(dt * v["r"])
+        p["b"] = _f32(v["r"] if rules.if_per_step and k == "IF" else dt * v["r"])
     if k in ("LI", "LIF"):
         if np.any(v["tau"] <= 0):
             raise ForeignNirError(f"node {node.name!r}: {k} tau must be > 0")
@@ -879,7 +892,7 @@ def _shape_node(prog, node, ins, shape):
         return
     got = next(prog.nodes[a].out_shape for a in ins if prog.nodes[a].out_shape is not None)
     node.in_shape = tuple(got)
-    node.out_shape = tuple(_out_shape(node, tuple(got)))
+    node.out_shape = tuple(_out_shape(node, tuple(got), prog.rules))
     if node.kind in STATEFUL or node.kind in ("Scale", "Threshold"):
         node.params = _neuron_params(node, node.out_shape, prog.rules)
     if node.kind == "Output" and node.declared is not None:

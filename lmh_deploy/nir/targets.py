@@ -11,7 +11,8 @@ target         dt (s)    neuron node                         what is lossy
 snntorch       1e-4      LIF  τ = dt/(1−λ_S), r = τ/dt;      reset to 0 (model: subtract θ);
                          CubaLIF (LM-H with μ_D ≠ 0):        v(0) = 0 (model θ/2); fires at
                          τ_s = dt/(1−μ_D), w_in = τ_s/dt,    v > θ (model ≥); λ_D folded into
-                         r = τ_m/dt; AvgPool2d (×k² folded)  the synapse; μ_S feedback dropped
+                         r = τ_m/dt; AvgPool2d (×k² folded)  the synapse; μ_S feedback dropped;
+                                                             λ_S > 1 and μ_D < 0 clamped
 spikingjelly   1e-4      same as snntorch (LIF r = τ/dt:     same, but SpikingJelly fires at
                          decay_input=False); IF for λ_S = 1  v ≥ θ like the model
 norse          1e-3      LIF (r = 1: input gain dt/τ, so     reset, v(0), v > θ, μ_S;
@@ -23,9 +24,9 @@ sinabs         1 step    LIF τ = −1/ln λ_S steps (exact      multi-spike (a 
 =============  ========  =====================================================================
 
 Every target: graded LM-HT spikes (0..L) become binary, the non-causal Ω of LM-HT and per-step
-(radical) parameters have no streaming form (refused), λ_S > 1 cannot be a LIF time constant
-(refused), per-channel parameters need a tool that reads per-neuron values (snnTorch reads
-uniform thresholds only). The input is quantized like the reference before it is fed to a tool.
+(radical) parameters have no streaming form (refused), λ_S > 1 (growing membrane) and μ_D < 0 have
+no time constant (clamped to 1 and 0, printed), per-channel parameters are refused (the
+importers read one value per layer), residual adds / shortcuts are refused. The input is quantized like the reference before it is fed to a tool.
 """
 from __future__ import annotations
 
@@ -122,8 +123,13 @@ def export_target(graph, target: str, dt: float | None = None):
             lam_s, mu_d, mu_s, lam_d = (_uniform(spec.params[k], k, op.name)
                                         for k in ("lam_s", "mu_d", "mu_s", "lam_d"))
         if lam_s > 1:
-            raise ExportFormatError(f"layer {op.name!r}: lambda_S = {lam_s:.4g} > 1 (a growing "
-                                    f"membrane) has no LIF time constant in {target}")
+            notes.append(f"layer {op.name}: lambda_S = {lam_s:.4g} > 1 (a growing membrane has no "
+                         f"time constant) clamped to 1")
+            lam_s = 1.0
+        if mu_d < 0 and tg.cuba:
+            notes.append(f"layer {op.name}: mu_D = {mu_d:.4g} < 0 (no synaptic time constant) "
+                         f"clamped to 0")
+            mu_d = 0.0
         cuba = mu_d != 0 and tg.cuba
         if mu_d != 0 and not tg.cuba:
             raise ExportFormatError(f"layer {op.name!r}: two-compartment LM-H (mu_D = {mu_d:.4g}) "
@@ -162,9 +168,6 @@ def export_target(graph, target: str, dt: float | None = None):
             tau = _tau(lam_s, dt, tg.exp_tau)
             if cuba:
                 tau_s = dt / (1.0 - mu_d)
-                if mu_d < 0:
-                    notes.append(f"layer {op.name}: mu_D = {mu_d:.4g} < 0 (snnTorch clamps the "
-                                 f"decay at 0)")
                 node = nir.CubaLIF(tau_syn=full(tau_s), tau_mem=full(tau), r=full(tau / dt),
                                    v_leak=full(0.0), v_threshold=full(theta), v_reset=full(0.0),
                                    w_in=full(tau_s / dt))
@@ -173,6 +176,8 @@ def export_target(graph, target: str, dt: float | None = None):
                               v_reset=full(0.0))
             else:
                 r = 1.0 if (tg.lif_gain == "euler" or tg.exp_tau) else tau / dt
+                if tg.name == "sinabs" and len(shape) > 1:  # its from_nir tests any(v_leak) != 0
+                    full = lambda v: np.full((1,), v, np.float64)  # noqa: E731
                 node = nir.LIF(tau=full(tau), r=full(r), v_leak=full(0.0),
                                v_threshold=full(theta), v_reset=full(0.0))
         elif op.kind == "sumpool":
