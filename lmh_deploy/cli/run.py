@@ -37,7 +37,8 @@ def build_parser() -> OneLineParser:
                    "(with -T); .npz: its 'input' (and 'labels') arrays")
     g.add_argument("--producer", default=None, metavar="NAME",
                    help="discretize as this tool's simulator does: nir (forward Euler, default), "
-                        "snntorch, snntorch-delay, spikingjelly, norse, sinabs, rockpool, nir-paper")
+                        "snntorch, snntorch-delay, spikingjelly, norse, norse-import, sinabs, "
+                        "nir-paper")
     g.add_argument("--dt", type=float, metavar="SECONDS", help="seconds per step (default: the "
                    "producer's, else what the file's r = tau/dt says)")
     g.add_argument("--reset", choices=("value", "subtract"), help="override the reset "

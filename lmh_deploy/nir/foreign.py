@@ -1,5 +1,5 @@
-"""Run NIR graphs written by other tools (snnTorch, Norse, SpikingJelly, Sinabs, Rockpool, the NIR
-paper) in numpy, step by step (DESIGN §3 "Import", issue 15).
+"""Run NIR graphs written by other tools (snnTorch, Norse, SpikingJelly, Sinabs, the NIR paper) in
+numpy, step by step (DESIGN §3 "Import", issue 15).
 
 NIR is continuous time; every simulator discretizes it its own way, and the file does not say
 how. :class:`Rules` holds one discretization; :data:`PRODUCERS` has the one each tool's simulator
@@ -12,9 +12,12 @@ runs (what its NIR importer builds, and what it computed before export), selecte
   I          v += dt·r·u                                            v
   LI         v += k·((r·u + v_leak) − v)                            v           exp: v = a·v + r(1−a)u
   LIF        v += k·((r·u + v_leak) − v); z = v > v_th;             z           SJ: z = v ≥ v_th;
-             v = v_reset where z                                                snnTorch: decay form
-  IF         v += dt·r·u; z = v > v_th; v = v_reset where z         z           Sinabs: dt = 1 step,
-                                                                                multi-spike, subtract
+             v = v_reset where z                                                snnTorch: decay form;
+                                                                                Sinabs: v = e^(−k)v + u
+  IF         v += dt·r·u; z = v > v_th; v = v_reset where z         z           Norse, Sinabs: v += r·u
+                                                                                per step; Sinabs:
+                                                                                multi-spike, subtract,
+                                                                                v >= -v_th
   CubaLI(F)  i += k_s·(w_in·u − i);  v += k_m·((r·i + v_leak) − v)  v (z)       Norse: i += w_in·u
              with the NEW i (snnTorch, SpikingJelly, Norse and                  (jump, its LIFCell)
              Rockpool all update i first); LIF part as above                    NIR paper: old i
@@ -22,12 +25,18 @@ runs (what its NIR importer builds, and what it computed before export), selecte
   Delay      y[t] = u[t − round(τ/dt)] (0 before the start)         y
   Affine/Linear/Scale/Conv1d/Conv2d/SumPool2d/AvgPool2d/Flatten: per step, per sample.
 
-"decay" form (snnTorch, SpikingJelly IF/CubaLIF, Rockpool): ``v = a·v + b·u + c`` with
-``a = 1 − k``, ``b = k·r``, ``c = k·v_leak`` rounded once to float32, so a file written from
-``beta`` reproduces ``beta·v + I`` bit for bit. ``exact`` (Rockpool, ``--exact``): ``a = exp(−k)``,
-``b = r·(1 − a)`` (``w_in`` alike), the exact solution for an input held over the step.
-Reset: ``value`` (to v_reset; NIR's meaning) or ``subtract`` (v −= v_th·z; snnTorch's default,
-Sinabs, Rockpool: not expressible in NIR, selectable with ``--reset subtract``).
+"decay" form (snnTorch, SpikingJelly IF/CubaLIF): ``v = a·v + b·u + c`` with ``a = 1 − k``,
+``b = k·r``, ``c = k·v_leak`` rounded once to float32, so a file written from ``beta`` reproduces
+``beta·v + I`` bit for bit. ``exact`` (``--exact``): ``a = exp(−k)``, ``b = r·(1 − a)`` (``w_in``
+alike), the exact solution for an input held over the step; "exp-raw" (Sinabs): ``a = exp(−k)``,
+``b = r``. Reset: ``value`` (to v_reset; NIR's meaning) or ``subtract`` (v −= v_th·z; snnTorch's
+default, Sinabs: not expressible in NIR, selectable with ``--reset subtract``).
+
+Presets (:data:`PRODUCERS`): ``nir``, ``nir-paper``, ``snntorch``, ``snntorch-delay``,
+``spikingjelly``, ``norse`` (files Norse 1.1 writes: τ = dt/τ_inv, current jumps),
+``norse-import`` (what Norse's ``from_nir`` builds from a standard file), ``sinabs``. Each is
+tested against the tool itself: fixtures written by the tool (tests/test_nir_foreign.py) and the
+tool's run of our target forms (tests/test_nir_targets.py) agree spike for spike.
 
 Graph rules. Nested ``NIRGraph`` nodes are flattened (``outer.inner`` names; edges to a subgraph
 go to its Input's successors, edges from it leave its Output's predecessors). A declared Input /
@@ -135,10 +144,6 @@ PRODUCERS: dict[str, Rules] = {
     "norse-import": Rules("norse-import", 1e-3, if_per_step=True, flatten_torch=True,
                           description="Norse 1.1's from_nir (LIFBox / LIBox Euler at dt, CubaLIF "
                                       "with the new current, IAF v += x, r of LIF ignored)"),
-    "rockpool": Rules("rockpool", 1e-3, {"LIF": "exact", "CubaLIF": "exact", "LI": "exact",
-                                         "CubaLI": "exact"}, reset="subtract", multi_spike=True,
-                      fire=">=", description="Rockpool 3.1 LIFTorch (exact exponential decays, "
-                                             "subtractive multi-spike; dt = 1e-3)"),
 }
 
 

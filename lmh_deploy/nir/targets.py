@@ -126,7 +126,7 @@ def export_target(graph, target: str, dt: float | None = None):
             notes.append(f"layer {op.name}: lambda_S = {lam_s:.4g} > 1 (a growing membrane has no "
                          f"time constant) clamped to 1")
             lam_s = 1.0
-        if mu_d < 0 and tg.cuba:
+        if mu_d < 0:
             notes.append(f"layer {op.name}: mu_D = {mu_d:.4g} < 0 (no synaptic time constant) "
                          f"clamped to 0")
             mu_d = 0.0
