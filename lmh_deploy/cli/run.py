@@ -6,7 +6,8 @@ the test split and prints the accuracy of the cumulative mean logits after each 
 
 A NIR file written by another tool (no lmh-export metadata) runs in the foreign-NIR runtime
 (:mod:`lmh_deploy.nir.foreign`): ``lmh-run FILE.nir [--producer NAME] [--dt SECONDS]
-[--input X.npy | --dataset NAME -T STEPS]`` (``--runtime nir`` or ``nir-literal``).
+[--input X.npy | --dataset NAME -T STEPS]`` (``--runtime nir`` or ``nir-literal``: numpy;
+``lava``: Lava's own LIF processes, :mod:`lmh_deploy.lava.foreign`).
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def build_parser() -> OneLineParser:
     return p
 
 
-FOREIGN_RUNTIMES = ("nir", "nir-literal")
+FOREIGN_RUNTIMES = ("nir", "nir-literal", "lava")
 
 
 def run_foreign_file(path, runtime=None, producer=None, dt=None, reset=None, exact=False,
@@ -90,7 +91,12 @@ def run_foreign_file(path, runtime=None, producer=None, dt=None, reset=None, exa
         x = x[:, :limit] if x.ndim == len(prog.input_shape) + 2 else x[:limit]
         y = None if y is None else y[:limit]
     t0 = time.perf_counter()
-    out, spikes = foreign.run_foreign(prog, x, timesteps)
+    if runtime == "lava":
+        from lmh_deploy.lava.foreign import run_lava_foreign
+
+        out, spikes = run_lava_foreign(prog, x, timesteps)
+    else:
+        out, spikes = foreign.run_foreign(prog, x, timesteps)
     wall = time.perf_counter() - t0
     res = {"file": str(path), "runtime": runtime, "producer": prog.rules.name,
            "dt": prog.rules.dt, "input": source, "timesteps": int(out.shape[0]),
