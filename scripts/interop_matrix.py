@@ -73,7 +73,7 @@ def export_row(ckpt: Path, tool: str, limit: int | None) -> dict:
             "accuracy": accuracy_per_step(run.logits, y)[-1]}
 
 
-def import_rows() -> list:
+def import_rows(lava: bool = False) -> list:
     from lmh_deploy.nir import foreign
 
     fix = ROOT / "tests" / "fixtures" / "nir"
@@ -88,8 +88,28 @@ def import_rows() -> list:
         same = sum(float(np.sum(sp[k] == v)) for k, v in ref.items())
         src = str(d["producer"]) if "producer" in d.files else "?"
         rows.append({"fixture": name, "producer": producer, "reference": src,
-                     "layers": len(ref), "agreement": same / n, "dt": prog.rules.dt})
+                     "layers": len(ref), "agreement": same / n, "dt": prog.rules.dt,
+                     "lava": _lava_cell(prog, d["input"], ref) if lava else "not run"})
     return rows
+
+
+def _lava_cell(prog, x, ref) -> str:
+    """Lava (its own LIF process) on the first sample: the agreement, or why it is refused."""
+    import warnings
+
+    from lmh_deploy.lava.foreign import lava_chain, run_lava_foreign
+    from lmh_deploy.nir.foreign import ForeignNirError
+
+    try:
+        lava_chain(prog)
+    except ForeignNirError as e:
+        return "refused: " + str(e).split(";")[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, sp = run_lava_foreign(prog, x[:, :1])
+    n = sum(v[:, :1].size for v in ref.values())
+    same = sum(float(np.sum(sp[k] == v[:, :1])) for k, v in ref.items())
+    return f"{100 * same / n:.1f} %"
 
 
 def markdown(export: dict, imports: list, limit) -> str:
@@ -110,11 +130,12 @@ def markdown(export: dict, imports: list, limit) -> str:
                              f"{r['ref_accuracy']:.4f} |")
     lines += ["", "Import (`lmh-run FILE.nir --producer P`: the producer's own spikes, "
               "tests/fixtures/nir):", "",
-              "| fixture | written / referenced by | preset | dt (s) | layers | spikes reproduced |",
-              "|---|---|---|---|---|---|"]
+              "| fixture | written / referenced by | preset | dt (s) | layers | spikes reproduced "
+              "(`nir`) | Lava (first sample) |",
+              "|---|---|---|---|---|---|---|"]
     for r in imports:
         lines.append(f"| {r['fixture']} | {r['reference']} | {r['producer']} | {r['dt']:g} | "
-                     f"{r['layers']} | {100 * r['agreement']:.1f} % |")
+                     f"{r['layers']} | {100 * r['agreement']:.1f} % | {r['lava']} |")
     return "\n".join(lines)
 
 
@@ -134,6 +155,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--checkpoint", action="append", default=[], metavar="KIND=PATH")
     ap.add_argument("--write-readme", action="store_true")
+    ap.add_argument("--no-lava", action="store_true", help="skip the Lava column")
     args = ap.parse_args(argv)
     given = dict(c.split("=", 1) for c in args.checkpoint)
     export = {}
@@ -145,7 +167,7 @@ def main(argv=None) -> int:
                              else {"tool": t, "missing": True} for t in TOOLS]
             for r in export[label]:
                 print(label, r, file=sys.stderr)
-    text = markdown(export, import_rows(), args.limit)
+    text = markdown(export, import_rows(lava=not args.no_lava), args.limit)
     print(text)
     if args.write_readme:
         readme = ROOT / "README.md"

@@ -35,7 +35,7 @@ def test_import_table_is_current():
     for r in im.import_rows():
         assert r["agreement"] == 1.0, r
         assert f"| {r['fixture']} | {r['reference']} | {r['producer']} | {r['dt']:g} | " \
-               f"{r['layers']} | 100.0 % |" in block, r["fixture"]
+               f"{r['layers']} | 100.0 % | " in block, r["fixture"]
 
 
 @pytest.mark.slow

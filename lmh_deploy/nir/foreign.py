@@ -414,8 +414,10 @@ def flatten_graph(raw: dict, prefix: str = "") -> tuple[dict, list]:
                                   f"runtime runs {', '.join(SUPPORTED)}")
         if kind == "NIRGraph":
             sn, se = flatten_graph(nr, full + ".")
-            ins = {n: [] for n, v in sn.items() if v.kind == "Input" and n.count(".") == full.count(".") + 1}
-            outs = {n: [] for n, v in sn.items() if v.kind == "Output" and n.count(".") == full.count(".") + 1}
+            kinds = {f"{full}.{k}": str(_plain(v.get("type", "?")))
+                     for k, v in nr.get("nodes", {}).items()}
+            ins = {n: [] for n, t in kinds.items() if t == "Input"}
+            outs = {n: [] for n, t in kinds.items() if t == "Output"}
             keep = []
             for a, b in se:
                 if a in ins:
