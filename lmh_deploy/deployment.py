@@ -80,6 +80,30 @@ class Deployment:
             self._graph = fold(self.model)
         return self._graph
 
+    def structure(self):
+        """``(DeployGraph, exact)``: the graph whose shapes and connectivity this model has (what
+        :func:`lmh_deploy.cost.describe` reads). A checkpoint: its fold; our NIR file: the graph
+        it was written from (both ``exact``). An ONNX file carries no graph: the architecture is
+        rebuilt from the model config in its metadata and folded (``exact=False``: shapes and
+        connectivity are the file's, weights and thresholds are not)."""
+        if self.is_checkpoint:
+            return self.graph, True
+        if self.file_runtime.source == "nir":
+            from lmh_deploy.nir.read import read_deploy_graph
+
+            return read_deploy_graph(self.path), True
+        import json
+
+        from lmh_deploy.onnx.convention import SOURCE_CONFIG
+
+        cfg = json.loads((getattr(self._file_handle, "meta", None) or {}).get(SOURCE_CONFIG, "{}"))
+        if not cfg:
+            raise LmhError(f"{self.path}: the file stores no model config; give the checkpoint")
+        from lmh_deploy.graph.fold import fold
+        from lmh_deploy.models import build_model
+
+        return fold(build_model(cfg).eval()), False
+
     @property
     def _file_handle(self):
         return self._handles[(self.file_runtime.name, None)]

@@ -66,6 +66,11 @@ class LavaTimeoutError(LmhError, TimeoutError):
     """An isolated Lava run exceeded its time limit (its whole process group was killed)."""
 
 
+class ForeignCheckpointError(CheckpointFileError):
+    """A checkpoint of the papers' original code that ``lmh-import`` cannot import (unreadable,
+    unknown or missing keys, another architecture)."""
+
+
 def require(module: str, extra: str):
     """Import an optional heavy dependency or raise MissingDependencyError naming the extra."""
     import importlib

@@ -96,10 +96,12 @@ class NetBuilder:
         self.shapes[name] = tuple(shape)
         return name
 
-    def conv(self, x, out_ch, k=3, stride=1, padding=None, bn=True) -> str:
+    def conv(self, x, out_ch, k=3, stride=1, padding=None, bn=True, bias=None) -> str:
+        """``bias``: default (None) only without BN; True gives conv bias + BN (the reference
+        code's VGGs)."""
         c, h, w = self.shapes[x]
         p = k // 2 if padding is None else padding
-        layer = nn.Conv2d(c, out_ch, k, stride=stride, padding=p, bias=not bn)
+        layer = nn.Conv2d(c, out_ch, k, stride=stride, padding=p, bias=(not bn) if bias is None else bias)
         ho, wo = (h + 2 * p - k) // stride + 1, (w + 2 * p - k) // stride + 1
         mod = Synapse(layer, self._bn(nn.BatchNorm2d, out_ch) if bn else None)
         return self._add("synapse", [x], (out_ch, ho, wo), mod, prefix="conv", op="conv",
@@ -197,6 +199,61 @@ def _vgg(b: NetBuilder, k, cfg, fc=4096):
     return b.linear(x, k, bn=False)
 
 
+def _w(b: NetBuilder, c: int) -> int:
+    """Channel count ``c`` times the config's ``width`` multiplier (the ``ref-*`` archs only)."""
+    return max(1, int(round(c * getattr(b, "width", 1.0))))
+
+
+def _ref_resnet(b: NetBuilder, k, stem, stages, hidden_fc=None):
+    """The ResNets of the papers' reference code (hzc1208/STBP_LMH, hzc1208/LMHT_SNN): 3x3 stem
+    conv-BN-SN, basic blocks with the neuron after the residual add (1x1 conv-BN shortcut when
+    the shape changes), global average pool, then (ResNet-19) a hidden ``Linear`` with bias and
+    no BN feeding a neuron layer, and the readout ``Linear`` with bias. Widths scale by
+    ``config["width"]`` (small test networks)."""
+    x = b.conv_sn("input", _w(b, stem))
+    for i, (ch, n) in enumerate(stages):
+        for j in range(n):
+            x = b.basic_block(x, _w(b, ch), stride=2 if (i > 0 and j == 0) else 1)
+    c, h, w = b.shapes[x]
+    x = b.flatten(b.avgpool(x, h))
+    if hidden_fc:
+        x = b.neuron(b.linear(x, _w(b, hidden_fc), bn=False))
+    return b.linear(x, k, bn=False)
+
+
+#: reference-code VGG stacks: "P" = 2x2 average pool, "G" = global average pool
+_REF_VGG = {
+    "vgg11": [64, "P", 128, "P", 256, 256, "P", 512, 512, "P", 512, 512, "P"],
+    "vgg13": [64, 64, "P", 128, 128, "P", 256, 256, "P", 512, 512, "P", 512, 512, "P"],
+    "vgg16": [64, 64, "P", 128, 128, "P", 256, 256, 256, "P", 512, 512, 512, "P", 512, 512, 512, "P"],
+    "vgg19": [64, 64, "P", 128, 128, "P", 256, 256, 256, 256, "P", 512, 512, 512, 512, "P",
+              512, 512, 512, 512, "P"],
+    # LMHT_SNN models/VGG.py's own VGG-13 and CIFARNet configs
+    "vgg13-lmht": [64, 64, "P", 128, 128, "P", 256, 256, "P", 512, 512, 512, "P", 512, "G"],
+    "cifarnet": [128, 256, "P", 512, "P", 1024, 512],
+}
+
+
+def _ref_vgg(b: NetBuilder, k, cfg, fc=(4096, 4096)):
+    """The VGGs of the reference code: conv (with bias) - BN - SN per entry, 2x2 average pools
+    (their max pools become average pools), flatten, hidden ``Linear`` layers with bias and no
+    BN feeding neuron layers, readout ``Linear``. Widths scale by ``config["width"]``. As in
+    :func:`_vgg`, a 2x2 pool of a map smaller than 2x2 is left out (inputs below 32x32)."""
+    x = "input"
+    for v in cfg:
+        if v == "P":
+            if b.shapes[x][1] >= 2:
+                x = b.avgpool(x, 2)
+        elif v == "G":
+            x = b.avgpool(x, b.shapes[x][1])
+        else:
+            x = b.neuron(b.conv(x, _w(b, v), bias=True))
+    x = b.flatten(x)
+    for h in fc:
+        x = b.neuron(b.linear(x, _w(b, h), bn=False))
+    return b.linear(x, k, bn=False)
+
+
 ARCHS = {
     "mlp": lambda b, k: _mlp(b, k),
     "cnn": lambda b, k: _cnn(b, k),
@@ -207,6 +264,19 @@ ARCHS = {
                                      imagenet_stem=True),
     "vgg13": lambda b, k: _vgg(b, k, _VGG["vgg13"]),
     "vgg16": lambda b, k: _vgg(b, k, _VGG["vgg16"]),
+    # the reference code's architectures (lmh-import; see lmh_deploy/importers)
+    "ref-resnet18": lambda b, k: _ref_resnet(b, k, 64, [(64, 2), (128, 2), (256, 2), (512, 2)]),
+    "ref-resnet19": lambda b, k: _ref_resnet(b, k, 64, [(128, 3), (256, 3), (512, 2)], hidden_fc=256),
+    "ref-resnet20": lambda b, k: _ref_resnet(b, k, 16, [(16, 3), (32, 3), (64, 3)]),
+    "ref-resnet34": lambda b, k: _ref_resnet(b, k, 64, [(64, 3), (128, 4), (256, 6), (512, 3)]),
+    "ref-vgg11": lambda b, k: _ref_vgg(b, k, _REF_VGG["vgg11"]),
+    "ref-vgg13": lambda b, k: _ref_vgg(b, k, _REF_VGG["vgg13"]),
+    "ref-vgg16": lambda b, k: _ref_vgg(b, k, _REF_VGG["vgg16"]),
+    "ref-vgg19": lambda b, k: _ref_vgg(b, k, _REF_VGG["vgg19"]),
+    # LMHT_SNN's direct-training VGG-13: no hidden Linear layers for 200 classes (its code)
+    "ref-vgg13-lmht": lambda b, k: _ref_vgg(b, k, _REF_VGG["vgg13-lmht"],
+                                            fc=() if k == 200 else (4096, 4096)),
+    "ref-cifarnet": lambda b, k: _ref_vgg(b, k, _REF_VGG["cifarnet"], fc=(1024, 512)),
 }
 
 
@@ -222,6 +292,7 @@ class SpikingNet(nn.Module):
         self.timesteps = int(config["timesteps"])
         self.input_shape = tuple(config["input_shape"])
         b = NetBuilder(self.input_shape, config["neuron"], self.timesteps, config.get("bn", "tdbn"))
+        b.width = float(config.get("width", 1.0))  # channel multiplier of the ref-* archs
         self.output_name = ARCHS[arch](b, int(config["num_classes"]))
         self.nodes = b.nodes
         self.shapes = b.shapes

@@ -254,8 +254,7 @@ class LMHTNeuron(SpikingNeuron):
             return self.fused_counts(x)
         xs = list((x * self.gain).unbind(0))
         omega = self.omega()
-        rows = None if omega is None else [[omega[t, j] for j in range(self.timesteps)]
-                                           for t in range(self.timesteps)]
+        rows = tl.omega_rows(omega)
         p = nm.LMHTParams(lam=_bcast(self.lam(), x.dim() - 1), theta=self.theta, levels=self.levels)
         v = torch.zeros_like(xs[0]) + self.v0_frac * self.theta
         out, _ = tl.run_lmht(TorchOps, xs, lambda t: p, v, rows)
@@ -271,8 +270,7 @@ class LMHTNeuron(SpikingNeuron):
                 raise ValueError(f"LM-HT with a learned T-GIM mixes whole windows of T={self.timesteps} "
                                  f"steps; use a slice length that is a multiple of {self.timesteps} "
                                  f"(or learn_omega=False)")
-        rows = None if omega is None else [[omega[t, j] for j in range(self.timesteps)]
-                                           for t in range(self.timesteps)]
+        rows = tl.omega_rows(omega)
         p = nm.LMHTParams(lam=_bcast(self.lam(), x.dim() - 1), theta=self.theta, levels=self.levels)
         v = torch.zeros_like(xs[0]) + self.v0_frac * self.theta if state is None else state
         out, v = tl.run_lmht(TorchOps, xs, lambda t: p, v, rows)
@@ -306,11 +304,10 @@ class ReparamLMHTNeuron(SpikingNeuron):
         if x.shape[0] != t_total:
             raise ValueError(f"this reparameterized neuron runs exactly {t_total} steps, got {x.shape[0]}")
         xs = list(x.unbind(0))
-        rows = [[self.omega_fixed[t, j] for j in range(t_total)] for t in range(t_total)]
         v = torch.zeros_like(xs[0]) + self.v0_frac * self.theta
         out, _ = tl.run_lmht(TorchOps, xs, lambda t: nm.LMHTParams(
-            lam=_bcast(self.lam_steps[t], x.dim() - 1), theta=self.theta, levels=1), v, rows,
-            blocked=False)
+            lam=_bcast(self.lam_steps[t], x.dim() - 1), theta=self.theta, levels=1), v,
+            tl.omega_rows(self.omega_fixed), blocked=False)
         return torch.stack(out)
 
 

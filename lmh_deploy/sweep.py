@@ -83,6 +83,7 @@ def run_sweep(dep, rts, ts, dataset="digits", limit=None, batch_size=256, per_t=
     from .evaluate import accuracy_per_step, load_eval_data, spike_stats
 
     x, y = load_eval_data(dataset, limit)
+    desc, frames = _cost_desc(dep, x)
     t_max = max(ts)
     jobs = [(rt, t) for rt in rts for t in (ts if per_t else [t_max])]
     rows = []
@@ -101,11 +102,32 @@ def run_sweep(dep, rts, ts, dataset="digits", limit=None, batch_size=256, per_t=
             st = spike_stats(run.spikes, t)
             rows.append({"runtime": rt.name, "T": t, "accuracy": acc[t - 1],
                          "spikes_per_sample": st["spikes_per_sample"],
+                         **_cost(desc, run.spikes, t, frames),
                          "firing_rate": st["firing_rate"], "run_T": t_run,
                          "run_wall_time_s": wall})
     bar.close()
     meta = _meta(dep, dataset, len(y), ts, per_t)
     return {"meta": meta, "rows": rows}
+
+
+def _cost_desc(dep, x):
+    """The :func:`lmh_deploy.cost.describe` of the swept model and whether ``x`` is frames."""
+    from .cost import describe
+
+    graph, _ = dep.structure()
+    return describe(graph), x.ndim == len(graph.input_shape) + 2
+
+
+def _cost(desc, spikes, t, frames) -> dict:
+    """SOPs per sample and the energy estimates (pJ, :mod:`lmh_deploy.cost`) over the first ``t``
+    steps; None when the run recorded no spikes."""
+    from .cost import cost_report
+
+    if not spikes:
+        return {"sops_per_sample": None, "snn_energy_pj": None, "ann_energy_pj": None}
+    r = cost_report(desc, spikes, t, frames)
+    return {"sops_per_sample": r["totals"]["sops_per_sample"],
+            "snn_energy_pj": r["energy"]["snn_pj"], "ann_energy_pj": r["energy"]["ann_pj"]}
 
 
 def _meta(dep, dataset, samples, ts, per_t) -> dict:
@@ -129,16 +151,19 @@ def rows_to_csv(rows: list) -> str:
     layers = sorted({k for r in rows for k in r["firing_rate"]})
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["runtime", "T", "accuracy", "spikes_per_sample"] + [f"rate_{k}" for k in layers])
+    cost = ["sops_per_sample", "snn_energy_pj"]
+    w.writerow(["runtime", "T", "accuracy", "spikes_per_sample"] + cost +
+               [f"rate_{k}" for k in layers])
     for r in rows:
-        sps = "" if r["spikes_per_sample"] is None else repr(r["spikes_per_sample"])
-        w.writerow([r["runtime"], r["T"], repr(r["accuracy"]), sps] +
+        opt = ["" if r.get(k) is None else repr(r[k]) for k in ["spikes_per_sample"] + cost]
+        w.writerow([r["runtime"], r["T"], repr(r["accuracy"])] + opt +
                    [repr(r["firing_rate"][k]) if k in r["firing_rate"] else "" for k in layers])
     return buf.getvalue()
 
 
 def plot(result: dict, path) -> None:
-    """Accuracy against T, one line per runtime; trained T marked, peak annotated (Fig. 5 style)."""
+    """Accuracy against T, one line per runtime; trained T marked, peak annotated (Fig. 5 style);
+    beside it the cost panel: SOPs per sample per runtime and the energy estimate against T."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,7 +172,10 @@ def plot(result: dict, path) -> None:
     from .atomic import atomic_output
 
     meta, rows = result["meta"], result["rows"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    has_cost = any(r.get("sops_per_sample") is not None for r in rows)
+    fig, axes = plt.subplots(1, 2 if has_cost else 1, figsize=(11.5 if has_cost else 6.4, 4.0),
+                             dpi=120, squeeze=False)
+    ax = axes[0, 0]
     styles = ["-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1))]
     markers = ["o", "s", "^", "v", "D", "x"]
     names = list(dict.fromkeys(r["runtime"] for r in rows))
@@ -172,10 +200,42 @@ def plot(result: dict, path) -> None:
                  f"({meta['samples']} samples)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    if has_cost:
+        _cost_panel(axes[0, 1], rows, names, styles, markers)
     fig.tight_layout()
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def _cost_panel(ax, rows, names, styles, markers) -> None:
+    """SOPs per sample against T (one line per runtime; the deployed ones coincide) and, on a
+    second axis, the energy estimate (of the reference if swept) beside the same network as a ReLU ANN."""
+    for i, name in enumerate(names):
+        pts = sorted((r["T"], r["sops_per_sample"]) for r in rows
+                     if r["runtime"] == name and r.get("sops_per_sample") is not None)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle=styles[i % len(styles)],
+                marker=markers[i % len(markers)], markersize=3.5, linewidth=1.4, label=name,
+                alpha=0.9)
+    ax.set_xlabel("time steps T at inference")
+    ax.set_ylabel("synaptic operations per sample")
+    ax.grid(alpha=0.3)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8, loc="upper left")
+    base = "reference" if "reference" in names else names[0]
+    first = sorted((r["T"], r["snn_energy_pj"], r["ann_energy_pj"]) for r in rows
+                   if r["runtime"] == base and r.get("snn_energy_pj") is not None)
+    if first:
+        ax2 = ax.twinx()
+        ax2.plot([p[0] for p in first], [p[1] / 1e3 for p in first], color="black",
+                 linestyle=":", linewidth=1.2, label=f"energy estimate, SNN ({base})")
+        ax2.axhline(first[0][2] / 1e3, color="gray", linestyle="--", linewidth=1,
+                    label="energy estimate, same network as ReLU ANN")
+        ax2.set_ylabel("energy estimate (nJ per sample; 45 nm, 0.9 pJ/AC, 4.6 pJ/MAC)",
+                       fontsize=8)
+        ax2.set_ylim(bottom=0)
+        ax2.legend(fontsize=7, loc="lower right")
+    ax.set_title("cost: SOPs and energy estimate (lmh_deploy.cost)", fontsize=9)
 
 
 def write_outputs(result: dict, out_dir) -> dict:

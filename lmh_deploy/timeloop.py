@@ -37,6 +37,15 @@ def run_lmh(ops, xs, params_at: Callable, state, t0: int = 0):
     return run_steps(ops, nm.lmh_step, state, xs, params_at, t0)
 
 
+def omega_rows(omega, const: Callable = lambda w: w):
+    """An Omega matrix [T, T] (torch / numpy) as rows of back-end scalars ``const(Omega[t, j])``
+    for :func:`mix`; None stays None (Omega = I)."""
+    if omega is None:
+        return None
+    n = omega.shape[0]
+    return [[const(omega[i, j]) for j in range(n)] for i in range(n)]
+
+
 def mix(xs: list, omega_rows, blocked: bool = True) -> list:
     """The LM-HT input ``I[t] = sum_j Omega[t, j] x[j]`` (Eq. 12); ``omega_rows`` None is Omega = I.
     ``blocked``: Omega (T x T) per window of T steps (``len(xs)`` a multiple of T)."""

@@ -19,4 +19,11 @@ python -m pip install -q -e ".[all]"
 python -m pip install -q --no-deps --ignore-requires-python "lava-nc==0.10.0" "lava-dl==0.6.0"
 # asteval: lava-nc needs <0.10 (0.9.33 tested); networkx 3.x and scipy 1.1x work with lava-nc 0.10.
 python -m pip install -q "asteval==0.9.33" "networkx>=2.8" "scipy>=1.10"
+# --- third-party SNN tools (verification peers) ---------------------------------------------
+# snnTorch, Norse and SpikingJelly run the same weights in benchmarks/bench_cpu_inference.py (and
+# serve as verification runtimes). Their metadata pulls torchvision/torchaudio (which would replace
+# the CPU torch): install them without dependencies, then only what they import (loguru for
+# SpikingJelly). All three import offline.
+python -m pip install -q --no-deps "snntorch==1.0.0" "norse==1.1.0" "spikingjelly==2.0.0"
+python -m pip install -q "loguru==0.7.3"
 touch "$stamp"

@@ -128,3 +128,55 @@ def test_time_invariance_flags():
     assert not mk("lmh-radical").time_invariant
     assert not mk("lmht").time_invariant
     assert mk("lmht", learn_omega=False).time_invariant
+
+
+@pytest.mark.parametrize("arch,shape,neuron,kw", [
+    ("resnet20", (3, 16, 16), "lmht", {"levels": 2, "theta": 0.7}),  # identity shortcut, theta != 1
+    ("resnet34", (3, 32, 32), "lmh", {}),  # average pool feeding a residual add; 1x1 shortcuts
+])
+def test_residual_add_is_exact_in_any_fused_order(arch, shape, neuron, kw):
+    """The inputs of every residual add share one power-of-two grid g with bound_a + bound_b below
+    2**24 g (shortcut factors theta rounded onto g), so a runtime that fuses the add into the
+    convolution's accumulator gets the same bits: accumulating shortcut, bias and the products in
+    float32 in a shuffled order equals the exact (float64) sum and the reference's float32 sum."""
+    torch.manual_seed(2)
+    model = _randomize(build_model(default_config(arch, neuron, timesteps=2, input_shape=shape, **kw)), 3)
+    g = fold(model, input_quantum=2 ** -4, input_bound=2.0)
+    adds = [op for op in g.ops if op.kind == "add"]
+    assert adds and any(g.op(i).kind == "scale" for op in adds for i in op.inputs)
+    x = np.random.RandomState(1).randint(-32, 33, (2,) + shape) / 16.0
+    spikes = run_reference(g, x).spikes
+    rng = np.random.RandomState(0)
+    for op in adds:
+        a, c = (g.op(i) for i in op.inputs)
+        assert a.kind == "synapse" and a.attrs["op"] == "conv"
+        grid = a.attrs["out_grid"]
+        if c.kind == "scale":
+            f = float(c.arrays["factor"])
+            assert (f / grid).is_integer()
+            src = g.op(c.inputs[0])
+            levels = g.neuron(src.name).levels if src.kind == "neuron" else 4 * g.levels
+            bound_c = f * levels
+        elif c.kind == "neuron":  # theta = 1: counts, on every grid g <= 1
+            assert grid <= 1.0
+            bound_c = float(g.neuron(c.name).levels)
+        else:
+            assert c.attrs["out_grid"] == grid
+            bound_c = c.attrs["out_bound"]
+        assert a.attrs["out_bound"] + bound_c < 2.0 ** 24 * grid
+        # emulate a fused accumulator on a few output positions of step 0
+        spk = spikes[a.inputs[0]][0].astype(np.float32)  # [B, C, H, W] counts
+        w, b = a.arrays["weight"], a.arrays["bias"]
+        pad = a.attrs["padding"]
+        xp = np.pad(spk, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        k = w.shape[-1]
+        for _ in range(20):
+            o, hh, ww = rng.randint(w.shape[0]), rng.randint(spk.shape[2] - k + 2 * pad + 1), \
+                rng.randint(spk.shape[3] - k + 2 * pad + 1)
+            prods = (w[o] * xp[0, :, hh:hh + k, ww:ww + k]).ravel()  # exact (small counts)
+            n_c = int(bound_c / grid)
+            sc = np.float32(grid * rng.randint(-n_c, n_c + 1))  # any shortcut value within its bound
+            terms = np.concatenate([[sc, b[o]], prods]).astype(np.float32)
+            exact = terms.astype(np.float64).sum()
+            for perm in (rng.permutation(len(terms)), np.arange(len(terms))[::-1]):
+                assert np.cumsum(terms[perm], dtype=np.float32)[-1] == exact

@@ -281,16 +281,20 @@ def test_multi_block_programs(few_programs, kind):
     assert few_programs and all(it > 1 for _, it in few_programs)
 
 
-@pytest.mark.parametrize("T,levels,channels", [(1, 1, None), (2, 2, 5), (4, 3, None), (10, 2, None),
-                                                (17, 2, 3)])
-def test_lmht_omega_grad_by_dot(monkeypatch, T, levels, channels):
-    """The tl.dot variant of dL/dOmega (joined [BLOCK, TP] tiles, bit-reversed columns, TP = 16
-    or 32) gives the reference gradients, over several windows and blocks."""
+@pytest.mark.parametrize("T,levels,channels,mode", [(1, 1, None, 1), (2, 2, 5, 1), (4, 3, None, 1),
+                                                     (10, 2, None, 1), (17, 2, 3, 1),
+                                                     (3, 2, None, 2), (10, 2, 5, 2),
+                                                     (4, 2, None, 3), (10, 3, 5, 3)])
+def test_lmht_omega_grad_by_dot(monkeypatch, T, levels, channels, mode):
+    """The tl.dot variants: dL/dOmega (mode 1; joined [BLOCK, TP] tiles, bit-reversed columns,
+    TP = 16 or 32), dL/dx too (mode 2, DX_DOT: the dL/dI tile times an Omega tile), dL/dOmega of
+    tiles through an L2 scratch (mode 3) give the reference gradients, over several windows and
+    blocks."""
     from lmh_deploy.kernels import fused
 
     cfg = fused._lmht_bwd_cfg
     used = []
-    monkeypatch.setattr(fused, "_lmht_bwd_cfg", lambda *a: used.append(a) or cfg(*a)[:3] + (True,))
+    monkeypatch.setattr(fused, "_lmht_bwd_cfg", lambda *a: used.append(a) or cfg(*a)[:3] + (mode,))
     mod = LMHTNeuron(T, levels=levels, channels=channels)
     _randomize(mod, seed=T + 50)
     _compare(mod, _inputs((2 * T, 3, channels or 4, 7), seed=T, step=0.125), seed=T)

@@ -78,10 +78,10 @@ def test_package_modules_execute_standalone():
     import importlib.util
     import pathlib
 
-    import lmh_deploy.lava as pkg
+    import lmh_deploy.lava.procs as pkg
 
     files = sorted(p for p in pathlib.Path(pkg.__file__).parent.glob("*.py") if p.name != "__init__.py")
-    assert {p.stem for p in files} >= {"compat", "procs_lmh", "procs_lmht", "procs_io"}
+    assert {p.stem for p in files} >= {"lmh", "lmht", "recorder", "model_base"}
     for path in files:
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)

@@ -51,7 +51,10 @@ def test_lmht_cifar_nets_with_hidden_linear_neurons_forward_backward(arch, devic
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_every_arch_builds_and_gives_t_b_k(arch):
     torch.manual_seed(0)
-    model = build_model(default_config(arch, "lmh", timesteps=2, num_classes=7, input_shape=(3, 8, 8)))
+    cfg = default_config(arch, "lmh", timesteps=2, num_classes=7, input_shape=(3, 8, 8))
+    if arch.startswith("ref-"):  # imported architectures: at 1/16 width (their width multiplier)
+        cfg["width"] = 1 / 16
+    model = build_model(cfg)
     with torch.no_grad():
         out = model(torch.randn(3, 3, 8, 8))
     assert out.shape == (2, 3, 7)

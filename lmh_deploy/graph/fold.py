@@ -14,6 +14,31 @@ For every node of the model, in order:
 
 Each value is tracked as (factor, grid, bound): true activation = factor * stored value, stored
 values are multiples of ``grid`` with ``|value| <= bound``.
+
+Exactness under graph optimizations (why onnxruntime may fuse)
+---------------------------------------------------------------
+Float32 addition is exact -- and therefore independent of order and grouping -- whenever every
+operand and every partial sum is an integer multiple of one power of two ``g`` with magnitude below
+``2**24 g``. The fold guarantees this not only for each synapse's own sum but for every sum an
+optimizer may form out of it:
+
+* a conv / linear output ``sum_i w_i x_i + b``: weights on ``q_out / q_in``, bias on ``q_out``,
+  ``max_row sum_i |w_i| B_in + |b| < 2**23 q_out`` (:func:`_round_synapse`). BN is folded before
+  rounding, so no runtime ever multiplies BN into the weights again.
+* a residual ``add``: both inputs are put on one grid ``g`` with
+  ``bound_a + bound_b < 2**23 g`` (:func:`_join_sum`): the synapse inputs of the add are rounded to
+  that common output grid, and the shortcut factor theta of a ``scale`` op is rounded to a multiple
+  of ``g``, so ``theta_q * count`` is exact. A runtime that fuses the add into a convolution's
+  accumulator (onnxruntime's FusedConv / NCHWc ``Sum`` input, oneDNN post-op sums), adds the bias
+  first or last, or splits the reduction across threads, therefore adds the same integers: every
+  ordering of ``{w_i x_i} u {b} u {shortcut}`` gives the one exact value.
+
+What the grid cannot cover -- and what the ONNX runtime therefore switches off by name
+(:data:`lmh_deploy.runtimes.onnx_runtime.UNSAFE_OPTIMIZERS`) -- are rewrites that multiply a
+non-grid constant into the weights (``Conv -> Mul(c)`` folded as ``W*c``; LM-HT's ``Omega`` is such a
+c) or that pull an off-grid neuron state into the accumulator. Everything else a graph optimizer
+does to these graphs (common-subexpression elimination, removing ``x*1`` / ``x+0``, constant folding
+with the same kernels, NCHWc layouts) computes the same float32 operations on the same operands.
 """
 from __future__ import annotations
 
@@ -65,18 +90,69 @@ def _fold_bn(syn) -> tuple[np.ndarray, np.ndarray]:
     return w, b
 
 
-def _round_synapse(w: np.ndarray, b: np.ndarray, vin: _Val) -> tuple[np.ndarray, np.ndarray, _Val]:
-    """Choose the weight grid q_w (a power of two) so that sum_i |w_i| |x_i| + |b| < 2**23 q_w q_x
-    for every output, then round. Returns float32 arrays and the output value description."""
+def _worst(w: np.ndarray, b: np.ndarray, vin: _Val) -> float:
+    """``max_row sum_i |w_i| B_in + |b|``: the largest partial sum of a synapse (before rounding)."""
     rows = w.reshape(w.shape[0], -1)
-    worst = float(np.max(np.abs(rows).sum(1) * vin.bound + np.abs(b))) if rows.size else 0.0
-    q_out = _pow2_at_least(max(worst, 1e-30) * 1.001 / 2.0 ** EXACT_BITS)
+    return float(np.max(np.abs(rows).sum(1) * vin.bound + np.abs(b))) if rows.size else 0.0
+
+
+def _round_synapse(w: np.ndarray, b: np.ndarray, vin: _Val,
+                   min_grid: float = 0.0) -> tuple[np.ndarray, np.ndarray, _Val]:
+    """Choose the weight grid q_w (a power of two) so that sum_i |w_i| |x_i| + |b| < 2**23 q_w q_x
+    for every output, then round. ``min_grid`` forces an output grid at least that coarse (a
+    residual add's common grid, :func:`_join_sum`). Returns float32 arrays and the output value
+    description."""
+    worst = _worst(w, b, vin)
+    q_out = max(_pow2_at_least(max(worst, 1e-30) * 1.001 / 2.0 ** EXACT_BITS), min_grid)
     q_w = q_out / vin.grid
     wq = (np.round(w / q_w) * q_w).astype(np.float32)
     bq = (np.round(b / q_out) * q_out).astype(np.float32)
     bound = float(np.max(np.abs(wq.reshape(wq.shape[0], -1)).astype(np.float64).sum(1) * vin.bound
                          + np.abs(bq)))
     return wq, bq, _Val(1.0, q_out, bound)
+
+
+def _join_sum(name: str, ins, vals: dict, ops: list, raw: dict, consumers: dict) -> list:
+    """Put the inputs of residual add ``name`` on one power-of-two grid ``g`` with
+    ``sum of bounds < 2**23 g`` (module docstring), so that any fused evaluation of
+    ``conv + bias + shortcut`` is exact. A synapse read by this add only is re-rounded to ``g``;
+    a shortcut carrying ``theta * counts`` becomes a ``scale`` op whose factor is a multiple of
+    ``g``. Other inputs keep their grid (``g`` must not exceed it; if it would, the add keeps the
+    finer grid and is exact as an elementwise add only). Returns the add's input names."""
+    terms = []
+    for i in ins:
+        v = vals[i]
+        if i in raw and [n.name for n in consumers.get(i, [])] == [name]:
+            w, b, vin = raw[i]
+            terms.append(("synapse", i, _worst(w, b, vin)))
+        elif v.factor != 1.0:
+            terms.append(("scale", i, v.bound * abs(v.factor)))
+        else:
+            terms.append(("fixed", i, v.bound))
+    g = _pow2_at_least(max(sum(t[2] for t in terms), 1e-30) * 1.001 / 2.0 ** EXACT_BITS)
+    fixed = [vals[i].grid for kind, i, _ in terms if kind == "fixed"]
+    joint = not fixed or g <= min(fixed)
+    new_ins = []
+    for kind, i, _ in terms:
+        v = vals[i]
+        if kind == "synapse" and joint:
+            w, b, vin = raw[i]
+            wq, bq, vout = _round_synapse(w, b, vin, min_grid=g)
+            k = next(j for j, op in enumerate(ops) if op.name == i)
+            ops[k].arrays.update(weight=wq, bias=bq)
+            ops[k].attrs.update(weight_grid=vout.grid / vin.grid, out_grid=vout.grid,
+                                out_bound=vout.bound)
+            vals[i] = vout
+        elif kind == "scale":
+            f = np.float32(v.factor)
+            if joint:  # theta_q * count is exact on g: |theta_q| * L < 2**23 g
+                f = np.float32(max(np.round(float(f) / g), 1.0) * g)
+            sname = f"{name}_scale_{i}"
+            ops.append(DeployOp(sname, "scale", (i,), {"factor": np.asarray(f, np.float32)}))
+            vals[sname] = _Val(1.0, g if joint else v.grid, v.bound * abs(float(f)))
+            i = sname
+        new_ins.append(i)
+    return new_ins
 
 
 def _neuron_op(name, src, mod) -> DeployOp:
@@ -122,6 +198,7 @@ def fold(model: SpikingNet, input_quantum: float | None = None,
     vals = {"input": _Val(1.0, q_in, b_in)}
     ops: list[DeployOp] = []
     pending_gain: dict[str, float] = {}  # synapse name -> gain of the LM-HT neuron reading it
+    raw: dict[str, tuple] = {}  # synapse name -> (unrounded W', b', input value): re-rounded at adds
     consumers: dict[str, list] = {}
     kinds = {n.name: n.kind for n in model.nodes}
     for node in model.nodes:
@@ -144,6 +221,7 @@ def fold(model: SpikingNet, input_quantum: float | None = None,
                 gain = pending_gain.get(name, 1.0)
                 w = w * (vin.factor * gain)
                 b = b * gain
+                raw[name] = (w, b, vin)
                 wq, bq, vout = _round_synapse(w, b, vin)
                 attrs = {"op": node.attrs["op"], "weight_grid": vout.grid / vin.grid,
                          "out_grid": vout.grid, "out_bound": vout.bound}
@@ -164,19 +242,9 @@ def fold(model: SpikingNet, input_quantum: float | None = None,
                 ops.append(op)
                 vals[name] = _Val(float(op.attrs["theta"]), 1.0, float(op.attrs["levels"]))
             elif node.kind == "add":
-                a, c = ins
-                new_ins = []
-                for i in (a, c):
-                    v = vals[i]
-                    if v.factor != 1.0:  # a shortcut carrying theta * counts: explicit scale
-                        sname = f"{name}_scale_{i}"
-                        f = np.float32(v.factor)
-                        ops.append(DeployOp(sname, "scale", (i,), {"factor": np.asarray(f, np.float32)}))
-                        vals[sname] = _Val(1.0, v.grid, v.bound * float(f))
-                        i = sname
-                    new_ins.append(i)
+                new_ins = _join_sum(name, ins, vals, ops, raw, consumers)
                 va, vc = vals[new_ins[0]], vals[new_ins[1]]
-                grid = min(va.grid, vc.grid)  # elementwise add: deterministic in every runtime
+                grid = min(va.grid, vc.grid)  # one grid when joined (see _join_sum)
                 ops.append(DeployOp(name, "add", tuple(new_ins)))
                 vals[name] = _Val(1.0, grid, va.bound + vc.bound)
             elif node.kind == "avgpool":

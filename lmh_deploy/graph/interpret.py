@@ -67,11 +67,7 @@ def run_neuron(backend, spec: NeuronSpec, xs: list, ndim: int) -> list:
 
         return tl.run_lmh(ops, xs, lmh_params, (zeros, zeros + v0))[0]
     if spec.model == "lmht":
-        rows = None
-        if spec.omega is not None:
-            n = spec.omega.shape[0]
-            rows = [[backend.const(np.asarray(spec.omega[i, j], np.float32)) for j in range(n)]
-                    for i in range(n)]
+        rows = tl.omega_rows(spec.omega, lambda w: backend.const(np.asarray(w, np.float32)))
 
         def lmht_params(t):
             return nm.LMHTParams(lam=_param_at(backend, spec.params["lam"], t, ndim), theta=theta,

@@ -193,14 +193,20 @@ def _bitrev(c, LOGTP: tl.constexpr):
 
 @triton.jit
 def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_FRAC, glam_ptr,
-                    gom_ptr, N, NW, C, INNER, NSLOT, ITERS,
+                    gom_ptr, scr_ptr, N, NW, C, INNER, NSLOT, ITERS,
                     T: tl.constexpr, L: tl.constexpr, HAS_OMEGA: tl.constexpr,
                     PER_CH: tl.constexpr, NEED_LAM: tl.constexpr, NEED_OMEGA: tl.constexpr,
                     SCALED: tl.constexpr, MAPPED: tl.constexpr, ROUND_THETA: tl.constexpr,
                     THETA_POW2: tl.constexpr, CH_MODE: tl.constexpr, OMEGA_DOT: tl.constexpr, LOGTP: tl.constexpr,
-                    CP: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr):
+                    CP: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr,
+                    DX_DOT: tl.constexpr = False, OM_SCRATCH: tl.constexpr = False):
     """Backward of ITERS consecutive blocks: recompute each window forward, then dL/dx,
-    dL/dlambda, dL/dOmega."""
+    dL/dlambda, dL/dOmega. ``DX_DOT`` (with HAS_OMEGA): ``dL/dx`` of a window as one
+    ``[BLOCK, TP] x [TP, TP]`` 3xTF32 ``tl.dot`` of the dL/dI tile with Omega (held as a tile for
+    the whole program) instead of T*T scalar Omega loads and FMAs. ``OM_SCRATCH`` (with
+    OMEGA_DOT): the window's dL/dI and X rows go through a per-program scratch ``[2, TP, BLOCK]``
+    (L2-resident) and come back as ``[TP, BLOCK]`` / ``[BLOCK, TP]`` tiles for the ``tl.dot``,
+    instead of being joined in registers (which spills)."""
     pid = tl.program_id(0)
     IDX: tl.constexpr = tl.int64 if I64 else tl.int32  # element offsets
     theta, inv_theta, v0, gain = _lmht_consts(th_ptr, gain_ptr, V0_FRAC)
@@ -212,6 +218,10 @@ def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_
     TP: tl.constexpr = 1 << LOGTP
     acc_dot = tl.zeros([TP, TP], tl.float32)
     acc_lam = tl.zeros([BLOCK], tl.float32)
+    if DX_DOT:  # Omega tile: (p, q) holds Omega[bitrev(p), bitrev(q)] (the _join_cols order)
+        rr = _bitrev(tl.arange(0, TP), LOGTP)
+        om_tile = tl.load(om_ptr + (T * T if MAPPED else 0) + rr[:, None] * T + rr[None, :],
+                          mask=(rr[:, None] < T) & (rr[None, :] < T), other=0.0)
     for it in range(ITERS):
         blk = pid.to(IDX) * ITERS + it
         offs = blk * BLOCK + tl.arange(0, BLOCK)
@@ -241,19 +251,41 @@ def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_
                     acc_lam = tl.fma(gi, v, acc_lam)
                 v = m - s * theta
                 gis = gis + (gi,)
-            for j in tl.static_range(T):
-                if HAS_OMEGA:
-                    acc = _omega(om_ptr, j, T, MAPPED) * gis[0]
-                    for t in tl.static_range(1, T):
-                        acc = tl.fma(_omega(om_ptr, t * T + j, T, MAPPED), gis[t], acc)
-                else:
-                    acc = gis[j]
-                gxj = acc * gain
-                tl.store(gx_ptr + (wbase + j) * N + offs, gxj.to(gx_ptr.dtype.element_ty),
-                         mask=mask)
+            if DX_DOT:
+                gt = _join_cols(gis, T, TP, LOGTP, BLOCK)
+                gxt = tl.dot(gt, om_tile, input_precision="tf32x3") * gain
+                tl.store(gx_ptr + (wbase + rr[None, :]) * N + offs[:, None],
+                         gxt.to(gx_ptr.dtype.element_ty), mask=mask[:, None] & (rr[None, :] < T))
+            else:
+                for j in tl.static_range(T):
+                    if HAS_OMEGA:
+                        acc = _omega(om_ptr, j, T, MAPPED) * gis[0]
+                        for t in tl.static_range(1, T):
+                            acc = tl.fma(_omega(om_ptr, t * T + j, T, MAPPED), gis[t], acc)
+                    else:
+                        acc = gis[j]
+                    gxj = acc * gain
+                    tl.store(gx_ptr + (wbase + j) * N + offs, gxj.to(gx_ptr.dtype.element_ty),
+                             mask=mask)
             if NEED_OMEGA:
-                if OMEGA_DOT:
-                    gt = _join_cols(gis, T, TP, LOGTP, BLOCK)
+                if OMEGA_DOT and OM_SCRATCH:  # rows t of [2, TP, BLOCK]; tile (p, q) = Omega[p, q]
+                    ar = tl.arange(0, BLOCK)
+                    rows = tl.arange(0, TP)
+                    sb = scr_ptr + pid.to(IDX) * (2 * TP * BLOCK)
+                    tl.debug_barrier()  # the previous window's tiles are read by now
+                    for t in tl.static_range(T):
+                        tl.store(sb + t * BLOCK + ar, gis[t])
+                        tl.store(sb + (TP + t) * BLOCK + ar, xs[t])
+                    tl.debug_barrier()  # every thread's rows are written
+                    rok = rows < T
+                    gt = tl.load(sb + rows[:, None] * BLOCK + ar[None, :], mask=rok[:, None],
+                                 other=0.0)
+                    xt = tl.load(sb + (TP + rows[None, :]) * BLOCK + ar[:, None],
+                                 mask=rok[None, :], other=0.0)
+                    acc_dot = tl.dot(gt, xt, acc_dot, input_precision="tf32x3")
+                elif OMEGA_DOT:
+                    if not DX_DOT:
+                        gt = _join_cols(gis, T, TP, LOGTP, BLOCK)
                     xt = _join_cols(xs, T, TP, LOGTP, BLOCK)
                     acc_dot = tl.dot(tl.trans(gt), xt, acc_dot, input_precision="tf32x3")
                 else:
@@ -264,8 +296,11 @@ def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_
                             ch, INNER, C, NSLOT, PER_CH, CH_MODE, CP, BLOCK)
                 acc_lam = tl.zeros([BLOCK], tl.float32)
     if NEED_OMEGA:
-        if OMEGA_DOT:  # tile (p, q) is Omega[bitrev(p), bitrev(q)]
-            r = _bitrev(tl.arange(0, TP), LOGTP)
+        if OMEGA_DOT:  # tile (p, q) is Omega[bitrev(p), bitrev(q)] (OM_SCRATCH: Omega[p, q])
+            if OM_SCRATCH:
+                r = tl.arange(0, TP)
+            else:
+                r = _bitrev(tl.arange(0, TP), LOGTP)
             idx = r[:, None] * T + r[None, :]
             ok = (r[:, None] < T) & (r[None, :] < T)
             d = acc_dot

@@ -221,13 +221,13 @@ def build_network(layers, payload: np.ndarray, timesteps: int, *, fixed_point: b
     from lava.proc.io.source import RingBuffer as Source
 
     from lmh_deploy.lava import fixed_point as fx
-    from lmh_deploy.lava.procs import io as procs_io
+    from lmh_deploy.lava.procs import recorder as procs_rec
 
-    recorder_model = procs_io.PyRecorderModelFixed if fixed_point else procs_io.PyRecorderModelFloat
+    recorder_model = procs_rec.PyRecorderModelFixed if fixed_point else procs_rec.PyRecorderModelFloat
 
     def recorder(n, port, name):
-        rec = procs_io.SharedRecord(n, steps)
-        proc = procs_io.Recorder(shape=(n,), record=rec, name=name)
+        rec = procs_rec.SharedRecord(n, steps)
+        proc = procs_rec.Recorder(shape=(n,), record=rec, name=name)
         port.connect(proc.a_in)
         model_map[proc] = recorder_model
         records.append(rec)

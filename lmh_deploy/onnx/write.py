@@ -57,17 +57,31 @@ class Value:
 
     ``+ - * /`` append ``Add / Sub / Mul / Div`` nodes with the operands in the written order."""
 
-    __slots__ = ("g", "name", "shape")
+    __slots__ = ("g", "name", "shape", "fill")
     __array_ufunc__ = None  # numpy operands defer to Value's reflected operators
 
-    def __init__(self, g: "GraphBuilder", name: str, shape: tuple):
+    def __init__(self, g: "GraphBuilder", name: str, shape: tuple, fill=None):
         self.g, self.name, self.shape = g, name, tuple(shape)
+        #: a value known at export time that broadcasts over ``shape`` (a neuron's initial state
+        #: ``0`` or ``theta/2``, and what it meets before the first input current): kept as a
+        #: small float32 array and never materialized as a [B, C, H, W] tensor
+        self.fill = fill
 
     @property
     def rank(self) -> int:
         return len(self.shape)
 
+    _NP = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+
     def _bin(self, op, a, b):
+        fa, fb = (x.fill if isinstance(x, Value) else np.asarray(x, np.float32) for x in (a, b))
+        if fa is not None and fb is not None:
+            # both known: the same IEEE float32 operation, evaluated here instead of per sample
+            # and per step (e.g. mu_D * 0 + mu_S * theta/2 at t = 0); bits are identical
+            f = self._NP[op](np.asarray(fa, np.float32), np.asarray(fb, np.float32)).astype(np.float32)
+            shape = _broadcast(a.shape if isinstance(a, Value) else (),
+                               b.shape if isinstance(b, Value) else ())
+            return Value(self.g, self.g.const(f).name, shape, fill=f)
         a, b = self.g.as_value(a), self.g.as_value(b)
         return self.g.node(op, [a, b], _broadcast(a.shape, b.shape))
 
@@ -122,7 +136,8 @@ class GraphBuilder:
         if key not in self._consts:
             name = self._hints.get(id(a)) or self.fresh("c")
             self.initializers.append(self.numpy_helper.from_array(arr, name))
-            self._consts[key] = Value(self, name, arr.shape)
+            self._consts[key] = Value(self, name, arr.shape,
+                                      fill=arr if arr.dtype == np.float32 else None)
         return self._consts[key]
 
     def as_value(self, x) -> Value:
@@ -197,11 +212,11 @@ class OnnxBackend:
         return self.g.node("Gather", [x, idx], x.shape[1:], axis=0)
 
     def zeros_like(self, x: Value):
-        shp = self.g.node("Shape", [x], (x.rank,))
-        from onnx import TensorProto
-
-        zero = self.g.helper.make_tensor("value", TensorProto.FLOAT, [1], [0.0])
-        return self.g.node("ConstantOfShape", [shp], x.shape, value=zero)
+        """A known zero of ``x``'s shape: a scalar constant that broadcasts (see ``Value.fill``);
+        arithmetic with other known values happens at export time, so a neuron's first step
+        costs no full-size ``ConstantOfShape`` and no multiplications of zeros."""
+        zero = np.zeros((), np.float32)
+        return Value(self.g, self.g.const(zero).name, x.shape, fill=zero)
 
     def quantize_input(self, x: Value, q, bound):
         """``x_q = clip(round(x / q), -B/q, B/q) * q`` (Round is half-to-even, like numpy)."""
@@ -285,7 +300,9 @@ def export_onnx(graph: DeployGraph, timesteps: int | None = None, frames: bool =
     inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, _dims(in_shape))]
     doc = ("Spiking network exported by lmh-deploy (time loop unrolled). Values between layers are "
            "spike counts; weights on an exact-sum power-of-two grid; input quantized as "
-           "clip(round(x/q), -B/q, B/q)*q. Run with graph optimizations disabled for bit-exact spikes.")
+           "clip(round(x/q), -B/q, B/q)*q. Every synapse and residual sum is exact in float32, so "
+           "onnxruntime's graph optimizations keep bit-exact spikes, except rewrites that fold "
+           "a constant into weights or biases (ConvMulFusion, ConvAddFusion, MatMulScaleFusion).")
     gp = helper.make_graph(g.nodes, "lmh_deploy", inputs, outputs, g.initializers, doc_string=doc)
     model = helper.make_model(gp, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name=PRODUCER, doc_string=doc)
