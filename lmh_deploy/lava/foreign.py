@@ -156,7 +156,7 @@ def _run_one(layers, xs):
     from lava.proc.io.source import RingBuffer as Source
     from lava.proc.lif.process import LIF
 
-    from lmh_deploy.lava.procs import io as procs_io
+    from lmh_deploy.lava.procs import recorder as procs_io
 
     T = xs.shape[0]
     depth = len(layers)
