@@ -23,7 +23,8 @@ import warnings
 
 import numpy as np
 
-from lmh_deploy.nir.foreign import ForeignNirError, ForeignProgram, check_input
+from lmh_deploy.errors import ForeignNirError
+from lmh_deploy.nir.foreign import ForeignProgram, check_input
 
 
 def _uniform(a, node, what):
