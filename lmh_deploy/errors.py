@@ -84,3 +84,8 @@ def require(module: str, extra: str):
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise MissingDependencyError(
             f"{module} is not installed; install it with: pip install 'lmh-deploy[{extra}]'") from e
+
+
+class ForeignNirError(LmhError, ValueError):
+    """A NIR file written by another tool that the foreign-NIR runtime cannot run (one line
+    naming the node and the primitive)."""

@@ -26,4 +26,7 @@ python -m pip install -q "asteval==0.9.33" "networkx>=2.8" "scipy>=1.10"
 # SpikingJelly). All three import offline.
 python -m pip install -q --no-deps "snntorch==1.0.0" "norse==1.1.0" "spikingjelly==2.0.0"
 python -m pip install -q "loguru==0.7.3"
+# Sinabs (NIR target / verification runtime): it pins nir<=1.0.4 and pulls samna (whose import
+# runs an installer); --no-deps plus pbr (imported for its version) is all it needs to run.
+python -m pip install -q --no-deps "sinabs==3.1.3" "pbr==7.1.3"
 touch "$stamp"

@@ -12,7 +12,7 @@ import pytest
 
 from _deploy_models import grid_inputs, random_model, save_model
 from lmh_deploy.deployment import Deployment
-from lmh_deploy.errors import LavaUnavailableError, MissingDependencyError
+from lmh_deploy.errors import ExportFormatError, LavaUnavailableError, MissingDependencyError
 from lmh_deploy.runtimes import FORMATS, RUNTIMES
 
 T = 4
@@ -49,6 +49,10 @@ def test_registered_runtime_against_the_reference(case, name):
         run = dep.run(name, x, T)
     except (MissingDependencyError, LavaUnavailableError) as e:
         pytest.skip(f"{name}: {e}")
+    except ExportFormatError as e:  # a third-party target form this model has none of (Sinabs)
+        if "target" not in rt.export_options:
+            raise
+        pytest.skip(f"{name}: {e}")
     assert run.logits.shape == ref.logits.shape == (T, len(x), 10)
     assert set(run.spikes) == set(ref.spikes) and ref.spikes
     if rt.exact:
@@ -56,6 +60,9 @@ def test_registered_runtime_against_the_reference(case, name):
             np.testing.assert_array_equal(run.spikes[k], s, err_msg=f"{name}: layer {k}")
         np.testing.assert_allclose(run.logits, ref.logits, rtol=0, atol=1e-5)
     else:
+        # third-party tools run a lossy target form (hard reset, v(0) = 0, clamped lambda > 1 of
+        # this random model): most spikes, not nearly all (tests/test_nir_targets.py pins them)
+        floor = 0.6 if "target" in rt.export_options else 0.8
         for k, s in ref.spikes.items():
             agree = float(np.mean(run.spikes[k] == s))
-            assert agree >= 0.8, f"{name}: layer {k} agrees on only {agree:.3f} of the spikes"
+            assert agree >= floor, f"{name}: layer {k} agrees on only {agree:.3f} of the spikes"

@@ -55,6 +55,11 @@ def build_parser() -> OneLineParser:
     p.add_argument("--lossy-lif", action="store_true",
                    help="NIR only: write LIF layers as plain nir.LIF for third-party importers "
                         "(LOSSY: hard reset to 0 instead of subtracting theta, v(0)=0)")
+    p.add_argument("--target", metavar="TOOL",
+                   help="NIR only: the LOSSY form TOOL's importer runs: snntorch, spikingjelly, "
+                        "norse, sinabs (prints what is lost)")
+    p.add_argument("--dt", type=float, metavar="SECONDS",
+                   help="with --target: seconds per step (default: the tool's own)")
     return p
 
 
@@ -74,8 +79,30 @@ def _main(args) -> int:
         options["form"] = args.form
     if args.lossy_lif:
         options["lossy_lif"] = True
+    if (args.target or args.dt is not None) and args.format != "nir":
+        raise ExportFormatError("--target and --dt apply to --format nir")
+    if args.dt is not None and not args.target:
+        raise ExportFormatError("--dt applies to --target forms (ours run one step per step)")
+    if args.target:
+        from lmh_deploy.nir.targets import TARGETS
+
+        if args.target not in TARGETS:
+            raise ExportFormatError(f"unknown NIR target {args.target!r}; choose one of "
+                                    f"{', '.join(TARGETS)}")
+        options.update(target=args.target, dt=args.dt)
     out = export_checkpoint(args.checkpoint, args.format, args.output, args.timesteps, **options)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    if args.target:
+        from lmh_deploy.nir.targets import load_target
+        import h5py
+
+        with h5py.File(out, "r") as f:
+            lossy = f["node/metadata/lossy"][()]
+        lossy = lossy.decode() if isinstance(lossy, bytes) else str(lossy)
+        tf = load_target(out)
+        print(f"{args.target} form at dt = {tf.dt:g} s; LOSSY (not the trained model):")
+        for item in lossy.split("; "):
+            print(f"  - {item}")
     return 0
 
 

@@ -3,6 +3,11 @@
 Runs a checkpoint (``.pt``: runtimes ``torch`` = the trained module, ``deployed-torch``,
 ``reference``, ``onnx`` = exported on the fly) or an exported file (``.onnx``: runtime ``onnx``) on
 the test split and prints the accuracy of the cumulative mean logits after each step.
+
+A NIR file written by another tool (no lmh-export metadata) runs in the foreign-NIR runtime
+(:mod:`lmh_deploy.nir.foreign`): ``lmh-run FILE.nir [--producer NAME] [--dt SECONDS]
+[--input X.npy | --dataset NAME -T STEPS]`` (``--runtime nir`` or ``nir-literal``: numpy;
+``lava``: Lava's own LIF processes, :mod:`lmh_deploy.lava.foreign`).
 """
 from __future__ import annotations
 
@@ -28,7 +33,79 @@ def build_parser() -> OneLineParser:
     p.add_argument("--limit", type=positive_int, metavar="N", help="first N test samples only")
     p.add_argument("--batch-size", type=positive_int, default=256, metavar="B")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON (atomically)")
+    g = p.add_argument_group("NIR files written by other tools")
+    g.add_argument("--input", metavar="X.npy", help="input frames [T, B, ...] or a batch [B, ...] "
+                   "(with -T); .npz: its 'input' (and 'labels') arrays")
+    g.add_argument("--producer", default=None, metavar="NAME",
+                   help="discretize as this tool's simulator does: nir (forward Euler, default), "
+                        "snntorch, snntorch-delay, spikingjelly, norse, norse-import, sinabs, "
+                        "nir-paper")
+    g.add_argument("--dt", type=float, metavar="SECONDS", help="seconds per step (default: the "
+                   "producer's, else what the file's r = tau/dt says)")
+    g.add_argument("--reset", choices=("value", "subtract"), help="override the reset "
+                   "(NIR's is to v_reset)")
+    g.add_argument("--exact", action="store_true", help="exact exponential decays instead of "
+                   "forward Euler")
+    g.add_argument("--save-spikes", metavar="OUT.npz", help="write every layer's spikes and the "
+                   "outputs (atomically)")
     return p
+
+
+FOREIGN_RUNTIMES = ("nir", "nir-literal", "lava")
+
+
+def run_foreign_file(path, runtime=None, producer=None, dt=None, reset=None, exact=False,
+                     input_path=None, dataset=None, timesteps=None, limit=None) -> dict:
+    """Run a NIR file written by another tool (:mod:`lmh_deploy.nir.foreign`); the result dict
+    (accuracy only when labels are known: ``--dataset`` or an .npz with ``labels``)."""
+    import numpy as np
+
+    from lmh_deploy.errors import LmhError
+    from lmh_deploy.evaluate import accuracy_per_step, load_eval_data, spike_stats
+    from lmh_deploy.nir import foreign
+
+    runtime = runtime or "nir"
+    if runtime not in FOREIGN_RUNTIMES:
+        raise LmhError(f"{path} is a NIR file written by another tool; it runs in "
+                       f"{', '.join(FOREIGN_RUNTIMES)} (runtime {runtime!r} reads only files "
+                       f"written by lmh-export)")
+    prog = foreign.load_foreign(path, producer=producer or "nir", dt=dt, reset=reset, exact=exact)
+    y = None
+    if input_path is not None:
+        try:
+            data = np.load(input_path)
+        except (OSError, ValueError) as e:
+            raise LmhError(f"{input_path}: cannot read the input ({e}); give a .npy or .npz") from None
+        if hasattr(data, "files"):
+            if "input" not in data.files:
+                raise LmhError(f"{input_path}: the .npz has no 'input' array")
+            x = data["input"]
+            y = data["labels"] if "labels" in data.files else None
+        else:
+            x = data
+        source = str(input_path)
+    else:
+        x, y = load_eval_data(dataset or "digits", limit)
+        source = dataset or "digits"
+    if limit is not None:
+        x = x[:, :limit] if x.ndim == len(prog.input_shape) + 2 else x[:limit]
+        y = None if y is None else y[:limit]
+    t0 = time.perf_counter()
+    if runtime == "lava":
+        from lmh_deploy.lava.foreign import run_lava_foreign
+
+        out, spikes = run_lava_foreign(prog, x, timesteps)
+    else:
+        out, spikes = foreign.run_foreign(prog, x, timesteps)
+    wall = time.perf_counter() - t0
+    res = {"file": str(path), "runtime": runtime, "producer": prog.rules.name,
+           "dt": prog.rules.dt, "input": source, "timesteps": int(out.shape[0]),
+           "samples": int(out.shape[1]), "notes": prog.notes, **spike_stats(spikes),
+           "wall_time_s": wall, "_outputs": out, "_spikes": spikes}
+    if y is not None:
+        acc = accuracy_per_step(out.reshape(out.shape[0], out.shape[1], -1), np.asarray(y)[:out.shape[1]])
+        res.update(accuracy_per_step=acc, accuracy=acc[-1])
+    return res
 
 
 def run_file(path, dataset="digits", runtime=None, timesteps=None, limit=None, batch_size=256) -> dict:
@@ -57,6 +134,13 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
+    from pathlib import Path
+
+    if Path(args.file).suffix == ".nir" and Path(args.file).is_file():
+        from lmh_deploy.nir.foreign import is_foreign
+
+        if is_foreign(args.file):
+            return _main_foreign(args)
     res = run_file(args.file, args.dataset, args.runtime, args.timesteps, args.limit,
                    args.batch_size)
     if args.json:
@@ -69,6 +153,37 @@ def _main(args) -> int:
     sps = res["spikes_per_sample"]
     sps = "spikes not recorded" if sps is None else f"{sps:.0f} spikes/sample"
     print(f"accuracy {res['accuracy']:.4f} at T={res['timesteps']}; {sps}; {res['wall_time_s']:.2f}s")
+    return 0
+
+
+def _main_foreign(args) -> int:
+    import numpy as np
+
+    from lmh_deploy.atomic import atomic_write_text
+
+    res = run_foreign_file(args.file, args.runtime, args.producer, args.dt, args.reset, args.exact,
+                           args.input, args.dataset if args.input is None else None,
+                           args.timesteps, args.limit)
+    out, spikes = res.pop("_outputs"), res.pop("_spikes")
+    if args.save_spikes:
+        import io
+
+        from lmh_deploy.atomic import atomic_write_bytes
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, outputs=out, **{f"spikes/{k}": v for k, v in spikes.items()})
+        atomic_write_bytes(args.save_spikes, buf.getvalue())
+    if args.json:
+        atomic_write_text(args.json, json.dumps(res, indent=2) + "\n")
+    print(f"{res['file']}  runtime {res['runtime']} (foreign NIR, producer {res['producer']}, "
+          f"dt {res['dt']:g} s)  {res['input']}: {res['samples']} samples x {res['timesteps']} steps")
+    for note in res["notes"]:
+        print(f"  note: {note}")
+    for name, rate in res["firing_rate"].items():
+        print(f"  {name:<16s} firing rate {rate:.4f}")
+    if "accuracy" in res:
+        print(f"accuracy {res['accuracy']:.4f} at T={res['timesteps']}")
+    print(f"{res['spikes_per_sample'] or 0:.0f} spikes/sample; {res['wall_time_s']:.2f}s")
     return 0
 
 

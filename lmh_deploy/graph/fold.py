@@ -34,7 +34,7 @@ optimizer may form out of it:
   ordering of ``{w_i x_i} u {b} u {shortcut}`` gives the one exact value.
 
 What the grid cannot cover -- and what the ONNX runtime therefore switches off by name
-(:data:`lmh_deploy.runtimes.onnx_runtime.UNSAFE_OPTIMIZERS`) -- are rewrites that multiply a
+(:data:`lmh_deploy.onnx.run.UNSAFE_OPTIMIZERS`) -- are rewrites that multiply a
 non-grid constant into the weights (``Conv -> Mul(c)`` folded as ``W*c``; LM-HT's ``Omega`` is such a
 c) or that pull an off-grid neuron state into the accumulator. Everything else a graph optimizer
 does to these graphs (common-subexpression elimination, removing ``x*1`` / ``x+0``, constant folding

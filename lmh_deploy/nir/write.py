@@ -358,9 +358,20 @@ def _check_neurons(graph: DeployGraph):
 
 
 def write_nir(graph: DeployGraph, path, timesteps: int | None = None, form: str = "auto",
-              lossy_lif: bool = False, **_ignored) -> Path:
-    """Export ``graph`` and write it to ``path`` (HDF5, ``nir.write``) atomically."""
+              lossy_lif: bool = False, target: str | None = None, dt: float | None = None,
+              **_ignored) -> Path:
+    """Export ``graph`` and write it to ``path`` (HDF5, ``nir.write``) atomically. ``target``:
+    a third-party tool's form instead (:mod:`lmh_deploy.nir.targets`, lossy, at ``dt`` s)."""
     from lmh_deploy.atomic import atomic_output
+
+    if target is not None:
+        if form not in ("auto", "temporal") or lossy_lif:
+            raise ExportFormatError("--target writes its own (temporal) form; drop --form / "
+                                    "--lossy-lif")
+        from lmh_deploy.nir.targets import write_target
+
+        write_target(graph, path, target, dt)
+        return Path(path)
 
     nir = require("nir", "nir")
     g = export_nir(graph, form=form, lossy_lif=lossy_lif, timesteps=timesteps)
