@@ -6,7 +6,7 @@ One process times, per network, the median wall time of one batch (reported per 
 * ``onnx``           our ONNX file in onnxruntime, default session (``ORT_ENABLE_ALL`` minus the
                      rewrites that change roundings; bit-exact, see lmh_deploy.onnx.run)
 * ``onnx-noopt``     the same file with graph optimizations disabled (the previous default)
-* ``deployed-torch`` the DeployGraph in torch (``lmh_deploy.interpreter.run_torch``)
+* ``deployed-torch`` the DeployGraph in torch (``lmh_deploy.graph.interpret.run_torch``)
 * ``torch-eager``    the trained module in torch eager (``model.run``, no_grad)
 * for the LIF networks, the folded weights (same currents, exact-sum grid) run by each peer's own
   LIF neuron: ``snntorch`` (``snn.Leaky``, subtract reset, ``reset_delay=False``),
