@@ -79,15 +79,15 @@ def add_progress(p: argparse.ArgumentParser) -> None:
                    help="progress bar (default: only on a terminal)")
 
 
-def add_data_args(p: argparse.ArgumentParser, from_file: bool = True) -> None:
+def add_data_args(p: argparse.ArgumentParser) -> None:
     """``--dataset``, ``--data-dir``, ``--data-option KEY=VALUE`` (repeatable: keyword options of
     the data set's loader, e.g. ``frames=10`` for dvscifar10)."""
     from lmh_deploy.data import DATASET_NAMES
 
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=DATASET_NAMES, default=None,
-                   help="data set whose test split is evaluated (default: the one the file was "
-                        f"trained on, else {FALLBACK_DATASET})" if from_file else "data set")
+    g.add_argument("--dataset", default=None, metavar="NAME",
+                   help=f"data set whose test split is evaluated: {', '.join(DATASET_NAMES)} "
+                        f"(default: the one the file was trained on, else {FALLBACK_DATASET})")
     g.add_argument("--data-dir", metavar="DIR", default=None,
                    help="root of downloadable data sets (cifar10, imagenet, ...; see the README)")
     g.add_argument("--data-option", metavar="KEY=VALUE", action="append", default=[],
