@@ -168,8 +168,9 @@ class Deployment:
         return self._handles[key]
 
     def run(self, runtime: str | Runtime, x, timesteps: int | None = None,
-            batch_size: int = 256) -> GraphRun:
-        """Run ``x`` (``[N, ...]`` static or ``[T, N, ...]`` frames) in batches; one GraphRun."""
+            batch_size: int = 256, progress: bool | None = False) -> GraphRun:
+        """Run ``x`` (``[N, ...]`` static or ``[T, N, ...]`` frames) in batches; one GraphRun.
+        ``progress``: a tqdm bar over the samples (True always, None only on a terminal)."""
         rt = runtime if isinstance(runtime, Runtime) else self.check_runtime(runtime)
         t = self.check_timesteps(timesteps or self.trained_timesteps)
         src = self.source(rt, t)
@@ -179,9 +180,14 @@ class Deployment:
         frames = shape is not None and x.ndim == len(shape) + 2
         n = x.shape[1] if frames else x.shape[0]
         runs = []
-        for i in range(0, n, batch_size):
-            xb = x[:, i:i + batch_size] if frames else x[i:i + batch_size]
-            runs.append(fn(src, xb, t))
+        from tqdm.auto import tqdm
+
+        with tqdm(total=n, desc=rt.name, unit="sample", leave=False,
+                  disable={True: False, False: True, None: None}[progress]) as bar:
+            for i in range(0, n, batch_size):
+                xb = x[:, i:i + batch_size] if frames else x[i:i + batch_size]
+                runs.append(fn(src, xb, t))
+                bar.update(min(batch_size, n - i))
         return concat_runs(runs)
 
     @property

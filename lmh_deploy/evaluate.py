@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 
-def load_eval_data(dataset: str, limit: int | None = None, root: str | None = None):
+def load_eval_data(dataset: str, limit: int | None = None, root: str | None = None, **options):
     """The test split of ``dataset`` as float32 ``x`` (``[N, ...]`` or frames ``[T, N, ...]``) and
-    int64 labels ``y`` (the first ``limit`` samples)."""
+    int64 labels ``y`` (the first ``limit`` samples); ``root`` (``--data-dir``) and ``options``
+    (the loader's keyword options) go to :func:`lmh_deploy.data.get_dataset`."""
     from lmh_deploy.data import get_dataset
 
-    splits = get_dataset(dataset, root=root)
+    splits = get_dataset(dataset, root=root, **options)
     test = splits.test
     n = len(test) if limit is None else min(int(limit), len(test))
     if hasattr(test, "tensors"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
 from pathlib import Path
 
@@ -75,14 +76,22 @@ def plan(path, runtimes: str, timesteps: str):
     return dep, rts, ts
 
 
-def run_sweep(dep, rts, ts, dataset="digits", limit=None, batch_size=256, per_t=False,
-              progress=None) -> dict:
-    """Run the sweep; returns ``{"meta": ..., "rows": [...]}`` (one row per runtime and T)."""
+def run_sweep(dep, rts, ts, dataset=None, limit=None, batch_size=256, per_t=False,
+              progress=None, data_dir=None, data_options=None) -> dict:
+    """Run the sweep on the test split of ``dataset`` (default: the file's training data set, else
+    digits; read from ``data_dir`` with the loader's ``data_options``); returns
+    ``{"meta": ..., "rows": [...]}`` (one row per runtime and T)."""
     from tqdm.auto import tqdm
 
     from .evaluate import accuracy_per_step, load_eval_data, spike_stats
 
-    x, y = load_eval_data(dataset, limit)
+    from .cli.options import resolve_dataset
+
+    dataset = resolve_dataset(dep.path, dataset)
+    opts = dict(data_options or {})
+    if dataset == "dvscifar10":
+        opts.setdefault("frames", max(ts))
+    x, y = load_eval_data(dataset, limit, data_dir, **opts)
     desc, frames = _cost_desc(dep, x)
     t_max = max(ts)
     jobs = [(rt, t) for rt in rts for t in (ts if per_t else [t_max])]
@@ -138,6 +147,7 @@ def _meta(dep, dataset, samples, ts, per_t) -> dict:
         g = dep.graph
         kinds = sorted({g.neuron(n).source_kind for n in g.neuron_names()})
         meta["neuron"] = ",".join(kinds)
+        meta["model"] = f"{', '.join(kinds)} {g.meta.get('arch') or ''}".strip()
         notes = []
         if "lmh-radical" in kinds and max(ts) > g.timesteps:
             notes.append(f"radical LM-H beyond T={g.timesteps}: the last step's parameters are held")
@@ -161,9 +171,49 @@ def rows_to_csv(rows: list) -> str:
     return buf.getvalue()
 
 
-def plot(result: dict, path) -> None:
-    """Accuracy against T, one line per runtime; trained T marked, peak annotated (Fig. 5 style);
-    beside it the cost panel: SOPs per sample per runtime and the energy estimate against T."""
+FIGURE_FORMATS = ("png", "pdf", "svg")
+NO_FIGURE = "no figure: matplotlib is not installed (pip install 'lmh-deploy[plot]')"
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion k/n (Wilson 1927):
+    ``(p + z^2/2n -/+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)``, p = k/n. ``(0, 1)`` for n = 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5 / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def _curves(rows, key):
+    """Runtime groups whose ``key`` curves agree exactly: ``[([names], [(T, value)])]``."""
+    groups = []
+    for name in dict.fromkeys(r["runtime"] for r in rows):
+        pts = sorted((r["T"], r[key]) for r in rows if r["runtime"] == name and r.get(key) is not None)
+        if not pts:
+            continue
+        for names, other in groups:
+            if other == pts:
+                names.append(name)
+                break
+        else:
+            groups.append(([name], pts))
+    return groups
+
+
+def _label(names):
+    if len(names) == 1:
+        return names[0] + (" (trained module, before the fold)" if names[0] == "torch" else "")
+    return f"identical in {len(names)} runtimes ({', '.join(names)})"
+
+
+def plot(result: dict, path, fmt: str = "png") -> None:
+    """Left: test accuracy against T with its 95 % Wilson interval; runtimes whose curves agree
+    exactly are drawn once, labelled "identical in N runtimes"; trained T marked. Right: spikes
+    per sample against T (same grouping). Title: model, data set, trained T. ``fmt``: png, pdf,
+    svg. Raises ImportError without matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,80 +222,66 @@ def plot(result: dict, path) -> None:
     from .atomic import atomic_output
 
     meta, rows = result["meta"], result["rows"]
-    has_cost = any(r.get("sops_per_sample") is not None for r in rows)
-    fig, axes = plt.subplots(1, 2 if has_cost else 1, figsize=(11.5 if has_cost else 6.4, 4.0),
+    n = int(meta["samples"])
+    spikes = _curves(rows, "spikes_per_sample")
+    fig, axes = plt.subplots(1, 2 if spikes else 1, figsize=(11.0 if spikes else 6.4, 4.2),
                              dpi=120, squeeze=False)
     ax = axes[0, 0]
-    styles = ["-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1))]
-    markers = ["o", "s", "^", "v", "D", "x"]
-    names = list(dict.fromkeys(r["runtime"] for r in rows))
-    for i, name in enumerate(names):
-        pts = sorted((r["T"], r["accuracy"]) for r in rows if r["runtime"] == name)
-        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], linestyle=styles[i % len(styles)],
-                marker=markers[i % len(markers)], markersize=3.5, linewidth=1.4,
-                label=name + (" (trained module, before the fold)" if name == "torch" else ""),
-                alpha=0.9)
+    styles, markers = ["-", "--", ":", "-."], ["o", "s", "^", "D"]
+    for i, (names, pts) in enumerate(_curves(rows, "accuracy")):
+        ts = [p[0] for p in pts]
+        acc = [100 * p[1] for p in pts]
+        lo_hi = [wilson_interval(round(p[1] * n), n) for p in pts]
+        line, = ax.plot(ts, acc, linestyle=styles[i % 4], marker=markers[i % 4], markersize=3.5,
+                        linewidth=1.4, label=_label(names))
+        ax.fill_between(ts, [100 * a for a, _ in lo_hi], [100 * b for _, b in lo_hi],
+                        color=line.get_color(), alpha=0.15, linewidth=0)
+    ax.fill_between([], [], [], color="gray", alpha=0.15, label="95 % Wilson interval")
     t_tr = meta["trained_timesteps"]
-    ax.axvline(t_tr, color="gray", linestyle="--", linewidth=1)
-    ax.text(t_tr, ax.get_ylim()[0], f" trained T={t_tr}", color="gray", va="bottom", fontsize=8)
-    if rows:
-        best = max(rows, key=lambda r: (r["accuracy"], -r["T"]))
-        ax.annotate(f"peak {100 * best['accuracy']:.2f}% at T={best['T']}",
-                    xy=(best["T"], 100 * best["accuracy"]), xytext=(0, 14),
-                    textcoords="offset points", ha="center", fontsize=8,
-                    arrowprops={"arrowstyle": "->", "linewidth": 0.8})
+    ax.axvline(t_tr, color="gray", linestyle="--", linewidth=1, label=f"trained T = {t_tr}")
+    lo = min(100 * wilson_interval(round(r["accuracy"] * n), n)[0] for r in rows) if rows else 0
+    ax.set_ylim(max(0, 10 * math.floor((lo - 0.5) / 10)), 100.5)  # whole 10-point bands: no zoom
     ax.set_xlabel("time steps T at inference")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{Path(meta['file']).name}: {meta.get('neuron', '')} on {meta['dataset']} "
-                 f"({meta['samples']} samples)", fontsize=9)
+    ax.set_ylabel(f"test accuracy (%, {n} samples)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if has_cost:
-        _cost_panel(axes[0, 1], rows, names, styles, markers)
+    ax.legend(fontsize=7.5, loc="lower right")
+    if spikes:
+        ax2 = axes[0, 1]
+        for i, (names, pts) in enumerate(spikes):
+            ax2.plot([p[0] for p in pts], [p[1] for p in pts], linestyle=styles[i % 4],
+                     marker=markers[i % 4], markersize=3.5, linewidth=1.4, label=_label(names))
+        ax2.axvline(t_tr, color="gray", linestyle="--", linewidth=1)
+        ax2.set_xlabel("time steps T at inference")
+        ax2.set_ylabel("spikes per sample (all layers)")
+        ax2.set_ylim(bottom=0)
+        ax2.grid(alpha=0.3)
+        ax2.legend(fontsize=7.5, loc="upper left")
+    model = meta.get("model") or meta.get("neuron") or Path(meta["file"]).stem
+    fig.suptitle(f"{model} on {meta['dataset']}, trained at T = {t_tr}", fontsize=10)
     fig.tight_layout()
     with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format=fmt)
     plt.close(fig)
 
 
-def _cost_panel(ax, rows, names, styles, markers) -> None:
-    """SOPs per sample against T (one line per runtime; the deployed ones coincide) and, on a
-    second axis, the energy estimate (of the reference if swept) beside the same network as a ReLU ANN."""
-    for i, name in enumerate(names):
-        pts = sorted((r["T"], r["sops_per_sample"]) for r in rows
-                     if r["runtime"] == name and r.get("sops_per_sample") is not None)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle=styles[i % len(styles)],
-                marker=markers[i % len(markers)], markersize=3.5, linewidth=1.4, label=name,
-                alpha=0.9)
-    ax.set_xlabel("time steps T at inference")
-    ax.set_ylabel("synaptic operations per sample")
-    ax.grid(alpha=0.3)
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8, loc="upper left")
-    base = "reference" if "reference" in names else names[0]
-    first = sorted((r["T"], r["snn_energy_pj"], r["ann_energy_pj"]) for r in rows
-                   if r["runtime"] == base and r.get("snn_energy_pj") is not None)
-    if first:
-        ax2 = ax.twinx()
-        ax2.plot([p[0] for p in first], [p[1] / 1e3 for p in first], color="black",
-                 linestyle=":", linewidth=1.2, label=f"energy estimate, SNN ({base})")
-        ax2.axhline(first[0][2] / 1e3, color="gray", linestyle="--", linewidth=1,
-                    label="energy estimate, same network as ReLU ANN")
-        ax2.set_ylabel("energy estimate (nJ per sample; 45 nm, 0.9 pJ/AC, 4.6 pJ/MAC)",
-                       fontsize=8)
-        ax2.set_ylim(bottom=0)
-        ax2.legend(fontsize=7, loc="lower right")
-    ax.set_title("cost: SOPs and energy estimate (lmh_deploy.cost)", fontsize=9)
-
-
-def write_outputs(result: dict, out_dir) -> dict:
-    """``sweep.csv``, ``sweep.json``, ``sweep.png`` in ``out_dir`` (each written atomically)."""
+def write_outputs(result: dict, out_dir, figure_format: str = "png") -> dict:
+    """``sweep.csv``, ``sweep.json`` and ``sweep.<figure_format>`` in ``out_dir`` (each written
+    atomically). Without matplotlib the figure is skipped: ``paths["figure"]`` is None."""
     from .atomic import atomic_write_text
+    from .errors import LmhError
 
+    if figure_format not in FIGURE_FORMATS:
+        raise LmhError(f"unknown figure format {figure_format!r}; choose {', '.join(FIGURE_FORMATS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out / "sweep.csv", "json": out / "sweep.json", "png": out / "sweep.png"}
+    paths = {"csv": out / "sweep.csv", "json": out / "sweep.json",
+             "figure": out / f"sweep.{figure_format}"}
     atomic_write_text(paths["csv"], rows_to_csv(result["rows"]))
     atomic_write_text(paths["json"], json.dumps(result, indent=2) + "\n")
-    plot(result, paths["png"])
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        paths["figure"] = None
+        return paths
+    plot(result, paths["figure"], figure_format)
     return paths

@@ -24,8 +24,9 @@ def compare_runs(ref, other) -> dict:
 
 
 def verify(path, fmt: str, runtimes=None, timesteps=None, dataset=None, limit=None,
-           batch_size=256) -> dict:
-    """The report that ``lmh-verify --json`` writes."""
+           batch_size=256, data_dir=None, data_options=None, progress=False) -> dict:
+    """The report that ``lmh-verify --json`` writes; ``dataset`` defaults to the checkpoint's
+    training data set (else digits), read from ``data_dir`` with the loader's ``data_options``."""
     from lmh_deploy.deployment import Deployment
     from lmh_deploy.evaluate import accuracy_per_step, load_eval_data
     from lmh_deploy.errors import ExportFormatError
@@ -44,19 +45,17 @@ def verify(path, fmt: str, runtimes=None, timesteps=None, dataset=None, limit=No
             if rt.source not in ("graph", "model", fmt):
                 raise ExportFormatError(f"runtime {rt.name!r} runs {rt.source} files, not {fmt}")
         t = dep.check_timesteps(timesteps or dep.trained_timesteps)
-        ckpt_ds = None
-        try:
-            from lmh_deploy.checkpoint import load_checkpoint
+        from lmh_deploy.cli.options import resolve_dataset
 
-            ckpt_ds = load_checkpoint(path).get("train_config", {}).get("dataset")
-        except Exception:  # noqa: BLE001 - the dataset hint is optional
-            pass
-        ds = dataset or ckpt_ds or "digits"
-        x, y = load_eval_data(ds, limit)
+        ds = resolve_dataset(path, dataset)
+        opts = dict(data_options or {})
+        if ds == "dvscifar10":
+            opts.setdefault("frames", t)
+        x, y = load_eval_data(ds, limit, data_dir, **opts)
         ref = dep.run("reference", x, t, batch_size)
         results = {}
         for name in ["deployed-torch"] + [r.name for r in rts if r.name != "deployed-torch"]:
-            run = dep.run(name, x, t, batch_size)
+            run = dep.run(name, x, t, batch_size, progress=progress)
             results[name] = compare_runs(ref, run)
             results[name]["exact_required"] = dep.check_runtime(name).exact
             results[name]["accuracy"] = accuracy_per_step(run.logits, y)[-1]
@@ -101,3 +100,71 @@ def format_report(rep: dict) -> str:
     lines.append("OK: every runtime computes the reference's spikes exactly" if rep["ok"] else
                  f"MISMATCH: {', '.join(bad)} differ from the reference")
     return "\n".join(lines)
+
+
+# -- validation of a freshly written export (lmh-export's default) ---------------------------------
+from lmh_deploy.errors import ExportFormatError  # noqa: E402
+
+
+class ExportValidationError(ExportFormatError):
+    """The written file does not compute the reference interpreter's spikes / logits."""
+
+
+def validation_sample(graph, dataset: str | None = None, n: int = 32, data_dir=None, seed: int = 0):
+    """A sample batch for :func:`validate_export`: the first ``n`` test samples of ``dataset``
+    when it can be read, else ``n`` seeded random inputs on the graph's input grid in
+    ``[0, input_bound]`` (``[n, *input_shape]`` float32; exact on the grid)."""
+    if dataset:
+        try:
+            from lmh_deploy.evaluate import load_eval_data
+
+            x, _ = load_eval_data(dataset, n, data_dir)
+            if x.ndim == len(graph.input_shape) + 1:
+                return x
+        except Exception:  # noqa: BLE001 - e.g. CIFAR without --data-dir: random inputs instead
+            pass
+    q, b = float(graph.input_quantum), float(graph.input_bound)
+    steps = max(1, int(min(b, 1.0) / q))
+    k = np.random.default_rng(seed).integers(0, steps + 1, size=(n, *graph.input_shape))
+    return (k * q).astype(np.float32)
+
+
+def validate_export(graph, path, fmt: str, x, timesteps: int | None = None,
+                    runtime: str | None = None) -> dict:
+    """Run the file ``path`` (format ``fmt``) just written from ``graph`` on ``x`` in the format's
+    exact runtime and compare it with the reference interpreter on ``graph``.
+
+    Returns ``{"runtime", "samples", "timesteps", "spike_agreement" (min over the layers the file
+    exposes; None when it exposes none), "layers_compared", "max_abs_logit_diff", "identical"}``.
+    Raises :class:`ExportValidationError` when the file differs (spikes not all identical or
+    |Δ logit| > 1e-4 of the largest logit), so the caller can discard the file. One rule with the
+    fold-fidelity checks (thresholds are extended there)."""
+    from lmh_deploy.graph.interpret import run_reference
+    from lmh_deploy.runtimes import format_runtimes, get_runtime
+
+    names = [runtime] if runtime else [n for n in format_runtimes(fmt) if get_runtime(n).exact]
+    if not names:
+        raise ExportFormatError(f"no runtime validates {fmt} files; pass --no-validate")
+    rt = get_runtime(names[0])
+    t = int(timesteps or graph.timesteps)
+    ref = run_reference(graph, x, t)
+    got = rt.run_fn()(rt.load_fn()(path), x, t)
+    cmp = compare_runs(ref, got)
+    agree = [v for v in cmp["spike_agreement"].values() if v is not None]
+    rep = {"runtime": rt.name, "samples": int(x.shape[0]), "timesteps": t,
+           "spike_agreement": min(agree) if agree else None, "layers_compared": len(agree),
+           "max_abs_logit_diff": cmp["max_abs_logit_diff"],
+           "identical": all(v == 1.0 for v in agree) and cmp["max_rel_logit_diff"] <= 1e-4}
+    if not rep["identical"]:
+        raise ExportValidationError(
+            f"validation failed: {rt.name} on the written {fmt} file differs from the reference "
+            f"({format_validation(rep)}); no file written. Report this (or --no-validate to keep it)")
+    return rep
+
+
+def format_validation(rep: dict) -> str:
+    s = rep["spike_agreement"]
+    spikes = ("spikes not in the file (export --with-spikes to compare them)" if s is None else
+              f"spike agreement {100 * s:.4f} % over {rep['layers_compared']} layers")
+    return (f"{rep['runtime']} vs reference on {rep['samples']} samples at T={rep['timesteps']}: "
+            f"{spikes}, max |Δ logit| {rep['max_abs_logit_diff']:.3g}")

@@ -131,10 +131,33 @@ def resolve_config(cfg: dict | None = None) -> dict:
     return out
 
 
+def _configs_dir() -> Path:
+    """The shipped configs: package data ``lmh_deploy/configs`` (wheel) or the checkout's
+    ``configs/`` (editable install)."""
+    here = Path(__file__).resolve().parent
+    for d in (here.parent / "lmh_deploy" / "configs", here / "configs", here.parent / "configs"):
+        if d.is_dir():
+            return d
+    try:
+        from importlib.resources import files
+
+        return Path(str(files("lmh_deploy.configs")))
+    except (ImportError, TypeError):
+        return here.parent / "configs"
+
+
+def config_names() -> list[str]:
+    """Names of the shipped paper configs (``--config NAME``)."""
+    return sorted(p.stem for p in _configs_dir().glob("*.json"))
+
+
 def load_config_file(path: str | os.PathLike) -> dict:
     """Options from a JSON (``.json``) or TOML (any other suffix) file: a flat table of
-    :data:`DEFAULTS` keys (dashes or underscores). Raises :class:`ConfigError`."""
+    :data:`DEFAULTS` keys (dashes or underscores), or the name of a shipped config
+    (``lmh_c10_resnet19``, see :func:`config_names`). Raises :class:`ConfigError`."""
     path = Path(path)
+    if not path.exists() and path.parent == Path(".") and path.stem in config_names():
+        path = _configs_dir() / (path.stem + ".json")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:

@@ -1,8 +1,12 @@
-"""``lmh-export --format onnx model.pt [-o model.onnx] [--timesteps T]``.
+"""``lmh-export --format onnx|nir model.pt [-o PATH] [--timesteps T] [--validate/--no-validate]``.
 
-Folds the checkpoint once (:func:`lmh_deploy.graph.fold.fold`) and hands the DeployGraph to the writer
-of the chosen format. The output is written atomically (temporary file in the destination
-directory, then ``os.replace``): on any error no output file is left behind.
+Folds the checkpoint once (:func:`lmh_deploy.graph.fold.fold`) and hands the DeployGraph to the
+writer of the chosen format. The output is written atomically (temporary file in the destination
+directory, then ``os.replace``) and, by default, validated before it is renamed into place: the
+written file is run on a sample batch (the first test samples of the checkpoint's data set, else
+seeded inputs on the input grid) against the reference interpreter
+(:func:`lmh_deploy.verify.validate_export`); on a mismatch or any other error no output file is
+left behind. The file records the data set it was trained on (the default of lmh-run & co.).
 
 Formats live in :data:`lmh_deploy.runtimes.FORMATS` (default output: the input with suffix
 ``.<format>``). To add a format, add one line there.
@@ -12,32 +16,62 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lmh_deploy.cli.common import OneLineParser, positive_int, run_cli
+from lmh_deploy.cli.common import positive_int, run_cli
+from lmh_deploy.cli.options import BoolFlag, make_parser
 from lmh_deploy.errors import ExportFormatError
 from lmh_deploy.runtimes import FORMATS, get_writer
 
-def export_checkpoint(path, fmt: str, out=None, timesteps: int | None = None, **options) -> Path:
-    """Fold checkpoint ``path`` and write it in format ``fmt`` to ``out`` (atomically)."""
+
+def export_graph(graph, fmt: str, out, timesteps: int | None = None, validate: bool = True,
+                 sample=None, report=None, **options) -> Path:
+    """Write DeployGraph ``graph`` in format ``fmt`` to ``out`` atomically; with ``validate`` run
+    the written file on ``sample`` (default :func:`~lmh_deploy.verify.validation_sample`) against
+    the reference first (:class:`~lmh_deploy.verify.ExportValidationError`: nothing written).
+    ``report``: a dict that receives the validation report under ``"validation"``."""
     from lmh_deploy.atomic import atomic_output
-    from lmh_deploy.graph.fold import fold
-    from lmh_deploy.deployment import load_model_checked
 
     writer = get_writer(fmt)
+    out = Path(out)
+    if timesteps is not None:
+        graph.check_timesteps(timesteps)
+    with atomic_output(out) as tmp:
+        writer(graph, tmp, timesteps=timesteps, **options)
+        if validate and not options.get("lossy_lif") and not options.get("target"):
+            import numpy as np
+
+            from lmh_deploy.verify import validate_export, validation_sample
+
+            x = sample if sample is not None else validation_sample(graph, graph.meta.get("dataset"))
+            x = np.asarray(x, np.float32)
+            if options.get("frames") and x.ndim == len(graph.input_shape) + 1:
+                x = np.ascontiguousarray(np.broadcast_to(x, (timesteps or graph.timesteps,) + x.shape))
+            rep = validate_export(graph, tmp, fmt, x, timesteps)
+            if report is not None:
+                report["validation"] = rep
+    return out
+
+
+def export_checkpoint(path, fmt: str, out=None, timesteps: int | None = None,
+                      validate: bool = True, report=None, **options) -> Path:
+    """Fold checkpoint ``path`` and write it in format ``fmt`` to ``out`` (default: beside it,
+    suffix ``.<fmt>``), validated unless ``validate=False`` (see :func:`export_graph`)."""
+    from lmh_deploy.cli.options import trained_dataset
+    from lmh_deploy.deployment import load_model_checked
+    from lmh_deploy.graph.fold import fold
+
+    get_writer(fmt)
     path = Path(path)
     out = Path(out) if out else path.with_suffix("." + fmt)
     if out.resolve() == path.resolve():
         raise ExportFormatError(f"output {out} would overwrite the checkpoint; pass -o")
     graph = fold(load_model_checked(path))
-    if timesteps is not None:
-        graph.check_timesteps(timesteps)
-    with atomic_output(out) as tmp:
-        writer(graph, tmp, timesteps=timesteps, **options)
-    return out
+    graph.meta["dataset"] = trained_dataset(path)
+    return export_graph(graph, fmt, out, timesteps, validate, report=report, **options)
 
 
-def build_parser() -> OneLineParser:
-    p = OneLineParser(prog="lmh-export",
-                      description="Export a trained lmh-deploy checkpoint (model.pt) exactly.")
+def build_parser():
+    p = make_parser("lmh-export", "Export a trained lmh-deploy checkpoint (model.pt) exactly, "
+                    "then check the written file against the reference interpreter.")
     p.add_argument("checkpoint", help="the checkpoint (model.pt) to export")
     p.add_argument("--format", "-f", required=True, metavar="FMT",
                    help=f"export format: {', '.join(FORMATS)}")
@@ -45,16 +79,19 @@ def build_parser() -> OneLineParser:
                    help="output file (default: beside the input, suffix .<format>)")
     p.add_argument("--timesteps", "-T", type=positive_int, metavar="T",
                    help="unrolled time steps (default: the trained T)")
-    p.add_argument("--frames", action="store_true",
+    p.add_argument("--validate", action=BoolFlag, default=True,
+                   help="run the written file on a sample batch against the reference and print "
+                        "spike agreement and max |Δ logit|; a mismatch is an error, no file")
+    p.add_argument("--frames", action=BoolFlag, default=False,
                    help="input is a frame sequence [T, B, C, H, W] (default: a static image [B, C, H, W])")
-    p.add_argument("--with-spikes", action="store_true",
+    p.add_argument("--with-spikes", action=BoolFlag, default=False,
                    help="add every layer's spike counts as outputs (for verification)")
     p.add_argument("--form", choices=("temporal", "unrolled"),
                    help="NIR only: temporal (streaming; time-invariant models) or unrolled "
                         "(stateless, every model); default: temporal when possible")
-    p.add_argument("--lossy-lif", action="store_true",
+    p.add_argument("--lossy-lif", action=BoolFlag, default=False,
                    help="NIR only: write LIF layers as plain nir.LIF for third-party importers "
-                        "(LOSSY: hard reset to 0 instead of subtracting theta, v(0)=0)")
+                        "(LOSSY: hard reset to 0 instead of subtracting theta, v(0)=0; not validated)")
     p.add_argument("--target", metavar="TOOL",
                    help="NIR only: the LOSSY form TOOL's importer runs: snntorch, spikingjelly, "
                         "norse, sinabs (prints what is lost)")
@@ -90,7 +127,13 @@ def _main(args) -> int:
             raise ExportFormatError(f"unknown NIR target {args.target!r}; choose one of "
                                     f"{', '.join(TARGETS)}")
         options.update(target=args.target, dt=args.dt)
-    out = export_checkpoint(args.checkpoint, args.format, args.output, args.timesteps, **options)
+    report: dict = {}
+    out = export_checkpoint(args.checkpoint, args.format, args.output, args.timesteps,
+                            args.validate, report, **options)
+    if "validation" in report:
+        from lmh_deploy.verify import format_validation
+
+        print(f"validated: {format_validation(report['validation'])}")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     if args.target:
         from lmh_deploy.nir.targets import load_target

@@ -15,7 +15,8 @@ import io
 import json
 import sys
 
-from lmh_deploy.cli.common import OneLineParser, positive_int, run_cli
+from lmh_deploy.cli.common import positive_int, run_cli
+from lmh_deploy.cli.options import add_data_args, data_options, make_parser
 
 CSV_FIELDS = ["T", "layer", "kind", "source", "target", "pool", "neurons", "synapses", "weights",
               "fan_in_mean", "fan_out_mean", "fan_out_max", "firing_rate", "sops", "events",
@@ -25,10 +26,9 @@ CSV_FIELDS = ["T", "layer", "kind", "source", "target", "pool", "neurons", "syna
 def build_parser() -> OneLineParser:
     from lmh_deploy.runtimes import RUNTIMES
 
-    p = OneLineParser(prog="lmh-inspect", description="Synaptic operations, an energy estimate "
-                      "and a Loihi 2 resource estimate of a model, per layer and per T.")
+    p = make_parser("lmh-inspect", "Synaptic operations, an energy estimate and a Loihi 2 "
+                    "resource estimate of a model, per layer and per T.")
     p.add_argument("file", help="checkpoint (model.pt) or exported file (.onnx with spikes, .nir)")
-    p.add_argument("--dataset", default="digits", help="data set (test split; default digits)")
     p.add_argument("--limit", type=positive_int, metavar="N", help="first N test samples only")
     p.add_argument("--timesteps", "-T", metavar="T|RANGE",
                    help="T, or ranges and lists such as 1-8 or 1,2,4,8 (default: the trained / "
@@ -40,11 +40,12 @@ def build_parser() -> OneLineParser:
     p.add_argument("--json", metavar="PATH", help="write the full report as JSON (atomically)")
     p.add_argument("--csv", metavar="PATH",
                    help="write one row per (T, layer) plus a TOTAL row per T (atomically)")
+    add_data_args(p)
     return p
 
 
-def inspect_file(path, dataset="digits", limit=None, timesteps=None, runtime=None,
-                 batch_size=256) -> dict:
+def inspect_file(path, dataset=None, limit=None, timesteps=None, runtime=None,
+                 batch_size=256, data_dir=None, data_options=None) -> dict:
     """Run ``path`` and return the report ``lmh-inspect --json`` writes: ``per_T`` (accuracy,
     totals, energy and layer rows for each T), ``populations`` and ``loihi`` at the largest T.
 
@@ -65,7 +66,13 @@ def inspect_file(path, dataset="digits", limit=None, timesteps=None, runtime=Non
             dep.check_timesteps(t)
         graph, exact_weights = dep.structure()
         desc = cost.describe(graph)
-        x, y = load_eval_data(dataset, limit)
+        from lmh_deploy.cli.options import resolve_dataset
+
+        dataset = resolve_dataset(path, dataset)
+        opts = dict(data_options or {})
+        if dataset == "dvscifar10":
+            opts.setdefault("frames", max(ts))
+        x, y = load_eval_data(dataset, limit, data_dir, **opts)
         frames = x.ndim == len(graph.input_shape) + 2
         run = dep.run(rt, x, max(ts), batch_size)
         trained = dep.trained_timesteps
@@ -174,7 +181,7 @@ def _main(args) -> int:
     from lmh_deploy.atomic import atomic_write_text
 
     rep = inspect_file(args.file, args.dataset, args.limit, args.timesteps, args.runtime,
-                       args.batch_size)
+                       args.batch_size, args.data_dir, data_options(args))
     if args.json:
         atomic_write_text(args.json, json.dumps(rep, indent=2) + "\n")
     if args.csv:

@@ -1,8 +1,10 @@
-"""``lmh-run FILE --dataset digits [--runtime R] [--timesteps T] [--limit N] [--json PATH]``.
+"""``lmh-run FILE [--dataset D] [--data-dir DIR] [--runtime R] [--timesteps T] [--limit N]
+[--json PATH]``.
 
 Runs a checkpoint (``.pt``: runtimes ``torch`` = the trained module, ``deployed-torch``,
 ``reference``, ``onnx`` = exported on the fly) or an exported file (``.onnx``: runtime ``onnx``) on
-the test split and prints the accuracy of the cumulative mean logits after each step.
+the test split and prints the accuracy of the cumulative mean logits after each step. The data set
+defaults to the one the file was trained on.
 
 A NIR file written by another tool (no lmh-export metadata) runs in the foreign-NIR runtime
 (:mod:`lmh_deploy.nir.foreign`): ``lmh-run FILE.nir [--producer NAME] [--dt SECONDS]
@@ -15,16 +17,16 @@ import json
 import sys
 import time
 
-from lmh_deploy.cli.common import OneLineParser, positive_int, run_cli
+from lmh_deploy.cli.common import positive_int, run_cli
+from lmh_deploy.cli.options import add_data_args, add_progress, data_options, make_parser, resolve_dataset
 
 
-def build_parser() -> OneLineParser:
+def build_parser():
     from lmh_deploy.runtimes import RUNTIMES
 
-    p = OneLineParser(prog="lmh-run", description="Run a checkpoint or an exported model on a "
-                      "data set and print the accuracy after each time step.")
-    p.add_argument("file", help="checkpoint (model.pt) or exported file (model.onnx)")
-    p.add_argument("--dataset", default="digits", help="data set (test split; default digits)")
+    p = make_parser("lmh-run", "Run a checkpoint or an exported model on a data set's test split "
+                    "and print the accuracy after each time step.")
+    p.add_argument("file", help="checkpoint (model.pt) or exported file (model.onnx, model.nir)")
     p.add_argument("--runtime", default=None, metavar="R",
                    help=f"one of {', '.join(RUNTIMES)} (default: torch for a checkpoint, the "
                         "file's runtime for an exported file)")
@@ -48,6 +50,8 @@ def build_parser() -> OneLineParser:
                    "forward Euler")
     g.add_argument("--save-spikes", metavar="OUT.npz", help="write every layer's spikes and the "
                    "outputs (atomically)")
+    add_progress(p)
+    add_data_args(p)
     return p
 
 
@@ -108,18 +112,24 @@ def run_foreign_file(path, runtime=None, producer=None, dt=None, reset=None, exa
     return res
 
 
-def run_file(path, dataset="digits", runtime=None, timesteps=None, limit=None, batch_size=256) -> dict:
-    """Evaluate ``path`` and return the result dict that ``lmh-run --json`` writes."""
+def run_file(path, dataset=None, runtime=None, timesteps=None, limit=None, batch_size=256,
+             data_dir=None, data_options=None, progress=False) -> dict:
+    """Evaluate ``path`` on the test split of ``dataset`` (default: the file's training data set,
+    else digits) and return the result dict that ``lmh-run --json`` writes."""
     from lmh_deploy.deployment import Deployment
     from lmh_deploy.evaluate import accuracy_per_step, load_eval_data, spike_stats
 
+    dataset = resolve_dataset(path, dataset)
     with Deployment(path) as dep:
         name = runtime or ("torch" if dep.is_checkpoint else dep.file_runtime.name)
         rt = dep.check_runtime(name)
         t = dep.check_timesteps(timesteps or dep.trained_timesteps)
-        x, y = load_eval_data(dataset, limit)
+        opts = dict(data_options or {})
+        if dataset == "dvscifar10":
+            opts.setdefault("frames", t)
+        x, y = load_eval_data(dataset, limit, data_dir, **opts)
         t0 = time.perf_counter()
-        run = dep.run(rt, x, t, batch_size)
+        run = dep.run(rt, x, t, batch_size, progress=progress)
         wall = time.perf_counter() - t0
         trained = dep.trained_timesteps
     acc = accuracy_per_step(run.logits, y)
@@ -142,7 +152,7 @@ def _main(args) -> int:
         if is_foreign(args.file):
             return _main_foreign(args)
     res = run_file(args.file, args.dataset, args.runtime, args.timesteps, args.limit,
-                   args.batch_size)
+                   args.batch_size, args.data_dir, data_options(args), args.progress)
     if args.json:
         from lmh_deploy.atomic import atomic_write_text
 

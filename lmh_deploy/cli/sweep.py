@@ -1,5 +1,6 @@
-"""``lmh-sweep model.pt --runtimes torch,reference,onnx --timesteps 1-32 --dataset digits
-[--limit N] --out DIR``: accuracy and spike cost against T per runtime -> DIR/sweep.{csv,json,png}.
+"""``lmh-sweep model.pt --runtimes torch,reference,onnx --timesteps 1-32 [--dataset D]
+[--data-dir DIR] [--limit N] --out DIR [--figure-format png|pdf|svg]``: accuracy and spike cost
+against T per runtime -> DIR/sweep.{csv,json} and the figure (with matplotlib).
 
 Everything is validated before any run: an unknown runtime, an empty or malformed T list, a T the
 model cannot run, or a bad file gives a one-line error (exit 2) and writes nothing.
@@ -8,28 +9,30 @@ from __future__ import annotations
 
 import sys
 
-from lmh_deploy.cli.common import OneLineParser, positive_int, run_cli
+from lmh_deploy.cli.common import positive_int, run_cli
+from lmh_deploy.cli.options import BoolFlag, add_data_args, add_progress, data_options, make_parser
 
 
-def build_parser() -> OneLineParser:
+def build_parser():
     from lmh_deploy.runtimes import RUNTIMES
+    from lmh_deploy.sweep import FIGURE_FORMATS
 
-    p = OneLineParser(prog="lmh-sweep", description="Accuracy against the number of time steps, "
-                      "per runtime (CSV, JSON and a figure).")
+    p = make_parser("lmh-sweep", "Accuracy and spikes per sample against the number of time "
+                    "steps, per runtime (CSV, JSON and a figure).")
     p.add_argument("file", help="checkpoint (model.pt) or exported file (model.onnx)")
     p.add_argument("--runtimes", default="torch,reference,onnx", metavar="R[,R...]",
-                   help=f"runtimes to sweep (from {', '.join(RUNTIMES)}; default torch,reference,onnx)")
+                   help=f"runtimes to sweep (from {', '.join(RUNTIMES)})")
     p.add_argument("--timesteps", "-T", default="1-32", metavar="LIST",
-                   help="ranges and lists, e.g. 1-32 or 1,2,4,8 or 1-8,16,32 (default 1-32)")
-    p.add_argument("--dataset", default="digits", help="data set (test split; default digits)")
+                   help="ranges and lists, e.g. 1-32 or 1,2,4,8 or 1-8,16,32")
     p.add_argument("--limit", type=positive_int, metavar="N", help="first N test samples only")
     p.add_argument("--out", default="runs/sweep", metavar="DIR", help="output directory")
-    p.add_argument("--per-t", action="store_true",
+    p.add_argument("--figure-format", choices=FIGURE_FORMATS, default="png",
+                   help="format of DIR/sweep.<format> (needs matplotlib: the [plot] extra)")
+    p.add_argument("--per-t", action=BoolFlag, default=False,
                    help="re-export and re-run at every T (default: one run at the largest T, prefixes)")
     p.add_argument("--batch-size", type=positive_int, default=256, metavar="B")
-    p.add_argument("--progress", dest="progress", action="store_true", default=None,
-                   help="always show the progress bar (default: on a terminal)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    add_progress(p)
+    add_data_args(p)
     return p
 
 
@@ -43,8 +46,8 @@ def _main(args) -> int:
     dep, rts, ts = plan(args.file, args.runtimes, args.timesteps)
     with dep:
         result = run_sweep(dep, rts, ts, args.dataset, args.limit, args.batch_size,
-                           args.per_t, args.progress)
-    paths = write_outputs(result, args.out)
+                           args.per_t, args.progress, args.data_dir, data_options(args))
+    paths = write_outputs(result, args.out, args.figure_format)
     rows = result["rows"]
     names = list(dict.fromkeys(r["runtime"] for r in rows))
     print(f"{'T':>4}" + "".join(f"{n:>16}" for n in names))
@@ -56,7 +59,12 @@ def _main(args) -> int:
           f"{result['meta']['trained_timesteps']}")
     for note in result["meta"].get("notes", []):
         print(f"note: {note}")
-    print(f"wrote {paths['csv']}, {paths['json']}, {paths['png']}")
+    if paths["figure"] is None:
+        from lmh_deploy.sweep import NO_FIGURE
+
+        print(f"wrote {paths['csv']}, {paths['json']}; {NO_FIGURE}")
+    else:
+        print(f"wrote {paths['csv']}, {paths['json']}, {paths['figure']}")
     return 0
 
 

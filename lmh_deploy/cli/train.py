@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lmh_deploy.cli.common import OneLineParser
+from lmh_deploy.cli.options import BoolFlag, make_parser
 from lmh_deploy.data import DATASET_NAMES
 from lmh_deploy.errors import ConfigError, LmhError
 from lmh_deploy.models import ARCHS
@@ -19,27 +19,36 @@ from lmh_deploy.training.config import DEFAULTS, LOSSES, NEURONS, OPTIMIZERS, lo
 RESUME_FROM_OUT = "<out>/model.pt"
 
 
-def _bool(text: str) -> bool:
-    t = text.lower()
-    if t in ("1", "true", "yes", "on"):
-        return True
-    if t in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+class _ListConfigs(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        from lmh_deploy.training.config import config_names
+
+        print("\n".join(config_names()))
+        parser.exit(0)
 
 
-def build_parser(prog: str = "fit.py") -> argparse.ArgumentParser:
-    """The parser of the fit command (every flag's dest is a ``config.DEFAULTS`` key)."""
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of the fit command (every flag's dest is a ``config.DEFAULTS`` key); ``prog``
+    defaults to the name it was started as (``lmh-train``, ``fit.py``)."""
+    import os
+
     d = DEFAULTS
-    p = OneLineParser(
-        prog=prog, argument_default=argparse.SUPPRESS,
-        description="Train an LM-H / LM-HT / LIF spiking network and write <out>/model.pt and "
-                    "<out>/metrics.json. With no arguments: LM-H MLP on scikit-learn's digits, T=4, CPU.")
-    p.add_argument("--config", metavar="FILE", help="JSON (.json) or TOML file of options; flags override it")
+    prog = prog or os.path.basename(sys.argv[0] or "") or "lmh-train"
+    if prog in ("__main__.py", "-c", ""):
+        prog = "lmh-train"
+    p = make_parser(
+        prog, "Train an LM-H / LM-HT / LIF spiking network and write <out>/model.pt and "
+              "<out>/metrics.json. With no arguments: LM-H MLP on scikit-learn's digits, T=4, CPU.",
+        argument_default=argparse.SUPPRESS)
+    p.add_argument("--config", metavar="FILE|NAME",
+                   help="JSON (.json) or TOML file of options, or the name of a shipped config "
+                        "(e.g. lmh_c10_resnet19; see --list-configs); flags override it")
+    p.add_argument("--list-configs", action=_ListConfigs, nargs=0,
+                   help="print the names of the shipped configs and exit")
     g = p.add_argument_group("model")
     g.add_argument("--neuron", choices=NEURONS, help=f"neuron model (default {d['neuron']})")
     g.add_argument("--levels", type=int, metavar="L", help="LM-HT spike levels L >= 1 (default 2; lmht only)")
-    g.add_argument("--per-channel", dest="per_channel", type=_bool, metavar="BOOL",
+    g.add_argument("--per-channel", dest="per_channel", action=BoolFlag,
                    help="per-channel neuron parameters (default false)")
     g.add_argument("--lif-decay", dest="lif_decay", type=float, metavar="LAMBDA",
                    help=f"LIF decay (default {d['lif_decay']})")
@@ -64,29 +73,29 @@ def build_parser(prog: str = "fit.py") -> argparse.ArgumentParser:
     g.add_argument("--loss", choices=LOSSES, help="ce: CE of the mean logits (default); tet: mean over t of CE")
     g.add_argument("--bn", choices=("tdbn", "per_step"),
                    help="tdBN: BN over T*B (default; foldable for export); per_step: one BN per step")
-    g.add_argument("--autoaugment", type=_bool, metavar="BOOL", help="AutoAugment (default true)")
+    g.add_argument("--autoaugment", action=BoolFlag, help="AutoAugment (default true)")
     g.add_argument("--cutout", type=int, metavar="PX", help="Cutout side (default: per data set; 0 off)")
     g = p.add_argument_group("paper-scale training")
     g.add_argument("--slice", type=int, metavar="K",
                    help="time-slicing online training: K steps per slice, one optimizer step each")
     g.add_argument("--sparsity-width", dest="sparsity_width", type=float, metavar="D",
                    help="STDS sparse training to target width D (paper: 0.05)")
-    g.add_argument("--hybrid", nargs="?", const=True, type=_bool, metavar="BOOL",
+    g.add_argument("--hybrid", action=BoolFlag,
                    help="hybrid training: QCFS ANN (stage 1) -> convert -> fine-tune")
     g.add_argument("--ann-checkpoint", dest="ann_checkpoint", metavar="CKPT",
                    help="hybrid: start from this trained QCFS ANN (implies --hybrid)")
     g.add_argument("--tq", type=int, metavar="TQ", help="hybrid: QCFS quantization steps (default 8)")
     g.add_argument("--ann-epochs", dest="ann_epochs", type=int, help="hybrid: ANN epochs (default 30)")
     g.add_argument("--ann-lr", dest="ann_lr", type=float, help="hybrid: ANN learning rate (default 0.1)")
-    g.add_argument("--amp", nargs="?", const=True, type=_bool, metavar="BOOL", help="bf16 autocast on CUDA")
-    g.add_argument("--channels-last", dest="channels_last", type=_bool, metavar="BOOL",
+    g.add_argument("--amp", action=BoolFlag, help="bf16 autocast on CUDA")
+    g.add_argument("--channels-last", dest="channels_last", action=BoolFlag,
                    help="channels-last convolutions on CUDA (default true)")
-    g.add_argument("--compact-spikes", dest="compact_spikes", type=_bool, metavar="BOOL",
+    g.add_argument("--compact-spikes", dest="compact_spikes", action=BoolFlag,
                    help="autograd keeps uint8 spike counts instead of the layer outputs theta*s "
                         "(bit-identical results, less memory; default true)")
-    g.add_argument("--sync-bn", dest="sync_bn", nargs="?", const=True, type=_bool, metavar="BOOL",
+    g.add_argument("--sync-bn", dest="sync_bn", action=BoolFlag,
                    help="SyncBatchNorm under torchrun (CUDA)")
-    g.add_argument("--keep-best", dest="keep_best", type=_bool, metavar="BOOL",
+    g.add_argument("--keep-best", dest="keep_best", action=BoolFlag,
                    help="also keep <out>/best.pt, the best test accuracy (default false; paper configs true)")
     g = p.add_argument_group("run")
     g.add_argument("--device", help=f"cpu, cuda, cuda:N or mps (default {d['device']})")
@@ -97,7 +106,7 @@ def build_parser(prog: str = "fit.py") -> argparse.ArgumentParser:
     g.add_argument("--out", metavar="DIR", help=f"output directory (default {d['out']})")
     g.add_argument("--resume", nargs="?", const=RESUME_FROM_OUT, metavar="CKPT",
                    help="continue from a checkpoint (default when given without a path: <out>/model.pt)")
-    g.add_argument("--progress", type=_bool, metavar="BOOL",
+    g.add_argument("--progress", action=BoolFlag,
                    help="show the per-epoch progress bar (default: only on a terminal)")
     return p
 

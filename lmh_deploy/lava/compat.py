@@ -127,14 +127,14 @@ def import_lava():
                 importlib.import_module("lava")
             except ImportError as e:
                 raise LavaUnavailableError(
-                    "lava-nc is not installed: run scripts/setup.sh (it installs lava-nc==0.10.0 "
-                    "with --no-deps --ignore-requires-python)") from e
+                    "lava-nc is not installed; install it with: lmh-install-lava (or python -m "
+                    "lmh_deploy.lava.install; in the repository scripts/setup.sh does it)") from e
             try:
                 _load_target()
             except ImportError as e:
                 raise LavaUnavailableError(
-                    f"lava-nc imports failed ({e}); run scripts/setup.sh to install its "
-                    "dependencies") from e
+                    f"lava-nc imports failed ({e}); install its dependencies with: "
+                    "lmh-install-lava") from e
         if MP_MODULE not in sys.modules:
             try:
                 _load_mp_module()
@@ -142,6 +142,6 @@ def import_lava():
                 raise
             except ImportError as e:
                 raise LavaUnavailableError(
-                    f"lava-nc imports failed ({e}); run scripts/setup.sh to install its "
-                    "dependencies") from e
+                    f"lava-nc imports failed ({e}); install its dependencies with: "
+                    "lmh-install-lava") from e
         return sys.modules["lava"]

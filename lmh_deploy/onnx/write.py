@@ -321,6 +321,7 @@ def export_onnx(graph: DeployGraph, timesteps: int | None = None, frames: bool =
         key.NEURONS: json.dumps({n: graph.neuron(n).source_kind for n in graph.neuron_names()}),
         key.SPIKE_OUTPUTS: json.dumps(spike_outputs),
         key.SOURCE_CONFIG: json.dumps(graph.meta.get("source_config", {}), default=str),
+        "lmh.dataset": str(graph.meta.get("dataset") or ""),  # what lmh-run etc. default to
     }
     helper.set_model_props(model, meta)
     if check:

@@ -1,0 +1,1 @@
+"""The papers' training configs, shipped as package data (``lmh-train --config NAME``)."""
