@@ -37,7 +37,7 @@ def fold_model(model_or_path, input_shape=None, timesteps: int | None = None, **
     from lmh_deploy.models import SpikingNet
 
     if isinstance(model_or_path, (str, Path)):
-        from lmh_deploy.cli.options import trained_dataset
+        from lmh_deploy.evaluate import trained_dataset
 
         graph = fold(load_model(model_or_path))
         graph.meta["dataset"] = trained_dataset(model_or_path)
@@ -69,7 +69,7 @@ def export_model(model_or_path, format: str, path, timesteps: int | None = None,
     ``options``: the writer's (``with_spikes``, ``frames``, ``form``, ``lossy_lif``).
     For your own module pass ``input_shape`` and ``train_timesteps`` (its neurons' T; default
     ``timesteps``). Returns ``{"path", "validation"}``."""
-    from lmh_deploy.cli.export import export_graph
+    from lmh_deploy.exporting import export_graph
 
     graph = fold_model(model_or_path, input_shape, train_timesteps or timesteps)
     report: dict = {}
@@ -83,7 +83,7 @@ def run_model(path, dataset: str | None = None, runtime: str | None = None,
     """Run a checkpoint or exported file on the test split of ``dataset`` (default: the one it was
     trained on, else digits) -- what ``lmh-run --json`` writes: ``accuracy_per_step``,
     ``accuracy``, ``spikes_per_sample``, ``firing_rate``, ``wall_time_s``, ..."""
-    from lmh_deploy.cli.run import run_file
+    from lmh_deploy.deployment import run_file
 
     return run_file(path, dataset, runtime, timesteps, limit, batch_size, data_dir, data_options)
 

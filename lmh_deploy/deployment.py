@@ -223,3 +223,31 @@ def concat_runs(runs: list) -> GraphRun:
 
 
 __all__ = ["Deployment", "concat_runs", "TimestepsError"]
+
+
+def run_file(path, dataset=None, runtime=None, timesteps=None, limit=None, batch_size=256,
+             data_dir=None, data_options=None, progress=False) -> dict:
+    """Evaluate ``path`` on the test split of ``dataset`` (default: the file's training data set,
+    else digits) and return the result dict that ``lmh-run --json`` writes."""
+    import time
+
+    from lmh_deploy.evaluate import accuracy_per_step, load_eval_data, resolve_dataset, spike_stats
+
+    dataset = resolve_dataset(path, dataset)
+    with Deployment(path) as dep:
+        name = runtime or ("torch" if dep.is_checkpoint else dep.file_runtime.name)
+        rt = dep.check_runtime(name)
+        t = dep.check_timesteps(timesteps or dep.trained_timesteps)
+        opts = dict(data_options or {})
+        if dataset == "dvscifar10":
+            opts.setdefault("frames", t)
+        x, y = load_eval_data(dataset, limit, data_dir, **opts)
+        t0 = time.perf_counter()
+        run = dep.run(rt, x, t, batch_size, progress=progress)
+        wall = time.perf_counter() - t0
+        trained = dep.trained_timesteps
+    acc = accuracy_per_step(run.logits, y)
+    return {"file": str(path), "runtime": rt.name, "dataset": dataset, "timesteps": t,
+            "trained_timesteps": trained, "samples": int(len(y)),
+            "accuracy_per_step": acc, "accuracy": acc[-1], **spike_stats(run.spikes),
+            "wall_time_s": wall}

@@ -89,3 +89,8 @@ def require(module: str, extra: str):
 class ForeignNirError(LmhError, ValueError):
     """A NIR file written by another tool that the foreign-NIR runtime cannot run (one line
     naming the node and the primitive)."""
+
+
+class ExportValidationError(ExportFormatError):
+    """A freshly written export does not compute the reference interpreter's spikes / logits
+    (``lmh-export``'s validation; nothing is written)."""

@@ -85,7 +85,7 @@ def run_sweep(dep, rts, ts, dataset=None, limit=None, batch_size=256, per_t=Fals
 
     from .evaluate import accuracy_per_step, load_eval_data, spike_stats
 
-    from .cli.options import resolve_dataset
+    from .evaluate import resolve_dataset
 
     dataset = resolve_dataset(dep.path, dataset)
     opts = dict(data_options or {})

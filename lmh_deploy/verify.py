@@ -45,7 +45,7 @@ def verify(path, fmt: str, runtimes=None, timesteps=None, dataset=None, limit=No
             if rt.source not in ("graph", "model", fmt):
                 raise ExportFormatError(f"runtime {rt.name!r} runs {rt.source} files, not {fmt}")
         t = dep.check_timesteps(timesteps or dep.trained_timesteps)
-        from lmh_deploy.cli.options import resolve_dataset
+        from lmh_deploy.evaluate import resolve_dataset
 
         ds = resolve_dataset(path, dataset)
         opts = dict(data_options or {})
@@ -103,11 +103,7 @@ def format_report(rep: dict) -> str:
 
 
 # -- validation of a freshly written export (lmh-export's default) ---------------------------------
-from lmh_deploy.errors import ExportFormatError  # noqa: E402
-
-
-class ExportValidationError(ExportFormatError):
-    """The written file does not compute the reference interpreter's spikes / logits."""
+from lmh_deploy.errors import ExportValidationError  # noqa: E402
 
 
 def validation_sample(graph, dataset: str | None = None, n: int = 32, data_dir=None, seed: int = 0):

@@ -8,8 +8,8 @@ import argparse
 from pathlib import Path
 
 from lmh_deploy.cli.common import OneLineParser
+from lmh_deploy.evaluate import FALLBACK_DATASET, resolve_dataset, trained_dataset  # noqa: F401
 
-FALLBACK_DATASET = "digits"
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -112,30 +112,3 @@ def data_options(args) -> dict:
         else:
             out[key.replace("-", "_")] = val
     return out
-
-
-def trained_dataset(path) -> str | None:
-    """The data set a checkpoint or exported file says it was trained on (None if it says not):
-    a checkpoint's ``train_config["dataset"]``, an ONNX file's ``lmh.dataset`` metadata, a NIR
-    file's ``dataset`` graph metadata."""
-    path = Path(path)
-    try:
-        if path.suffix == ".onnx":
-            import onnx
-
-            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-            return props.get("lmh.dataset") or None
-        if path.suffix == ".nir":
-            from lmh_deploy.nir.file import read_graph
-
-            return (read_graph(path).metadata or {}).get("dataset") or None
-        from lmh_deploy.checkpoint import load_checkpoint
-
-        return load_checkpoint(path).get("train_config", {}).get("dataset") or None
-    except Exception:  # noqa: BLE001 - only a hint: the command reports a bad file itself
-        return None
-
-
-def resolve_dataset(path, dataset: str | None) -> str:
-    """``dataset`` if given, else the file's training data set, else digits."""
-    return dataset or trained_dataset(path) or FALLBACK_DATASET
