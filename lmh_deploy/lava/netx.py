@@ -17,9 +17,10 @@ bit-accurate ``LIF``/``LIFReset`` (``CUBA``) neurons; no netx form keeps our mod
   state ``λ_D·b/(1 − μ_D)``;
 * **Ω** (LM-HT's non-causal T-GIM) cannot be expressed: it is replaced by its mean row sum, a
   scale folded into the weights (exact for a constant input, e.g. the first layer);
-  per-step (radical) constants are replaced by their mean over steps;
+  per-step (radical) and per-channel constants are replaced by their mean;
 * **fixed point**: 8-bit weights per layer scaled so that θ is an integer mantissa
-  (``vThMant = ⌊127·θ/max|W|⌋``, 17 bits), 13-bit bias mantissas, 24-bit state, 12-bit decays.
+  (``vThMant = ⌊127·θ/max|W|⌋``, at most 17 bits), 13-bit bias mantissas (saturated), 24-bit
+  state, 12-bit decays.
   The first layer takes the data set's integer input grid (``x / input_quantum``) as graded input.
 
 Only layer chains (flatten, linear, neuron; conv without pooling) export: netx 0.6 raises
@@ -46,7 +47,7 @@ VTH_MAX = (1 << 17) - 1      # 17-bit threshold mantissa
 STATE_MAX = (1 << 23) - 1    # 24-bit state
 
 
-def _neuron_consts(spec, timesteps: int) -> dict:
+def _neuron_consts(spec) -> dict:
     """CUBA constants of one of our neurons: scale of the synapse input, current retention,
     voltage retention and the bias factor (the documented approximations above)."""
     p = {k: float(np.mean(v)) for k, v in spec.params.items()}   # per-step/per-channel -> mean
@@ -62,11 +63,10 @@ def _neuron_consts(spec, timesteps: int) -> dict:
     return {"gain": gain, "u_keep": 0.0, "v_keep": lam, "bias_gain": 1.0}
 
 
-def netx_layers(graph, timesteps: int | None = None) -> list:
+def netx_layers(graph) -> list:
     """The integer netx blocks of ``graph``: a list of dicts (``type``, ``shape``, ``weight``
     int [out, in], ``bias`` int [out], neuron ``iDecay``/``vDecay``/``vThMant``, ``scale``: the real
     value of one unit of v/2⁶). Non-chains raise :class:`UnsupportedModelError`."""
-    T = int(timesteps or graph.timesteps)
     try:
         chain = graph.layer_chain()
     except UnsupportedModelError as e:
@@ -77,7 +77,7 @@ def netx_layers(graph, timesteps: int | None = None) -> list:
         if L.op != "linear" or L.flatten_before and i > 0:
             raise UnsupportedModelError(f"netx export: layer {L.name!r} ({L.op}) — only MLP "
                                         f"chains (flatten, linear) are written; export --format nir")
-        c = _neuron_consts(L.neuron, T) if L.neuron is not None else \
+        c = _neuron_consts(L.neuron) if L.neuron is not None else \
             {"gain": 1.0, "u_keep": 0.0, "v_keep": 0.0, "bias_gain": 1.0}  # readout: v = u + b
         w = np.asarray(L.weight, np.float64) * in_scale * c["gain"]   # per input unit
         b = np.asarray(L.bias, np.float64) * c["gain"] * c["bias_gain"]
@@ -104,7 +104,7 @@ def write_netx(graph, path, timesteps: int | None = None, **_ignored) -> Path:
     from lmh_deploy.atomic import atomic_output
 
     h5py = require("h5py", "nir")
-    blocks = netx_layers(graph, timesteps)
+    blocks = netx_layers(graph)
     path = Path(path)
     meta = {"format": "lmh-netx/1", "timesteps": int(timesteps or graph.timesteps),
             "input_quantum": float(graph.input_quantum), "input_bound": float(graph.input_bound),
@@ -226,7 +226,7 @@ def run_netx_lava(path, x, timesteps: int | None = None) -> np.ndarray:
     _, meta = read_netx(path)
     T = int(timesteps or meta["timesteps"])
     xq = np.rint(np.asarray(x, np.float64).reshape(len(x), -1) / meta["input_quantum"]).astype(np.int32)
-    B, depth = xq.shape[0], None
+    B = xq.shape[0]
     net = hdf5.Network(net_config=str(path), input_message_bits=meta["input_message_bits"],
                        reset_interval=T, reset_offset=1)
     depth = len(net)
