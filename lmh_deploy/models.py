@@ -260,6 +260,8 @@ ARCHS = {
     "resnet18": lambda b, k: _resnet(b, k, 64, [(64, 2), (128, 2), (256, 2), (512, 2)]),
     "resnet19": lambda b, k: _resnet(b, k, 128, [(128, 3), (256, 3), (512, 2)], hidden_fc=256),
     "resnet20": lambda b, k: _resnet(b, k, 16, [(16, 3), (32, 3), (64, 3)]),
+    # a small residual CNN for 8x8 digits (one basic block per stage; trains in seconds)
+    "resnet-mini": lambda b, k: _resnet(b, k, 8, [(8, 1), (16, 1)]),
     "resnet34": lambda b, k: _resnet(b, k, 64, [(64, 3), (128, 4), (256, 6), (512, 3)],
                                      imagenet_stem=True),
     "vgg13": lambda b, k: _vgg(b, k, _VGG["vgg13"]),

@@ -107,6 +107,7 @@ RUNTIMES: dict[str, Runtime] = {
 FORMATS: dict[str, str] = {
     "onnx": "lmh_deploy.onnx.write:write_onnx",
     "nir": "lmh_deploy.nir.write:write_nir",
+    "netx": "lmh_deploy.lava.netx:write_netx",
 }
 
 

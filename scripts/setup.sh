@@ -19,6 +19,8 @@ python -m pip install -q -e ".[all,dev,gpu]"
 python -m pip install -q --no-deps --ignore-requires-python "lava-nc==0.10.0" "lava-dl==0.6.0"
 # asteval: lava-nc needs <0.10 (0.9.33 tested); networkx 3.x and scipy 1.1x work with lava-nc 0.10.
 python -m pip install -q "asteval==0.9.33" "networkx>=2.8" "scipy>=1.10"
+# lava-dl's slayer package imports cv2 (lmh_deploy.lava.netx skips that __init__); 4.10 keeps numpy<2.
+python -m pip install -q "opencv-python-headless==4.10.0.84"
 # --- third-party SNN tools (verification peers) ---------------------------------------------
 # snnTorch, Norse and SpikingJelly run the same weights in benchmarks/bench_cpu_inference.py (and
 # serve as verification runtimes). Their metadata pulls torchvision/torchaudio (which would replace
