@@ -7,7 +7,8 @@ the test split and prints the accuracy of the cumulative mean logits after each 
 A NIR file written by another tool (no lmh-export metadata) runs in the foreign-NIR runtime
 (:mod:`lmh_deploy.nir.foreign`): ``lmh-run FILE.nir [--producer NAME] [--dt SECONDS]
 [--input X.npy | --dataset NAME -T STEPS]`` (``--runtime nir`` or ``nir-literal``: numpy;
-``lava``: Lava's own LIF processes, :mod:`lmh_deploy.lava.foreign`).
+``lava``: Lava's own LIF where exact, our foreign-stage process elsewhere,
+:mod:`lmh_deploy.lava.foreign`).
 """
 from __future__ import annotations
 
