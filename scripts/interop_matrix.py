@@ -32,6 +32,7 @@ IMPORT_CASES = [  # fixture, producer preset (as tests/test_nir_foreign.py)
     ("norse_lif_mlp", "norse"), ("norse_conv", "norse"), ("norse_cubalif", "norse"),
     ("spikingjelly_lif_mlp", "spikingjelly"), ("spikingjelly_conv", "spikingjelly"),
     ("spikingjelly_cubalif", "spikingjelly"), ("sinabs_conv", "sinabs"),
+    ("rockpool_lif_mlp", "rockpool"), ("rockpool_cubalif", "rockpool"),
     ("paper_lif_norse", "nir"), ("paper_braille_noDelay_bias_zero", "snntorch-delay"),
     ("paper_braille_noDelay_noBias_subtract", "snntorch-delay"), ("paper_cnn_sinabs", "sinabs"),
 ]

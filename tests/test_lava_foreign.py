@@ -34,6 +34,7 @@ LAVA_CASES = [("snntorch_lif_mlp", "snntorch", None), ("snntorch_rec_lif", "snnt
               ("norse_conv", "norse", None), ("spikingjelly_lif_mlp", "spikingjelly", None),
               ("spikingjelly_cubalif", "spikingjelly", None),
               ("spikingjelly_conv", "spikingjelly", None), ("sinabs_conv", "sinabs", None),
+              ("rockpool_lif_mlp", "rockpool", None), ("rockpool_cubalif", "rockpool", None),
               ("paper_lif_norse", "nir", 1e-4),
               ("paper_braille_noDelay_bias_zero", "snntorch-delay", None),
               ("paper_braille_noDelay_noBias_subtract", "snntorch-delay", None),

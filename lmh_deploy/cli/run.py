@@ -39,7 +39,7 @@ def build_parser() -> OneLineParser:
                    "(with -T); .npz: its 'input' (and 'labels') arrays")
     g.add_argument("--producer", default=None, metavar="NAME",
                    help="discretize as this tool's simulator does: nir (forward Euler, default), "
-                        "snntorch, snntorch-delay, spikingjelly, norse, norse-import, sinabs, "
+                        "snntorch, snntorch-delay, spikingjelly, norse, norse-import, sinabs, rockpool, "
                         "nir-paper")
     g.add_argument("--dt", type=float, metavar="SECONDS", help="seconds per step (default: the "
                    "producer's, else what the file's r = tau/dt says)")
