@@ -306,6 +306,10 @@ def test_lmh_run_foreign_file_and_spikes(tmp_path, capsys):
       "--input", "paper_braille_noDelay_bias_zero.npz"], "names node 'lif'"),
     (["snntorch_lif_mlp.nir", "--runtime", "onnx", "--input", "snntorch_lif_mlp.npz"],
      "runs in nir, nir-literal, lava"),
+    (["snntorch_lif_mlp.nir", "--runtime", "nir-torch", "--input", "snntorch_lif_mlp.npz"],
+     "written by another tool; nir-torch runs only files written by lmh-export (it maps our "
+     "neuron clusters to torch modules); use --runtime nir (numpy, the same discretization) or "
+     "lava"),
     (["snntorch_lif_mlp.nir", "--input", "snntorch_conv.npz"], "wrong input rank 5"),
     (["snntorch_lif_mlp.nir", "--input", "paper_braille_noDelay_bias_zero.npz"],
      "Input expects frames [T, B, 8], got [256, 2, 12]"),

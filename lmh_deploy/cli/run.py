@@ -66,6 +66,10 @@ def run_foreign_file(path, runtime=None, producer=None, dt=None, reset=None, exa
     from lmh_deploy.nir import foreign
 
     runtime = runtime or "nir"
+    if runtime == "nir-torch":
+        raise LmhError(f"{path} is a NIR file written by another tool; nir-torch runs only files "
+                       f"written by lmh-export (it maps our neuron clusters to torch modules); "
+                       f"use --runtime nir (numpy, the same discretization) or lava")
     if runtime not in FOREIGN_RUNTIMES:
         raise LmhError(f"{path} is a NIR file written by another tool; it runs in "
                        f"{', '.join(FOREIGN_RUNTIMES)} (runtime {runtime!r} reads only files "
