@@ -111,28 +111,26 @@ def stages(prog: ForeignProgram) -> list:
 def _route(prog, st: Stage) -> None:
     """Lava's own processes where they compute the stage exactly, ours otherwise (sets
     ``st.route``, ``st.layer`` and ``st.reason``)."""
-    try:
-        st.layer = _lif_layer(prog, st)
+    layer = _lif_layer(prog, st)
+    if isinstance(layer, str):
+        st.route, st.reason = "ours", layer
+    else:
+        st.layer = layer
         st.route = "lif" if prog.nodes[st.exit].kind != "Output" else "dense"
-    except _NotLif as e:
-        st.route, st.reason = "ours", str(e)
 
 
-class _NotLif(Exception):
-    pass
-
-
-def _uniform(a, what):
+def _uniform(a):
+    """The one value of ``a`` (0 when empty), or None when it varies per neuron."""
     a = np.asarray(a, np.float64).ravel()
     if a.size and not np.all(a == a[0]):
-        raise _NotLif(f"per-neuron {what} (Lava's LIF has one per process)")
+        return None
     return float(a[0]) if a.size else 0.0
 
 
 def _lif_layer(prog, st: Stage) -> dict:
     """The stage as Lava's ``Dense`` (+ ``LIF``): weight [n, m] float64, bias [n], neuron dict
-    (du, dv) or None for a readout, rec_weight / rec_bias or None. Raises :class:`_NotLif` with
-    the reason when Lava's LIF does not compute it exactly."""
+    (du, dv) or None for a readout, rec_weight / rec_bias or None; or the reason (a string) when
+    Lava's LIF does not compute it exactly."""
     r, n = prog.rules, st.exit
     node = prog.nodes[n]
     k = node.kind
@@ -143,27 +141,27 @@ def _lif_layer(prog, st: Stage) -> dict:
            and st.inputs[m] == [(n, True)]]
     other = [m for m in rest if m not in syn + rec]
     if other:
-        raise _NotLif(f"{prog.nodes[other[0]].kind} node {other[0]!r}")
+        return f"{prog.nodes[other[0]].kind} node {other[0]!r}"
     if len(syn) != 1:
-        raise _NotLif("no single Affine/Linear synapse")
+        return "no single Affine/Linear synapse"
     if k == "Output":
         if rec:
-            raise _NotLif("a loop on the Output")
+            return "a loop on the Output"
         p = prog.nodes[syn[0]].params
         return {"name": syn[0], "weight": np.asarray(p["weight"], np.float64),
                 "bias": np.zeros(p["weight"].shape[0]) if p["bias"] is None
                 else np.asarray(p["bias"], np.float64), "neuron": None}
     if k not in ("LIF", "IF", "CubaLIF"):
-        raise _NotLif(f"{k} is not a spiking neuron of Lava's LIF")
+        return f"{k} is not a spiking neuron of Lava's LIF"
     if r.reset != "value" or r.reset_delay or r.multi_spike:
-        raise _NotLif(f"producer {r.name!r} resets otherwise than Lava's LIF (to 0 at once)")
+        return f"producer {r.name!r} resets otherwise than Lava's LIF (to 0 at once)"
     if r.fire != ">":
-        raise _NotLif(f"producer {r.name!r} fires at v >= v_th, Lava's LIF at v > vth")
+        return f"producer {r.name!r} fires at v >= v_th, Lava's LIF at v > vth"
     if k == "CubaLIF" and r.cuba_order != "new":
-        raise _NotLif(f"producer {r.name!r}'s CubaLIF reads the old current")
+        return f"producer {r.name!r}'s CubaLIF reads the old current"
     p = node.params
     if np.any(p["v_reset"] != 0):
-        raise _NotLif("v_reset != 0 (Lava's LIF resets to 0)")
+        return "v_reset != 0 (Lava's LIF resets to 0)"
     form = r.form_of(k)
     if k == "IF":
         dv, gain, du, c = 0.0, np.asarray(p["b"], np.float64), 1.0, 0.0
@@ -174,7 +172,9 @@ def _lif_layer(prog, st: Stage) -> dict:
             c = np.asarray(p["k"], np.float64) * np.asarray(p["v_leak"], np.float64)
         else:
             a, gain, c = (np.asarray(p[x], np.float64) for x in ("a", "b", "c"))
-        dv = 1.0 - _uniform(a, "membrane decay")
+        if _uniform(a) is None:
+            return "per-neuron membrane decay (Lava's LIF has one per process)"
+        dv = 1.0 - _uniform(a)
         du = 1.0
         if k == "CubaLIF":
             s = p["syn"]
@@ -186,10 +186,12 @@ def _lif_layer(prog, st: Stage) -> dict:
                 g_s = np.asarray(s["k"], np.float64) * np.asarray(s["w_in"], np.float64)
             else:
                 a_s, g_s = np.asarray(s["a"], np.float64), np.asarray(s["b"], np.float64)
-            du = 1.0 - _uniform(a_s, "synaptic decay")
+            if _uniform(a_s) is None:
+                return "per-neuron synaptic decay (Lava's LIF has one per process)"
+            du = 1.0 - _uniform(a_s)
             gain = gain * g_s
     if np.any(np.asarray(c) != 0):  # Lava's bias would also act while the pipeline fills
-        raise _NotLif("v_leak != 0")
+        return "v_leak != 0"
     thr = np.asarray(p["v_threshold"], np.float64).ravel()
     rows = (np.broadcast_to(gain, thr.shape) / thr)[:, None]
     sp = prog.nodes[syn[0]].params

@@ -21,8 +21,8 @@ from lmh_deploy.errors import ForeignNirError, require
 from lmh_deploy.nir.foreign_graph import (Node, _plain, _plain_tree, _raw, _shapes,  # noqa: F401
                                           flatten_graph)
 from lmh_deploy.nir.primitives import (NEURONS, PRODUCERS, STATEFUL, STEP, SUPPORTED,  # noqa: F401
-                                       Rules, _conv, _pool, eval_stateless, get_rules,
-                                       init_state, initial_output)
+                                       Rules, get_rules, init_state, initial_output)
+from lmh_deploy.nir.stateless import _conv, _pool, eval_stateless  # noqa: F401
 from lmh_deploy.nir.program import _sccs
 
 # ---------------------------------------------------------------------------------------------

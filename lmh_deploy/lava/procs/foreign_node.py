@@ -7,9 +7,9 @@ graph's Output, together with the stateless nodes that compute its input from on
 the node (a recurrent ``Affine`` reads the node's output of step t−1 over its delayed edge). Each
 Lava step the model sends the output it computed at the previous step (one step per hop, as
 Lava's ``Dense`` + ``LIF``), then evaluates the stage's nodes in order with the pure functions of
-:mod:`lmh_deploy.nir.primitives` (``STEP`` for stateful nodes, ``eval_stateless`` for the rest)
--- the same code and float32 constants as ``--runtime nir``. It steps only on the T steps of its
-sample (``first`` .. ``first + T − 1``), so pipeline filling never touches its state.
+:mod:`lmh_deploy.nir.primitives` (``STEP``: stateful nodes) and :mod:`lmh_deploy.nir.stateless`
+(the rest) -- the same code and float32 constants as ``--runtime nir``. It steps only on the T
+steps of its sample (``first`` .. ``first + T − 1``), so pipeline filling never touches its state.
 
 Numpy only, never torch; side-effect free apart from :func:`import_lava`; absolute imports (Lava
 re-executes this file when it searches ProcessModels).
@@ -28,7 +28,8 @@ from lava.magma.core.process.process import AbstractProcess  # noqa: E402
 from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
 
-from lmh_deploy.nir.primitives import STEP, eval_stateless, init_state, initial_output  # noqa: E402
+from lmh_deploy.nir.primitives import STEP, init_state, initial_output  # noqa: E402
+from lmh_deploy.nir.stateless import eval_stateless  # noqa: E402
 
 
 class ForeignStageProcess(AbstractProcess):
