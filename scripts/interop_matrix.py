@@ -32,6 +32,7 @@ IMPORT_CASES = [  # fixture, producer preset (as tests/test_nir_foreign.py)
     ("norse_lif_mlp", "norse"), ("norse_conv", "norse"), ("norse_cubalif", "norse"),
     ("spikingjelly_lif_mlp", "spikingjelly"), ("spikingjelly_conv", "spikingjelly"),
     ("spikingjelly_cubalif", "spikingjelly"), ("sinabs_conv", "sinabs"),
+    ("rockpool_lif_mlp", "rockpool"), ("rockpool_cubalif", "rockpool"),
     ("paper_lif_norse", "nir"), ("paper_braille_noDelay_bias_zero", "snntorch-delay"),
     ("paper_braille_noDelay_noBias_subtract", "snntorch-delay"), ("paper_cnn_sinabs", "sinabs"),
 ]
@@ -94,14 +95,15 @@ def import_rows(lava: bool = False) -> list:
 
 
 def _lava_cell(prog, x, ref) -> str:
-    """Lava (its own LIF process) on the first sample: the agreement, or why it is refused."""
+    """Lava on the first sample: the agreement and how many neuron layers ran on Lava's own
+    ``lava.proc.lif`` (the rest on our ForeignStageProcess), or why it is refused."""
     import warnings
 
-    from lmh_deploy.lava.foreign import lava_chain, run_lava_foreign
+    from lmh_deploy.lava.foreign import run_lava_foreign, stages
     from lmh_deploy.nir.foreign import ForeignNirError
 
     try:
-        lava_chain(prog)
+        sts = stages(prog)
     except ForeignNirError as e:
         return "refused: " + str(e).split(";")[0]
     with warnings.catch_warnings():
@@ -109,7 +111,8 @@ def _lava_cell(prog, x, ref) -> str:
         _, sp = run_lava_foreign(prog, x[:, :1])
     n = sum(v[:, :1].size for v in ref.values())
     same = sum(float(np.sum(sp[k] == v[:, :1])) for k, v in ref.items())
-    return f"{100 * same / n:.1f} %"
+    lif = sum(st.route == "lif" for st in sts)
+    return f"{100 * same / n:.1f} % ({lif}/{len(ref)} layers on lava.proc.lif)"
 
 
 def markdown(export: dict, imports: list, limit) -> str:

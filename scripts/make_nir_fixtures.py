@@ -1,6 +1,6 @@
 """Write the foreign-NIR fixtures of tests/fixtures/nir/ (issue 15).
 
-For every installed producer (snnTorch, Norse, SpikingJelly, Sinabs) a few small networks are built
+For every installed producer (snnTorch, Norse, SpikingJelly, Sinabs, Rockpool) a few small networks are built
 with fixed random weights, run in the PRODUCER's own simulator on a fixed input, and exported with
 the PRODUCER's own NIR exporter. Each ``<tool>_<net>.nir`` gets a ``<tool>_<net>.npz`` beside it:
 
@@ -14,7 +14,8 @@ The networks use the settings each tool's own NIR importer builds, so that the f
 that tool reads it reproduces the producer: snnTorch ``reset_mechanism="zero", reset_delay=False``
 (with snnTorch's default ``reset_delay=True`` a ``Synaptic`` / ``RLeaky`` membrane is held at 0 for
 one extra step after a spike, which NIR cannot express), SpikingJelly hard reset, Norse defaults,
-Sinabs ``IAFSqueeze`` defaults (multi-spike, subtractive reset, ``min_v_mem = -threshold``). 
+Sinabs ``IAFSqueeze`` defaults (multi-spike, subtractive reset, ``min_v_mem = -threshold``),
+Rockpool defaults (multi-spike, subtractive reset).
 Known defects of the
 producers' exporters that the script works around (and nothing else):
 
@@ -302,6 +303,45 @@ def sinabs_fixtures(out, nir):
     _save(out, "sinabs_conv", g, x, spikes, 1e-3, f"sinabs {sinabs.__version__}", nir)
 
 
+# ------------------------------------------------------------------------------------- Rockpool
+
+
+def rockpool_fixtures(out, nir):
+    """Rockpool 3.1 torch modules (``LIFNeuronTorch`` -> LIF, ``LIFTorch`` -> CubaLIF), run by
+    Rockpool (its ``record=True`` spikes) and exported by its own ``to_nir``. Multi-spike,
+    subtractive reset, dt = 1e-3; the exporter writes ``r = tau e^(-dt/tau) / dt``, ``w_in = 1``
+    and ``v_leak = 0``."""
+    import importlib.metadata as md
+
+    import torch
+    from rockpool.nn.combinators import Sequential
+    from rockpool.nn.modules import LIFNeuronTorch, LIFTorch, LinearTorch
+    from rockpool.nn.modules.torch.nir import to_nir
+
+    version = f"rockpool {md.version('rockpool')}"
+    dt = 1e-3
+
+    def lin(n_in, n_out, seed, scale):  # fixed random weights, as _init does for the others
+        w = _uniform(seed, (n_in, n_out), -1, 1) * scale / n_in ** 0.5
+        return LinearTorch((n_in, n_out), weight=torch.as_tensor(w), has_bias=False)
+
+    def run(name, net, seed):
+        x = _uniform(seed, (T, B, 8), 0, 1)
+        with torch.no_grad():
+            _, _, rec = net(torch.as_tensor(x).transpose(0, 1), record=True)
+        g = to_nir(net)
+        spikes = {k[: -len("_output")]: v.detach().numpy().swapaxes(0, 1)
+                  for k, v in rec.items() if k.endswith("Torch_output") and "LIF" in k}
+        _save(out, name, g, x, spikes, dt, version, nir)
+
+    run("rockpool_lif_mlp", Sequential(
+        lin(8, 16, 41, 2.5), LIFNeuronTorch(16, tau_mem=0.01, dt=dt),
+        lin(16, 4, 42, 2.5), LIFNeuronTorch(4, tau_mem=0.02, dt=dt)), 43)
+    run("rockpool_cubalif", Sequential(
+        lin(8, 10, 44, 0.5), LIFTorch(10, tau_mem=0.02, tau_syn=0.01, dt=dt),
+        lin(10, 3, 45, 0.5), LIFTorch(3, tau_mem=0.02, tau_syn=0.005, dt=dt)), 46)
+
+
 # ----------------------------------------------------------------------------------- NIR paper
 
 
@@ -397,7 +437,8 @@ def _cnn_sinabs(path, x, nir):
 
 PRODUCERS = {"snntorch": ("snntorch", snntorch_fixtures), "norse": ("norse", norse_fixtures),
              "spikingjelly": ("spikingjelly", spikingjelly_fixtures),
-             "sinabs": ("sinabs", sinabs_fixtures)}
+             "sinabs": ("sinabs", sinabs_fixtures),
+             "rockpool": ("rockpool", rockpool_fixtures)}
 
 
 def main(argv=None):

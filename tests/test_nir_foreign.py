@@ -25,6 +25,7 @@ CASES = [
     ("spikingjelly_lif_mlp", "spikingjelly", None), ("spikingjelly_conv", "spikingjelly", None),
     ("spikingjelly_cubalif", "spikingjelly", None), ("spikingjelly_conv", "nir", None),
     ("sinabs_conv", "sinabs", None),
+    ("rockpool_lif_mlp", "rockpool", None), ("rockpool_cubalif", "rockpool", None),
     ("paper_lif_norse", "nir", 1e-4),
     ("paper_braille_noDelay_bias_zero", "snntorch-delay", None),
     ("paper_braille_noDelay_noBias_subtract", "snntorch-delay", None),
@@ -73,6 +74,22 @@ def test_producer_dt_matters():
     with np.errstate(all="ignore"):
         _, spikes = nf.run_foreign(prog, d["input"])
     assert min(nf.agreement(ref, spikes).values()) < 0.9
+
+
+def test_rockpool_preset_matters():
+    """Rockpool's files read literally (forward Euler at its dt, one spike, reset to v_reset)
+    lose a quarter of its spikes; its preset (gain 1 from r = tau e^(-dt/tau)/dt, i = a_s (i + x),
+    multi-spike, subtract) gives all of them (test_fixture_matches_producer)."""
+    for name in ("rockpool_lif_mlp", "rockpool_cubalif"):
+        d, ref = _fixture(name)
+        assert max(float(v.max()) for v in ref.values()) >= 2  # multi-spike steps occur
+        prog = nf.load_foreign(FIX / f"{name}.nir", producer="nir", dt=1e-3)
+        _, spikes = nf.run_foreign(prog, d["input"])
+        agree = nf.agreement(ref, spikes)
+        assert all(0.6 < a < 0.9 for a in agree.values()), agree
+    p = nf.load_foreign(FIX / "rockpool_cubalif.nir", producer="rockpool").nodes["1_LIFTorch"].params
+    assert np.all(p["b"] == 1.0) and np.allclose(p["a"], np.exp(-1e-3 / 0.02))
+    assert np.allclose(p["syn"]["a"], np.exp(-1e-3 / 0.01))
 
 
 def _graph(nodes, edges):
@@ -289,6 +306,10 @@ def test_lmh_run_foreign_file_and_spikes(tmp_path, capsys):
       "--input", "paper_braille_noDelay_bias_zero.npz"], "names node 'lif'"),
     (["snntorch_lif_mlp.nir", "--runtime", "onnx", "--input", "snntorch_lif_mlp.npz"],
      "runs in nir, nir-literal, lava"),
+    (["snntorch_lif_mlp.nir", "--runtime", "nir-torch", "--input", "snntorch_lif_mlp.npz"],
+     "written by another tool; nir-torch runs only files written by lmh-export (it maps our "
+     "neuron clusters to torch modules); use --runtime nir (numpy, the same discretization) or "
+     "lava"),
     (["snntorch_lif_mlp.nir", "--input", "snntorch_conv.npz"], "wrong input rank 5"),
     (["snntorch_lif_mlp.nir", "--input", "paper_braille_noDelay_bias_zero.npz"],
      "Input expects frames [T, B, 8], got [256, 2, 12]"),

@@ -9,7 +9,8 @@ defaults to the one the file was trained on.
 A NIR file written by another tool (no lmh-export metadata) runs in the foreign-NIR runtime
 (:mod:`lmh_deploy.nir.foreign`): ``lmh-run FILE.nir [--producer NAME] [--dt SECONDS]
 [--input X.npy | --dataset NAME -T STEPS]`` (``--runtime nir`` or ``nir-literal``: numpy;
-``lava``: Lava's own LIF processes, :mod:`lmh_deploy.lava.foreign`).
+``lava``: Lava's own LIF where exact, our foreign-stage process elsewhere,
+:mod:`lmh_deploy.lava.foreign`).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def build_parser():
                    "(with -T); .npz: its 'input' (and 'labels') arrays")
     g.add_argument("--producer", default=None, metavar="NAME",
                    help="discretize as this tool's simulator does: nir (forward Euler, default), "
-                        "snntorch, snntorch-delay, spikingjelly, norse, norse-import, sinabs, "
+                        "snntorch, snntorch-delay, spikingjelly, norse, norse-import, sinabs, rockpool, "
                         "nir-paper")
     g.add_argument("--dt", type=float, metavar="SECONDS", help="seconds per step (default: the "
                    "producer's, else what the file's r = tau/dt says)")
@@ -70,6 +71,10 @@ def run_foreign_file(path, runtime=None, producer=None, dt=None, reset=None, exa
     from lmh_deploy.nir import foreign
 
     runtime = runtime or "nir"
+    if runtime == "nir-torch":
+        raise LmhError(f"{path} is a NIR file written by another tool; nir-torch runs only files "
+                       f"written by lmh-export (it maps our neuron clusters to torch modules); "
+                       f"use --runtime nir (numpy, the same discretization) or lava")
     if runtime not in FOREIGN_RUNTIMES:
         raise LmhError(f"{path} is a NIR file written by another tool; it runs in "
                        f"{', '.join(FOREIGN_RUNTIMES)} (runtime {runtime!r} reads only files "

@@ -387,6 +387,8 @@ def _shape_node(prog, node, ins, shape):
         node.params = _neuron_params(node, node.out_shape, prog.rules)
     if node.kind == "Output" and node.declared is not None:
         d = tuple(node.declared)
-        if d != node.out_shape and d[1:] != node.out_shape and int(np.prod(d)) != 0:
+        ones = len(d) - len(node.out_shape)  # Rockpool's Output: [1, 1, n]
+        if (d != node.out_shape and d[1:] != node.out_shape and int(np.prod(d)) != 0
+                and not (ones > 0 and d[ones:] == node.out_shape and set(d[:ones]) == {1})):
             raise ForeignNirError(f"node {n!r}: Output declares shape {list(d)} but receives "
                                   f"{list(node.out_shape)} (shape mismatch)")

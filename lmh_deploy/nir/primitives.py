@@ -13,14 +13,18 @@ runs (what its NIR importer builds, and what it computed before export), selecte
   LI         v += k·((r·u + v_leak) − v)                            v           exp: v = a·v + r(1−a)u
   LIF        v += k·((r·u + v_leak) − v); z = v > v_th;             z           SJ: z = v ≥ v_th;
              v = v_reset where z                                                snnTorch: decay form;
-                                                                                Sinabs: v = e^(−k)v + u
+                                                                                Sinabs, Rockpool:
+                                                                                v = e^(−k)v + u
   IF         v += dt·r·u; z = v > v_th; v = v_reset where z         z           Norse, Sinabs: v += r·u
                                                                                 per step; Sinabs:
                                                                                 multi-spike, subtract,
                                                                                 v >= -v_th
   CubaLI(F)  i += k_s·(w_in·u − i);  v += k_m·((r·i + v_leak) − v)  v (z)       Norse: i += w_in·u
              with the NEW i (snnTorch, SpikingJelly, Norse and                  (jump, its LIFCell)
-             Rockpool all update i first); LIF part as above                    NIR paper: old i
+             Rockpool all update i first); LIF part as above                    NIR paper: old i;
+                                                                                Rockpool: i = e^(−k_s)
+                                                                                ·(i + w_in·u), v =
+                                                                                e^(−k)v + i
   Threshold  z = u > θ                                              z
   Delay      y[t] = u[t − round(τ/dt)] (0 before the start)         y
   Affine/Linear/Scale/Conv1d/Conv2d/SumPool2d/AvgPool2d/Flatten: per step, per sample.
@@ -29,12 +33,16 @@ runs (what its NIR importer builds, and what it computed before export), selecte
 ``b = k·r``, ``c = k·v_leak`` rounded once to float32, so a file written from ``beta`` reproduces
 ``beta·v + I`` bit for bit. ``exact`` (``--exact``): ``a = exp(−k)``, ``b = r·(1 − a)`` (``w_in``
 alike), the exact solution for an input held over the step; "exp-raw" (Sinabs): ``a = exp(−k)``,
-``b = r``. Reset: ``value`` (to v_reset; NIR's meaning) or ``subtract`` (v −= v_th·z; snnTorch's
-default, Sinabs: not expressible in NIR, selectable with ``--reset subtract``).
+``b = r``; "rockpool": ``a = exp(−k)``, ``b = k·r/a`` -- Rockpool's ``to_nir`` writes
+``r = τ·e^(−k)/dt`` for its gain-1 membrane ``v = a·v + u``, so ``b`` is 1 for its files
+(snapped to 1 within 1e-6, the file's float32 ``r``). Reset: ``value`` (to v_reset; NIR's
+meaning) or ``subtract`` (v −= v_th·z; snnTorch's default, Sinabs, Rockpool: not expressible in
+NIR, selectable with ``--reset subtract``).
 
 Presets (:data:`PRODUCERS`): ``nir``, ``nir-paper``, ``snntorch``, ``snntorch-delay``,
 ``spikingjelly``, ``norse`` (files Norse 1.1 writes: τ = dt/τ_inv, current jumps),
-``norse-import`` (what Norse's ``from_nir`` builds from a standard file), ``sinabs``. Each is
+``norse-import`` (what Norse's ``from_nir`` builds from a standard file), ``sinabs``,
+``rockpool`` (LIFNeuronTorch / LIFTorch: exponential decays, gain 1, multi-spike, subtract). Each is
 tested against the tool itself: fixtures written by the tool (tests/test_nir_foreign.py) and the
 tool's run of our target forms (tests/test_nir_targets.py) agree spike for spike.
 
@@ -77,7 +85,8 @@ class Rules:
     """How continuous-time primitives become steps (see the module docstring's table).
 
     ``dt``: seconds per step (None: take it from the file or ask); ``form``: {primitive: "euler" |
-    "decay" | "exact"}; ``cuba_input``: "euler" (``k_s·w_in·u``) or "jump" (``w_in·u``);
+    "decay" | "exact" | "exp-raw" | "rockpool"}; ``cuba_input``: "euler" (``k_s·w_in·u``), "jump"
+    (``w_in·u``) or "add-decay" (Rockpool: ``i = a_s·(i + w_in·u)``);
     ``cuba_order``: "new" (membrane reads the updated current) or "old"; ``fire``: ">" or ">=";
     ``reset``: "value" or "subtract"; ``multi_spike``: ``z = floor(v/θ)`` when ``v ≥ θ``;
     ``v_min_threshold``: clamp v at −v_th after the reset (Sinabs' ``min_v_mem``);
@@ -136,6 +145,12 @@ PRODUCERS: dict[str, Rules] = {
                     if_per_step=True,
                     description="Sinabs 3.1 IAF as its from_nir builds it (one step per "
                                 "sample, multi-spike, subtractive reset, v >= -v_th)"),
+    "rockpool": Rules("rockpool", 1e-3, {"LIF": "rockpool", "CubaLIF": "rockpool"},
+                      cuba_input="add-decay", reset="subtract", multi_spike=True, fire=">=",
+                      description="Rockpool 3.1 (LIFNeuronTorch v = a v + x; LIFTorch i = "
+                                  "a_s (i + x), v = a v + i; a = e^(-dt/tau); multi-spike, "
+                                  "subtractive reset; dt = 1e-3; its to_nir writes "
+                                  "r = tau e^(-dt/tau)/dt, i.e. gain 1)"),
     "norse-import": Rules("norse-import", 1e-3, if_per_step=True, flatten_torch=True,
                           description="Norse 1.1's from_nir (LIFBox / LIBox Euler at dt, CubaLIF "
                                       "with the new current, IAF v += x, r of LIF ignored)"),
@@ -179,9 +194,14 @@ def leak_coeffs(tau, r, v_leak, dt: float, form: str):
     if np.any(k > 1) and form not in ("exact", "exp-raw"):
         warnings.warn(f"dt/tau = {float(np.max(k)):.3g} > 1: forward Euler diverges; check --dt "
                       f"(or --exact)", RuntimeWarning, stacklevel=3)
-    a = np.exp(-k) if form in ("exact", "exp-raw") else 1.0 - k
+    a = np.exp(-k) if form in ("exact", "exp-raw", "rockpool") else 1.0 - k
     g = (1.0 - a) if form == "exact" else (1.0 if form == "exp-raw" else k)
-    return _f32(a), _f32(g * r), _f32(g * v_leak), _f32(k)
+    b = g * r
+    if form == "rockpool":  # r = τ·e^(−k)/dt means gain k·r/e^(−k) = 1 (float32 r: snap)
+        b = k * r / a
+        b = np.where(np.abs(b - 1.0) <= 1e-6, 1.0, b)
+        g = k / a
+    return _f32(a), _f32(b), _f32(g * v_leak), _f32(k)
 
 
 def leaky_update(v, u, c, form: str):
@@ -261,6 +281,8 @@ def _cuba(p, state, u, rules, kind):
     s = p["syn"]
     if rules.cuba_input == "jump":       # Norse LIFCell: i jumps by w_in·u, then decays
         i_new = (i - s["k"] * i) + s["w_in"] * u
+    elif rules.cuba_input == "add-decay":  # Rockpool LIFTorch: i = a_s·(i + w_in·u)
+        i_new = s["a"] * (i + s["w_in"] * u)
     elif form == "euler":
         i_new = i + s["k"] * (s["w_in"] * u - i)
     else:
@@ -305,3 +327,34 @@ def step_delay(p, buf, u, rules):
 STEP = {"I": step_integrator, "LI": step_li, "LIF": step_lif, "IF": step_if,
         "CubaLI": step_cubali, "CubaLIF": step_cubalif, "Threshold": step_threshold,
         "Delay": step_delay}
+
+
+# ---------------------------------------------------------------------------------------------
+# initial states (shared by the numpy runtime and the Lava foreign process)
+# ---------------------------------------------------------------------------------------------
+
+
+def init_state(node, batch: int, rules: Rules = Rules()):
+    k = node.kind
+    z = np.zeros((batch,) + node.out_shape, np.float32)
+    if k == "CubaLIF" and rules.reset_delay:
+        return (z, z.copy(), z.copy())
+    if k in ("LIF", "IF") and rules.reset_delay:
+        return (z, z.copy())
+    if k in ("CubaLI", "CubaLIF"):
+        return (z, z.copy())
+    if k == "Delay":
+        return [z.copy() for _ in range(node.params["steps"])]
+    if k in STATEFUL:
+        return z
+    return None
+
+
+def initial_output(node, state, batch: int):
+    """A node's output 'before the start' (what a delayed edge carries at t = 0): ``v(0)`` for
+    integrators (I, LI, CubaLI), no spike / zero otherwise."""
+    if node.kind in ("I", "LI"):
+        return state
+    if node.kind == "CubaLI":
+        return state[1]
+    return np.zeros((batch,) + node.out_shape, np.float32)
