@@ -239,13 +239,14 @@ def _cost_panel(ax, rows, names, styles, markers) -> None:
 
 
 def write_outputs(result: dict, out_dir) -> dict:
-    """``sweep.csv``, ``sweep.json``, ``sweep.png`` in ``out_dir`` (each written atomically)."""
-    from .atomic import atomic_write_text
+    """``sweep.csv``, ``sweep.json``, ``sweep.png`` in ``out_dir``, all or nothing
+    (:func:`lmh_deploy.atomic.atomic_dir`: a failure, a full disk or a kill leaves none of them)."""
+    from .atomic import atomic_dir
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out / "sweep.csv", "json": out / "sweep.json", "png": out / "sweep.png"}
-    atomic_write_text(paths["csv"], rows_to_csv(result["rows"]))
-    atomic_write_text(paths["json"], json.dumps(result, indent=2) + "\n")
-    plot(result, paths["png"])
-    return paths
+    names = {"csv": "sweep.csv", "json": "sweep.json", "png": "sweep.png"}
+    with atomic_dir(out) as tmp:
+        (tmp / names["csv"]).write_text(rows_to_csv(result["rows"]), encoding="utf-8")
+        (tmp / names["json"]).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        plot(result, tmp / names["png"])
+    return {k: out / v for k, v in names.items()}

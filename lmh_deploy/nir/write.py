@@ -333,12 +333,17 @@ def export_nir(graph: DeployGraph, form: str = "auto", lossy_lif: bool = False,
 
 def write_nir(graph: DeployGraph, path, timesteps: int | None = None, form: str = "auto",
               lossy_lif: bool = False, **_ignored) -> Path:
-    """Export ``graph`` and write it to ``path`` (HDF5, ``nir.write``) atomically."""
-    from lmh_deploy.atomic import atomic_output
+    """Export ``graph`` and write it to ``path`` (HDF5, ``nir.write``) atomically: the file is
+    built in memory (h5py never writes to disk, so a full disk cannot crash it) and written with
+    one atomic rename."""
+    import io
+
+    from lmh_deploy.atomic import atomic_write_bytes
 
     nir = require("nir", "nir")
     g = export_nir(graph, form=form, lossy_lif=lossy_lif, timesteps=timesteps)
     path = Path(path)
-    with atomic_output(path) as tmp:
-        nir.write(tmp, g)
+    buf = io.BytesIO()
+    nir.write(buf, g)
+    atomic_write_bytes(path, buf.getvalue())
     return path
