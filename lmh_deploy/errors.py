@@ -71,6 +71,23 @@ class ForeignCheckpointError(CheckpointFileError):
     unknown or missing keys, another architecture)."""
 
 
+class OutputPathError(LmhError, ValueError):
+    """An output path that would overwrite an input, or a folder that cannot be written."""
+
+
+class NonFiniteError(LmhError, ValueError):
+    """A weight, neuron parameter or input holds NaN or Inf (the message names it)."""
+
+
+class ResourceError(LmhError, MemoryError):
+    """A run whose estimated memory exceeds what is available (the message gives the estimate
+    and the option that lowers it)."""
+
+
+class IntegrityError(CheckpointError):
+    """A checkpoint whose content hash does not match its tensors and config."""
+
+
 def require(module: str, extra: str):
     """Import an optional heavy dependency or raise MissingDependencyError naming the extra."""
     import importlib

@@ -55,7 +55,7 @@ def test_optimizer_state_and_plain_torch_load(tmp_path):
     raw = torch.load(tmp_path / "model.pt", weights_only=True)  # tensors and plain containers only
     assert raw["format"] == FORMAT_TAG and raw["version"] == FORMAT_VERSION == 1
     assert set(raw) == {"format", "version", "model_config", "state_dict", "metrics", "train_config",
-                        "epoch", "optimizer", "scheduler"}
+                        "epoch", "optimizer", "scheduler", "content_hash"}
     assert raw["epoch"] == 1 and raw["scheduler"]["last_epoch"] == 1
     assert raw["optimizer"]["param_groups"][0]["momentum"] == 0.9
     assert build_model(raw["model_config"]).load_state_dict(raw["state_dict"]) is not None
@@ -120,7 +120,38 @@ def test_state_dict_mismatch(tmp_path):
     raw = torch.load(path, weights_only=True)
     raw["model_config"]["neuron"] = {"kind": "lmht", "levels": 2}
     torch.save(raw, path)
+    _one_line_error(path, "content hash mismatch")  # an edited config: the hash says so
+    del raw["content_hash"]  # a file from before hashes: the mismatch itself is found
+    torch.save(raw, path)
     _one_line_error(path, "does not match")
+
+
+def test_content_hash_flipped_byte_and_legacy_note(tmp_path, capsys):
+    """A byte flipped inside a tensor's data is refused (torch does not check the zip CRCs); a
+    checkpoint without a hash loads with one note on stderr."""
+    import zipfile
+
+    from lmh_deploy.checkpoint import content_hash, load_checkpoint
+
+    path = save_checkpoint(tmp_path / "model.pt", _model())
+    raw = torch.load(path, weights_only=True)
+    assert raw["content_hash"] == content_hash(raw["model_config"], raw["state_dict"])
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:  # the first tensor storage's bytes in the archive
+        info = next(i for i in z.infolist() if "/data/" in i.filename and i.file_size >= 4)
+    h = info.header_offset  # local header: name length at +26, extra length at +28
+    off = h + 30 + int.from_bytes(data[h + 26:h + 28], "little") + int.from_bytes(data[h + 28:h + 30], "little")
+    data[off + 1] ^= 0x01
+    bad = tmp_path / "flipped.pt"
+    bad.write_bytes(bytes(data))
+    _one_line_error(bad, "content hash mismatch")
+    del raw["content_hash"]
+    legacy = tmp_path / "legacy.pt"
+    torch.save(raw, legacy)
+    capsys.readouterr()
+    load_checkpoint(legacy)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "carried a content hash" in err[0]
 
 
 def test_interrupted_save_keeps_old_file(tmp_path, monkeypatch):

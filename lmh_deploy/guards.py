@@ -1,0 +1,199 @@
+"""Guards run before any work: outputs that would overwrite an input, output folders that cannot
+be written, non-finite weights and inputs, model files that refer to data outside themselves,
+and runs that would not fit in memory. Each raises a one-line :class:`~lmh_deploy.errors.LmhError`
+naming the file, option, tensor or sample and the fix (the CLIs print it, exit status 2)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from lmh_deploy.errors import LmhError, NonFiniteError, OutputPathError, ResourceError
+
+
+# -- output paths ---------------------------------------------------------------------------------
+def same_file(a, b) -> bool:
+    """Whether paths ``a`` and ``b`` name the same file: ``os.path.samefile`` when both exist
+    (hard links, symbolic links, ``..``), else equal ``realpath``."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_outputs(outputs, inputs) -> None:
+    """Refuse an output that resolves to an input (or to another output).
+
+    ``outputs`` and ``inputs`` are ``(name, path)`` pairs (``name``: the option, e.g. ``--json``;
+    a ``None`` path is skipped). Raises :class:`OutputPathError` before anything is read or
+    written."""
+    outputs = [(n, p) for n, p in outputs if p is not None]
+    inputs = [(n, p) for n, p in inputs if p is not None]
+    for i, (name, out) in enumerate(outputs):
+        for what, src in inputs:
+            if same_file(out, src):
+                raise OutputPathError(f"{name} {out} is the input {what} {src}: writing it would "
+                                      f"destroy the input; choose another {name} path")
+        for name2, out2 in outputs[i + 1:]:
+            if same_file(out, out2):
+                raise OutputPathError(f"{name} and {name2} are the same file {out}; give two "
+                                      "different paths")
+
+
+def check_output_dir(path, option: str = "--out", files=(), inputs=()) -> None:
+    """Check that folder ``path`` can receive outputs before any work (training checks before
+    its first epoch): it is not a file, it (or the nearest existing parent) is writable and has
+    room for a small probe file, and none of ``files`` inside it is one of ``inputs``. A folder
+    made by the check is removed again when the check fails."""
+    path = Path(path)
+    check_outputs([(f"{option} ({name})", path / name) for name in files], inputs)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{option} {path}: exists and is not a directory; choose another "
+                              f"{option} path")
+    made, p = [], path
+    while not p.exists() and p != p.parent:
+        made.append(p)
+        p = p.parent
+    import tempfile
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".lmh-write-probe.", suffix=".tmp") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        for d in made:
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        from lmh_deploy.cli.common import error_message
+
+        raise OutputPathError(f"{option} {path}: cannot be written ("
+                              f"{error_message(e).split(': ', 1)[-1]})") from None
+
+
+def check_train_output(cfg: dict) -> None:
+    """The training run's ``--out`` (``model.pt``, ``best.pt``, ``metrics.json``) against its
+    inputs (``--config``, ``--ann-checkpoint``; ``--resume`` may be ``<out>/model.pt``), then
+    writable (:func:`check_output_dir`)."""
+    out = Path(cfg["out"])
+    inputs = [("--config", cfg.get("config")), ("--ann-checkpoint", cfg.get("ann_checkpoint"))]
+    check_outputs([("--out (model.pt)", out / "model.pt")], inputs)
+    check_output_dir(out, "--out", ("best.pt", "metrics.json"),
+                     inputs + [("--resume", cfg.get("resume"))])
+
+
+# -- finiteness -----------------------------------------------------------------------------------
+def check_finite_state(state: dict, path) -> None:
+    """Every floating tensor of a state dict is finite, else :class:`NonFiniteError` naming the
+    first bad tensor (weights, BN statistics, neuron parameters)."""
+    import torch
+
+    for key, t in state.items():
+        if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()):
+            bad = ~torch.isfinite(t)
+            if bool(bad.any()):
+                raise NonFiniteError(f"{path}: tensor {key} holds {int(bad.sum())} NaN/Inf of "
+                                     f"{t.numel()} values; the file is corrupt or training "
+                                     "diverged: restore or retrain it")
+
+
+def check_finite_arrays(arrays: dict, what) -> None:
+    """Every array of ``{name: array}`` is finite, else :class:`NonFiniteError` naming it."""
+    for key, a in arrays.items():
+        a = np.asarray(a)
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            raise NonFiniteError(f"{what}: {key} holds {int((~np.isfinite(a)).sum())} NaN/Inf of "
+                                 f"{a.size} values; the file is corrupt: re-export it")
+
+
+def check_finite_inputs(x, what: str = "input") -> None:
+    """Input samples ``x`` (``[N, ...]`` or frames ``[T, N, ...]``, ``frames`` found by the
+    caller's convention: axis 0 is the sample axis here) are finite, else :class:`NonFiniteError`
+    naming the first bad sample."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "fc":
+        return
+    finite = np.isfinite(x)
+    if finite.all():
+        return
+    bad = np.argwhere(~finite)[0]
+    raise NonFiniteError(f"{what}: sample {int(bad[0])} holds NaN/Inf (at index "
+                         f"{tuple(int(i) for i in bad)}); clean the data set")
+
+
+# -- model files ----------------------------------------------------------------------------------
+def check_onnx_file(path) -> None:
+    """An ONNX file for lmh-run: no external-data references (a model must not make the runtime
+    read other files), every initializer finite. Reads the protobuf only."""
+    from lmh_deploy.errors import require
+
+    onnx = require("onnx", "onnx")
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and others on junk
+        raise LmhError(f"{path}: not a readable ONNX file ({type(e).__name__}); re-export it with "
+                       "lmh-export") from None
+    inits = list(model.graph.initializer)
+    for t in inits:
+        if t.data_location == onnx.TensorProto.EXTERNAL or t.external_data:
+            raise LmhError(f"{path}: initializer {t.name} refers to external data; lmh-deploy "
+                           "refuses files that read other files: re-export it with lmh-export")
+    arrays = {}
+    for t in inits:
+        try:
+            arrays[f"initializer {t.name}"] = numpy_helper.to_array(t)
+        except Exception as e:  # noqa: BLE001
+            raise LmhError(f"{path}: initializer {t.name} is malformed ({type(e).__name__}); "
+                           "re-export it") from None
+    check_finite_arrays(arrays, path)
+
+
+# -- resources ------------------------------------------------------------------------------------
+def available_memory() -> int:
+    """Bytes a run may use: ``LMH_MEMORY_LIMIT`` (bytes) if set, else MemAvailable."""
+    env = os.environ.get("LMH_MEMORY_LIMIT")
+    if env:
+        return int(float(env))
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 1 << 62
+
+
+def run_memory_estimate(timesteps: int, samples: int, batch: int, input_size: int,
+                        neurons: int, classes: int, bytes_per: int = 4) -> int:
+    """Bytes a run needs: per batch, every layer's state and output for all ``T`` steps
+    (``T * B * (input + 3 * neurons)``, the runtimes keep [T, B, ...] tensors), plus the results
+    kept for the whole set (logits and spike counts: ``T * N * (classes + neurons)``)."""
+    b = min(batch, samples)
+    per_batch = timesteps * b * (input_size + 3 * neurons)
+    kept = timesteps * samples * (classes + neurons)
+    return int(bytes_per * (per_batch + kept))
+
+
+def check_memory(need: int, what: str, fix: str) -> None:
+    """Refuse a run that needs more than :func:`available_memory` (one line with the estimate)."""
+    have = available_memory()
+    if need > have:
+        raise ResourceError(f"{what} needs about {_gib(need)} of memory, {_gib(have)} is "
+                            f"available; {fix}")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**27 else f"{n / 2**20:.0f} MiB"
+
+
+__all__ = ["NonFiniteError", "OutputPathError", "ResourceError", "available_memory",
+           "check_finite_arrays", "check_finite_inputs", "check_finite_state", "check_memory",
+           "check_onnx_file", "check_output_dir", "check_outputs", "check_train_output",
+           "run_memory_estimate", "same_file"]
