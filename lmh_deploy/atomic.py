@@ -103,21 +103,34 @@ def atomic_output(path: str | os.PathLike):
     exception delete it (``path`` keeps its previous content). Raises ``OSError`` (the CLIs turn it
     into one line) when the directory cannot be written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX,
-                               dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX,
+                                   dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise _about(e, path) from None
     try:
         yield Path(tmp)
         _fsync_file(Path(tmp))
         os.chmod(tmp, _target_mode(path))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is not None and str(tmp) in (
+                str(e.filename), str(e.filename2)):
+            raise _about(e, path) from None
         raise
+
+
+def _about(err: OSError, path) -> OSError:
+    """``err`` re-aimed at the destination ``path`` (not our temporary name) for the message."""
+    if err.errno is None:
+        return err
+    return type(err)(err.errno, err.strerror, str(path))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

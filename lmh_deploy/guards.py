@@ -154,6 +154,113 @@ def check_onnx_file(path) -> None:
     check_finite_arrays(arrays, path)
 
 
+#: graph metadata keys of lmh-nir/1 that must be finite numbers (scalars or arrays)
+NIR_NUMERIC_META = ("timesteps", "trained_timesteps", "levels", "input_quantum", "input_bound",
+                    "num_classes", "input_shape", "format_version")
+#: node metadata keys that must be finite numbers
+NIR_NUMERIC_NODE_META = ("step", "v0", "levels", "theta", "gain")
+#: the largest element count a NIR file may declare for one value (per sample)
+MAX_DECLARED_ELEMENTS = 1 << 28
+
+
+def _numeric(v) -> bool:
+    try:
+        a = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return a.size > 0 and bool(np.isfinite(a).all())
+
+
+def check_nir_file(path) -> int:
+    """A NIR file before any run: readable without unbounded recursion, numeric ``lmh.*``
+    metadata numeric and finite, the ``deploy`` JSON parseable, every parameter array finite, no
+    declared shape above :data:`MAX_DECLARED_ELEMENTS` elements. Returns the number of values per
+    sample the graph declares (summed over its nodes' outputs), for :func:`check_memory`.
+
+    Node semantics (thresholds > 0, L >= 1, consistent shapes) are :mod:`lmh_deploy.nir`'s
+    validation."""
+    import json
+    import sys
+
+    from lmh_deploy.errors import NirGraphError, require
+
+    nir = require("nir", "nir")
+    limit = sys.getrecursionlimit()
+    try:
+        g = nir.read(str(path))
+    except RecursionError:
+        raise NirGraphError(f"{path}: nested too deeply to read (more than {limit} levels); not "
+                            "a NIR file lmh-export wrote") from None
+    except Exception as e:  # noqa: BLE001 - h5py/nir raise many types on foreign files
+        raise NirGraphError(f"{path}: not a readable NIR file ({type(e).__name__}); re-export it "
+                            "with lmh-export --format nir") from None
+    meta = dict(getattr(g, "metadata", None) or {})
+    for k in NIR_NUMERIC_META:
+        if k in meta and not _numeric(meta[k]):
+            raise NirGraphError(f"{path}: metadata {k!r} is {str(meta[k])[:40]!r}, not a finite "
+                                "number; the file was edited or is corrupt: re-export it")
+    if "deploy" in meta:
+        try:
+            text = meta["deploy"]
+            json.loads(text.decode() if isinstance(text, bytes) else str(text))
+        except RecursionError:
+            raise NirGraphError(f"{path}: metadata 'deploy' is nested too deeply; re-export "
+                                "it") from None
+        except (ValueError, TypeError) as e:
+            raise NirGraphError(f"{path}: metadata 'deploy' is not valid JSON ({type(e).__name__}); "
+                                "re-export it") from None
+    total = 0
+
+    def visit(graph, prefix, depth):
+        nonlocal total
+        if depth > 64:
+            raise NirGraphError(f"{path}: subgraphs nested more than 64 deep; not a file "
+                                "lmh-export wrote")
+        for name, node in (getattr(graph, "nodes", None) or {}).items():
+            where = f"node {prefix}{name}"
+            nm = dict(getattr(node, "metadata", None) or {})
+            for k in NIR_NUMERIC_NODE_META:
+                if k in nm and not _numeric(nm[k]):
+                    raise NirGraphError(f"{path}: {where} metadata {k!r} is not a finite number; "
+                                        "re-export the file")
+            if hasattr(node, "nodes"):
+                visit(node, f"{prefix}{name}.", depth + 1)
+                continue
+            arrays = {f"{where} {k}": v for k, v in vars(node).items()
+                      if isinstance(v, np.ndarray) and k not in ("input_type", "output_type")}
+            check_finite_arrays(arrays, path)
+            for typ in ("input_type", "output_type"):
+                for port, shape in (getattr(node, typ, None) or {}).items():
+                    try:
+                        dims = [int(d) for d in np.asarray(shape).reshape(-1)]
+                    except (TypeError, ValueError, OverflowError):
+                        raise NirGraphError(f"{path}: {where} declares a non-integer shape "
+                                            f"{str(shape)[:40]}; re-export the file") from None
+                    if any(d < 0 for d in dims):
+                        raise NirGraphError(f"{path}: {where} declares a negative shape {dims}")
+                    n = int(np.prod(dims, dtype=object)) if dims else 1
+                    if n > MAX_DECLARED_ELEMENTS:
+                        raise NirGraphError(
+                            f"{path}: {where} declares a shape {dims} ({n} values per sample, "
+                            f"more than {MAX_DECLARED_ELEMENTS}); refusing to allocate it")
+                    if typ == "output_type":
+                        total += n
+
+    visit(g, "", 0)
+    return total
+
+
+def check_model_file(path, source: str) -> int:
+    """Check an exported file of format ``source`` (``"onnx"``, ``"nir"``) before it is loaded;
+    returns the values per sample it declares (0 when unknown)."""
+    if source == "onnx":
+        check_onnx_file(path)
+        return 0
+    if source == "nir":
+        return check_nir_file(path)
+    return 0
+
+
 # -- resources ------------------------------------------------------------------------------------
 def available_memory() -> int:
     """Bytes a run may use: ``LMH_MEMORY_LIMIT`` (bytes) if set, else MemAvailable."""
@@ -189,11 +296,30 @@ def check_memory(need: int, what: str, fix: str) -> None:
                             f"available; {fix}")
 
 
+def check_run(dep, x, frames: bool, timesteps: int, batch_size: int) -> None:
+    """Before a :class:`~lmh_deploy.deployment.Deployment` run: every input sample finite, and
+    the memory estimate (:func:`run_memory_estimate`; layer sizes from the folded graph, the NIR
+    file's declared shapes, or the input alone for ONNX) within :func:`available_memory`."""
+    check_finite_inputs(np.swapaxes(x, 0, 1) if frames else x, "input data")
+    n = int(x.shape[1] if frames else x.shape[0])
+    size = int(np.prod(x.shape[2:] if frames else x.shape[1:], dtype=np.int64))
+    neurons, classes = 0, 0
+    if dep.is_checkpoint:
+        g = dep.graph
+        neurons = sum(int(np.prod(s)) for k, s in g.shapes().items() if k != "input")
+        classes = int(g.num_classes)
+    else:
+        neurons = int(getattr(dep, "_declared", 0) or 0)
+    need = run_memory_estimate(int(timesteps), n, int(batch_size), size, neurons, classes)
+    check_memory(need, f"a run of T={timesteps} on {n} samples in batches of {batch_size}",
+                 "lower --timesteps, --batch-size or --limit")
+
+
 def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**27 else f"{n / 2**20:.0f} MiB"
 
 
-__all__ = ["NonFiniteError", "OutputPathError", "ResourceError", "available_memory",
+__all__ = ["check_model_file", "check_nir_file", "check_run", "NonFiniteError", "OutputPathError", "ResourceError", "available_memory",
            "check_finite_arrays", "check_finite_inputs", "check_finite_state", "check_memory",
            "check_onnx_file", "check_output_dir", "check_outputs", "check_train_output",
            "run_memory_estimate", "same_file"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lmh_deploy.cli.common import OneLineParser, positive_int, run_cli
 from lmh_deploy.errors import ExportFormatError
+from lmh_deploy.guards import check_outputs
 from lmh_deploy.runtimes import FORMATS, get_writer
 
 def export_checkpoint(path, fmt: str, out=None, timesteps: int | None = None, **options) -> Path:
@@ -25,8 +26,7 @@ def export_checkpoint(path, fmt: str, out=None, timesteps: int | None = None, **
     writer = get_writer(fmt)
     path = Path(path)
     out = Path(out) if out else path.with_suffix("." + fmt)
-    if out.resolve() == path.resolve():
-        raise ExportFormatError(f"output {out} would overwrite the checkpoint; pass -o")
+    check_outputs([("-o" if out != path.with_suffix("." + fmt) else "output", out)], [("checkpoint", path)])
     graph = fold(load_model_checked(path))
     if timesteps is not None:
         graph.check_timesteps(timesteps)

@@ -11,6 +11,7 @@ import sys
 import time
 
 from lmh_deploy.cli.common import OneLineParser, positive_int, run_cli
+from lmh_deploy.guards import check_outputs
 
 
 def build_parser() -> OneLineParser:
@@ -57,6 +58,7 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
+    check_outputs([("--json", args.json)], [("file", args.file)])
     res = run_file(args.file, args.dataset, args.runtime, args.timesteps, args.limit,
                    args.batch_size)
     if args.json:

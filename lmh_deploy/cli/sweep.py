@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from lmh_deploy.cli.common import OneLineParser, positive_int, run_cli
+from lmh_deploy.guards import check_outputs
 
 
 def build_parser() -> OneLineParser:
@@ -38,6 +39,7 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
+    check_outputs([("--out", args.out)] + [(f"--out ({n})", f"{args.out}/{n}") for n in ("sweep.csv", "sweep.json", "sweep.png")], [("file", args.file)])
     from lmh_deploy.sweep import plan, run_sweep, write_outputs
 
     dep, rts, ts = plan(args.file, args.runtimes, args.timesteps)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lmh_deploy.cli.common import OneLineParser
+from lmh_deploy.cli.common import OneLineParser, error_message, is_user_error
+from lmh_deploy.guards import check_train_output
 from lmh_deploy.data import DATASET_NAMES
 from lmh_deploy.errors import ConfigError, LmhError
 from lmh_deploy.models import ARCHS
@@ -133,9 +134,12 @@ def main(argv=None) -> int:
     except ConfigError as e:
         parser.error(str(e))
     try:
+        check_train_output(cfg)  # --out writable and not an input, before the first epoch
         metrics = train(cfg)
-    except LmhError as e:  # every user error (config, data set, checkpoint, hybrid)
-        parser.error(str(e))
+    except Exception as e:  # noqa: BLE001 - every user error (config, data set, checkpoint, OS)
+        if not is_user_error(e):
+            raise
+        parser.error(error_message(e))
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; continue with --resume --out {cfg['out']}", file=sys.stderr)
         return 130

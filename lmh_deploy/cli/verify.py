@@ -7,6 +7,7 @@ import json
 import sys
 
 from lmh_deploy.cli.common import OneLineParser, positive_int, run_cli
+from lmh_deploy.guards import check_outputs
 from lmh_deploy.verify import format_report, verify
 
 
@@ -32,6 +33,7 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
+    check_outputs([("--json", args.json)], [("checkpoint", args.checkpoint)])
     rep = verify(args.checkpoint, args.format, args.runtime, args.timesteps, args.dataset,
                  args.limit, args.batch_size)
     if args.json:
