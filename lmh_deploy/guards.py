@@ -44,8 +44,8 @@ def check_outputs(outputs, inputs) -> None:
 def check_output_dir(path, option: str = "--out", files=(), inputs=()) -> None:
     """Check that folder ``path`` can receive outputs before any work (training checks before
     its first epoch): it is not a file, it (or the nearest existing parent) is writable and has
-    room for a small probe file, and none of ``files`` inside it is one of ``inputs``. A folder
-    made by the check is removed again when the check fails."""
+    room for a small probe file, and none of ``files`` inside it is one of ``inputs``. Folders
+    made by the check are removed again (the run makes them when it writes)."""
     path = Path(path)
     check_outputs([(f"{option} ({name})", path / name) for name in files], inputs)
     if path.exists() and not path.is_dir():
@@ -64,15 +64,16 @@ def check_output_dir(path, option: str = "--out", files=(), inputs=()) -> None:
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:
+        from lmh_deploy.cli.common import error_message
+
+        raise OutputPathError(f"{option} {path}: cannot be written ("
+                              f"{error_message(e).split(': ', 1)[-1]})") from None
+    finally:  # the run makes its folder itself; a failed run then leaves nothing new
         for d in made:
             try:
                 d.rmdir()
             except OSError:
                 pass
-        from lmh_deploy.cli.common import error_message
-
-        raise OutputPathError(f"{option} {path}: cannot be written ("
-                              f"{error_message(e).split(': ', 1)[-1]})") from None
 
 
 def check_train_output(cfg: dict) -> None:
