@@ -72,6 +72,17 @@ def remove_stale_temps(path: str | os.PathLike) -> list:
     return removed
 
 
+def _mkdir(directory: Path) -> None:
+    """``mkdir -p``; a file where a folder should be is ENOTDIR naming that file (not EEXIST)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        p = directory
+        while p != p.parent and not p.is_file():
+            p = p.parent
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(p)) from None
+
+
 def _target_mode(path: Path) -> int:
     try:
         return os.stat(path).st_mode & 0o7777
@@ -104,7 +115,7 @@ def atomic_output(path: str | os.PathLike):
     into one line) when the directory cannot be written."""
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _mkdir(path.parent)
         remove_stale_temps(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX,
                                    dir=path.parent)
@@ -157,7 +168,7 @@ def atomic_dir(out_dir: str | os.PathLike):
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(20, "Not a directory", str(out))
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _mkdir(out.parent)
     remove_stale_temps(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=TMP_SUFFIX,
                                 dir=out.parent))

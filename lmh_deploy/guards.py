@@ -76,12 +76,12 @@ def check_output_dir(path, option: str = "--out", files=(), inputs=()) -> None:
                 pass
 
 
-def check_train_output(cfg: dict) -> None:
+def check_train_output(cfg: dict, config_file=None) -> None:
     """The training run's ``--out`` (``model.pt``, ``best.pt``, ``metrics.json``) against its
     inputs (``--config``, ``--ann-checkpoint``; ``--resume`` may be ``<out>/model.pt``), then
     writable (:func:`check_output_dir`)."""
     out = Path(cfg["out"])
-    inputs = [("--config", cfg.get("config")), ("--ann-checkpoint", cfg.get("ann_checkpoint"))]
+    inputs = [("--config", config_file), ("--ann-checkpoint", cfg.get("ann_checkpoint"))]
     check_outputs([("--out (model.pt)", out / "model.pt")], inputs)
     check_output_dir(out, "--out", ("best.pt", "metrics.json"),
                      inputs + [("--resume", cfg.get("resume"))])

@@ -235,7 +235,17 @@ def _nir_nan(node):
 
 
 def _nir_huge(node):
-    node.output_type = {"output": np.array([1 << 20, 1 << 20])}
+    node.input_type = {"input": np.array([1, 1 << 20, 1 << 20])}
+    node.output_type = {"output": np.array([1, 1 << 20, 1 << 20])}
+
+
+def _huge_nir(base, path):
+    import nir
+
+    shape = np.array([1, 1 << 20, 1 << 20])
+    nir.write(str(path), nir.NIRGraph(nodes={"input": nir.Input(shape),
+                                             "output": nir.Output(shape)},
+                                      edges=[("input", "output")], type_check=False))
 
 
 def _nbytes(fn):
@@ -254,7 +264,8 @@ NIRS = {
     "meta-deploy.nir": _nir_edit(_nir_meta("deploy", "{truncated")),
     "meta-deep.nir": _nir_edit(_nir_meta("deploy", "[" * 100000 + "]" * 100000)),
     "nan.nir": _nir_edit(_nir_node(lambda n, node: hasattr(node, "weight"), _nir_nan)),
-    "huge.nir": _nir_edit(_nir_node(lambda n, node: n != "input" and n != "output", _nir_huge)),
+    "mismatch.nir": _nir_edit(_nir_node(lambda n, node: n == "input", _nir_huge)),
+    "huge.nir": _huge_nir,
     "v0.nir": _nir_edit(_nir_node(lambda n, node: "v0" in node.metadata,
                                   lambda node: node.metadata.__setitem__("v0", "zero"))),
 }
@@ -315,9 +326,10 @@ def call_main(cmd: str, argv: list) -> tuple:
 
 
 def prepare(base: Path, folder: Path, argv: list, setup=None) -> None:
+    shutil.copy2(base / "good.pt", folder / "good.pt")
     for tok in argv:
         src = base / tok
-        if "/" not in tok and tok and src.exists() and not (folder / tok).exists():
+        if "/" not in tok and 0 < len(tok) < 200 and src.exists() and not (folder / tok).exists():
             if src.is_dir():
                 (folder / tok).mkdir()
             else:
@@ -392,7 +404,7 @@ case("run-onnx-wrong-data", "run", ["good.onnx", "--dataset", "cifar10"] + D, "c
 NIR_MATCH = {"trunc.nir": "nir", "junk.nir": "nir", "empty.nir": "nir", "meta-T.nir": "timesteps",
              "meta-q.nir": "input_quantum", "meta-shape.nir": "input_shape",
              "meta-deploy.nir": "deploy", "meta-deep.nir": "deploy", "nan.nir": "NaN/Inf",
-             "huge.nir": "declares a shape", "v0.nir": "v0"}
+             "huge.nir": "declares a shape", "mismatch.nir": "not a readable NIR", "v0.nir": "v0"}
 for name, m in NIR_MATCH.items():
     case(f"run-{name}", "run", [name] + D, m)
 for name in ("huge.nir", "meta-deep.nir", "nan.nir"):
@@ -427,7 +439,7 @@ for val in ("", "torch,", "nope"):
     case(f"sweep-runtimes={val or 'empty'}", "sweep", ["good.pt", "--runtimes", val, "--out", "sw"] + D)
 case("sweep-limit", "sweep", ["good.pt", "--limit", "0", "--out", "sw"])
 case("sweep-T-huge", "sweep", ["good.pt", "--runtimes", "reference", "-T", "1000000000",
-                               "--out", "sw"] + D, "memory")
+                               "--out", "sw"] + D, "out of range")
 TR = ["--out", "tr", "--progress", "false"]
 for opt, val in (("--epochs", "x"), ("--neuron", "izhikevich"), ("--arch", "transformer"),
                  ("--lr", "fast"), ("--dataset", "mnist-x"), ("--levels", "0"),
@@ -466,12 +478,12 @@ case("train-out-holds-config", "train", ["--config", "tr/metrics.json"] + TR, "d
      lambda f: (f / "tr").mkdir() or (f / "tr" / "metrics.json").write_text("{}"))
 case("train-out-unwritable", "train", ["--out", "/proc/lmh/out", "--epochs", "1"], "cannot be written")
 case("export-o-is-dir", "export", ["good.pt", "-f", "onnx", "-o", "sub"], "directory", SUB)
-case("export-o-under-file", "export", ["good.pt", "-f", "onnx", "-o", "good.onnx/x.onnx"], None)
+case("export-o-under-file", "export", ["good.pt", "-f", "onnx", "-o", "good.pt/x.onnx"], "not a directory")
 case("export-o-too-long", "export", ["good.pt", "-f", "onnx", "-o", "x" * 300 + ".onnx"], "too long")
 case("export-o-proc", "export", ["good.pt", "-f", "onnx", "-o", "/proc/lmh/x.onnx"], None)
 case("run-json-is-dir", "run", ["good.pt", "--json", "sub"] + D, "directory", SUB)
 case("sweep-out-under-file", "sweep", ["good.pt", "--runtimes", "reference", "-T", "1",
-                                       "--out", "good.onnx/sw"] + D, None)
+                                       "--out", "good.pt/sw"] + D, "not a directory")
 
 
 @pytest.mark.parametrize("cmd,argv,match,setup,code", CASES)

@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     except ConfigError as e:
         parser.error(str(e))
     try:
-        check_train_output(cfg)  # --out writable and not an input, before the first epoch
+        check_train_output(cfg, getattr(parser.parse_known_args(argv)[0], "config", None))
         metrics = train(cfg)
     except Exception as e:  # noqa: BLE001 - every user error (config, data set, checkpoint, OS)
         if not is_user_error(e):
