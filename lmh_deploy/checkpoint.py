@@ -90,9 +90,14 @@ def make_checkpoint(model, metrics: dict | None = None, train_config: dict | Non
 
 def save_checkpoint(path: str | os.PathLike, model, **fields) -> Path:
     """Write :func:`make_checkpoint` ``(model, **fields)`` to ``path`` atomically; returns the path."""
+    import io
+
+    from .atomic import atomic_write_bytes
+
     ckpt = make_checkpoint(model, **fields)
-    with atomic_output(path) as tmp:
-        torch.save(ckpt, tmp)
+    buf = io.BytesIO()  # serialized in memory: a full disk is a plain OSError (ENOSPC), not a
+    torch.save(ckpt, buf)  # RuntimeError from torch's zip writer
+    atomic_write_bytes(path, buf.getbuffer())
     return Path(path)
 
 

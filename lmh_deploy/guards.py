@@ -4,6 +4,7 @@ and runs that would not fit in memory. Each raises a one-line :class:`~lmh_deplo
 naming the file, option, tensor or sample and the fix (the CLIs print it, exit status 2)."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -85,6 +86,25 @@ def check_train_output(cfg: dict, config_file=None) -> None:
     check_outputs([("--out (model.pt)", out / "model.pt")], inputs)
     check_output_dir(out, "--out", ("best.pt", "metrics.json"),
                      inputs + [("--resume", cfg.get("resume"))])
+
+
+@contextlib.contextmanager
+def removing_new_dir(path):
+    """Around a run that writes into folder ``path``: if the run fails and the folder did not
+    exist before, remove what it made (a failed run leaves nothing new behind)."""
+    path = Path(path)
+    made, p = [], path
+    while not p.exists() and p != p.parent:
+        made.append(p)
+        p = p.parent
+    try:
+        yield
+    except BaseException:
+        if made:
+            import shutil
+
+            shutil.rmtree(made[-1], ignore_errors=True)
+        raise
 
 
 # -- finiteness -----------------------------------------------------------------------------------
@@ -320,7 +340,7 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**27 else f"{n / 2**20:.0f} MiB"
 
 
-__all__ = ["check_model_file", "check_nir_file", "check_run", "NonFiniteError", "OutputPathError", "ResourceError", "available_memory",
+__all__ = ["removing_new_dir", "check_model_file", "check_nir_file", "check_run", "NonFiniteError", "OutputPathError", "ResourceError", "available_memory",
            "check_finite_arrays", "check_finite_inputs", "check_finite_state", "check_memory",
            "check_onnx_file", "check_output_dir", "check_outputs", "check_train_output",
            "run_memory_estimate", "same_file"]

@@ -1,5 +1,7 @@
 """Checkpoint format: round trip, weights_only loading, typed one-line errors, atomic saves."""
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -158,15 +160,14 @@ def test_interrupted_save_keeps_old_file(tmp_path, monkeypatch):
     model = _model()
     path = save_checkpoint(tmp_path / "model.pt", model, epoch=1)
     old = path.read_bytes()
-    real_save = torch.save
+    import lmh_deploy.atomic as atomic_mod
 
-    def save_then_die(obj, f, *a, **k):
-        real_save(obj, f, *a, **k)
+    def sync_then_die(f):  # the bytes are written; die before the rename
         with open(f, "r+b") as fh:  # leave a half-written file behind, then fail
             fh.truncate(len(old) // 2)
         raise KeyboardInterrupt("killed mid-save")
 
-    monkeypatch.setattr(ckpt_mod.torch, "save", save_then_die)
+    monkeypatch.setattr(atomic_mod, "_fsync_file", sync_then_die)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, _model("lif"), epoch=2)
     monkeypatch.undo()
@@ -176,12 +177,16 @@ def test_interrupted_save_keeps_old_file(tmp_path, monkeypatch):
 
 
 def test_interrupted_first_save_leaves_nothing(tmp_path, monkeypatch):
-    def boom(obj, f, *a, **k):
+    import errno
+
+    import lmh_deploy.atomic as atomic_mod
+
+    def boom(f):
         with open(f, "wb") as fh:
             fh.write(b"PK\x03\x04partial")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ckpt_mod.torch, "save", boom)
+    monkeypatch.setattr(atomic_mod, "_fsync_file", boom)
     with pytest.raises(OSError):
         save_checkpoint(tmp_path / "run" / "model.pt", _model())
     assert os.listdir(tmp_path / "run") == []
@@ -192,3 +197,45 @@ def test_atomic_write_text(tmp_path, monkeypatch):
     atomic_write_text(path, "{}\n")
     assert path.read_text() == "{}\n"
     assert os.listdir(tmp_path) == ["metrics.json"]
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_write_honours_umask(tmp_path, umask, mode):
+    """A new file gets 0666 & ~umask (not mkstemp's 0600), as open() would give it."""
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "new.json", "{}\n")
+        save_checkpoint(tmp_path / "model.pt", _model())
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.json").stat().st_mode & 0o7777 == mode
+    assert (tmp_path / "model.pt").stat().st_mode & 0o7777 == mode
+
+
+def test_atomic_replace_keeps_mode_and_removes_stale_temps(tmp_path):
+    """A replaced file keeps its mode; a temporary of a killed writer (dead pid) is removed by
+    the next write, a live writer's is left alone."""
+    from lmh_deploy.atomic import atomic_dir
+
+    path = tmp_path / "out.json"
+    path.write_text("old")
+    os.chmod(path, 0o640)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".out.json.{dead.pid}.abc123.tmp"
+    stale.write_text("partial")
+    live = tmp_path / f".out.json.{os.getppid()}.def456.tmp"
+    live.write_text("someone else writing")
+    atomic_write_text(path, "new")
+    assert path.read_text() == "new" and path.stat().st_mode & 0o7777 == 0o640
+    assert not stale.exists() and live.exists()
+    with pytest.raises(RuntimeError):  # a failed multi-file write leaves nothing
+        with atomic_dir(tmp_path / "sweep") as d:
+            (d / "a.csv").write_text("x")
+            raise RuntimeError("figure failed")
+    assert not (tmp_path / "sweep").exists()
+    with atomic_dir(tmp_path / "sweep") as d:
+        (d / "a.csv").write_text("x")
+        (d / "b.json").write_text("{}")
+    assert sorted(os.listdir(tmp_path / "sweep")) == ["a.csv", "b.json"]
+    assert sorted(p for p in os.listdir(tmp_path) if p.endswith(".tmp")) == [live.name]

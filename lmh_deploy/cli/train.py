@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from lmh_deploy.cli.common import OneLineParser, error_message, is_user_error
-from lmh_deploy.guards import check_train_output
+from lmh_deploy.guards import check_train_output, removing_new_dir
 from lmh_deploy.data import DATASET_NAMES
 from lmh_deploy.errors import ConfigError, LmhError
 from lmh_deploy.models import ARCHS
@@ -135,7 +135,8 @@ def main(argv=None) -> int:
         parser.error(str(e))
     try:
         check_train_output(cfg, getattr(parser.parse_known_args(argv)[0], "config", None))
-        metrics = train(cfg)
+        with removing_new_dir(cfg["out"]):  # a failed run leaves no new folder
+            metrics = train(cfg)
     except Exception as e:  # noqa: BLE001 - every user error (config, data set, checkpoint, OS)
         if not is_user_error(e):
             raise
