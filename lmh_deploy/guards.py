@@ -65,10 +65,10 @@ def check_output_dir(path, option: str = "--out", files=(), inputs=()) -> None:
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:
-        from lmh_deploy.cli.common import error_message
+        from lmh_deploy.errors import os_error_message
 
         raise OutputPathError(f"{option} {path}: cannot be written ("
-                              f"{error_message(e).split(': ', 1)[-1]})") from None
+                              f"{os_error_message(e).split(': ', 1)[-1]})") from None
     finally:  # the run makes its folder itself; a failed run then leaves nothing new
         for d in made:
             try:

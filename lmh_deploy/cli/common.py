@@ -2,35 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import sys
 
-from lmh_deploy.errors import LmhError
+from lmh_deploy.errors import LmhError, os_error_message
 
 #: errors a CLI reports as ``<prog>: error: <message>`` with exit status 2 (plus onnxruntime's
 #: exceptions, recognized by module: see :func:`is_user_error`)
 USER_ERRORS: tuple = (LmhError, OSError, MemoryError, RecursionError, json.JSONDecodeError,
                       UnicodeDecodeError)
-
-#: errno -> what to do about it (the one line names the path and this fix)
-OS_FIXES = {
-    errno.EACCES: "permission denied; check its permissions or choose another path",
-    errno.EPERM: "operation not permitted; check its permissions or choose another path",
-    errno.EROFS: "read-only file system; choose another path",
-    errno.EISDIR: "it is a directory; give a file path",
-    errno.ENOTDIR: "a component of the path is not a directory; fix the path",
-    errno.EEXIST: "it already exists; remove it or choose another path",
-    errno.ENOSPC: "no space left on the device (nothing was written); free space or choose "
-                  "another path",
-    errno.EDQUOT: "disk quota exceeded (nothing was written); free space or choose another path",
-    errno.ENAMETOOLONG: "file name too long; choose a shorter path",
-    errno.ENOENT: "no such file or directory; check the path",
-    errno.ELOOP: "too many levels of symbolic links; fix the path",
-    errno.ENOTEMPTY: "directory not empty; choose another path",
-    errno.EFBIG: "file too large for this file system; choose another path",
-}
-
 
 def is_user_error(err: BaseException) -> bool:
     """Whether ``err`` is bad input or a bad environment (one line, exit 2) rather than a bug."""
@@ -43,9 +23,7 @@ def error_message(err: BaseException) -> str:
     if isinstance(err, LmhError):
         msg = str(err)
     elif isinstance(err, OSError):
-        where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
-        fix = OS_FIXES.get(err.errno, (err.strerror or str(err) or type(err).__name__).lower())
-        msg = f"{where}: {fix}" if where else f"{err.strerror or err}; {fix}"
+        msg = os_error_message(err)
     elif isinstance(err, MemoryError):
         msg = ("out of memory; lower --batch-size, --limit or --timesteps "
                "(or run on a machine with more memory)")
