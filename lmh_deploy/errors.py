@@ -51,6 +51,10 @@ class UnknownRuntimeError(LmhError, ValueError):
     """A runtime name that is not in :data:`lmh_deploy.runtimes.RUNTIMES`."""
 
 
+class NonFiniteNeuronError(LmhError, ValueError):
+    """A neuron parameter or buffer is NaN or infinite (training diverged); nothing can deploy it."""
+
+
 class NirGraphError(LmhError, ValueError):
     """A NIR file or graph the lmh NIR runtime cannot execute (the message names the node)."""
 

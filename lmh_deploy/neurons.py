@@ -17,6 +17,7 @@ from torch import nn
 from . import neuron_math as nm
 from . import timeloop as tl
 from .kernels import kernels_available, lmh_counts, lmh_counts_raw, lmht_counts_raw, theta_is_pow2
+from .errors import NonFiniteNeuronError
 from .ops import TorchOps
 
 NEURON_KINDS = ("lif", "lmh", "lmh-radical", "lmht")
@@ -326,6 +327,25 @@ class QCFS(nn.Module):
         y = torch.clamp(x / self.threshold, 0.0, 1.0) * self.tq + 0.5
         y = y + (torch.floor(y) - y).detach()  # straight-through floor
         return y * (self.threshold / self.tq)
+
+
+def check_finite_neurons(model: nn.Module, when: str = "") -> None:
+    """Refuse a model whose neuron constants are not all finite (NaN / inf).
+
+    Checks every parameter and buffer of every :class:`SpikingNeuron` (raw ``x_*`` / ``a`` /
+    ``M``, ``theta``, decays, ...): a NaN raw value becomes a NaN decay that no runtime or file
+    can represent. Raises :class:`NonFiniteNeuronError` (one line) naming the first such layer
+    and tensor; ``when`` says where (e.g. "after epoch 3")."""
+    for name, mod in model.named_modules():
+        if not isinstance(mod, SpikingNeuron):
+            continue
+        tensors = list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False))
+        for pname, t in tensors:
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise NonFiniteNeuronError(
+                    f"neuron layer {name or type(mod).__name__!r}: {pname} is not finite (NaN or "
+                    f"inf){' ' + when if when else ''}; training diverged -- lower the learning "
+                    f"rate or resume from an earlier checkpoint")
 
 
 def make_neuron(cfg: dict, timesteps: int, channels: int) -> nn.Module:

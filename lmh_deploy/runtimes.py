@@ -62,7 +62,12 @@ RUNTIMES: dict[str, Runtime] = {
                     description="the exported ONNX file in onnxruntime (CPU)"),
     "nir": Runtime("nir", "nir", "lmh_deploy.nir.run_numpy:run_nir",
                    load="lmh_deploy.nir.run_numpy:load_nir", suffixes=(".nir",),
-                   description="the exported NIR file in the numpy NIR runtime (lmh-nir/1)"),
+                   description="the exported NIR file in the numpy NIR runtime (lmh-nir/2)"),
+    "nir-literal": Runtime("nir-literal", "nir", "lmh_deploy.nir.run_literal:run_literal",
+                           load="lmh_deploy.nir.run_literal:load_literal", suffixes=(".nir",),
+                           verify_default=False,
+                           description="any NIR file node by node as lmh-nir/2 reads (no neuron "
+                                       "recognition, float32 per node)"),
     "nir-torch": Runtime("nir-torch", "nir", "lmh_deploy.nir.run_torch:run_nir_torch",
                          suffixes=(".nir",),
                          description="the exported NIR file as a torch module wired by nirtorch"),

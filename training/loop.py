@@ -19,6 +19,7 @@ from lmh_deploy.checkpoint import (CheckpointError, atomic_write_text, load_chec
                                    model_from_checkpoint, save_checkpoint)
 from lmh_deploy.data import get_dataset
 from lmh_deploy.models import build_model, default_config
+from lmh_deploy.neurons import check_finite_neurons
 
 from .config import ConfigError, resolve_config
 from .distributed import (broadcast_buffers, channels_last, cleanup, init_distributed, rank_device,
@@ -209,6 +210,7 @@ def _train(cfg: dict, on_epoch_end, log) -> dict:
         lr = optimizer.param_groups[0]["lr"]
         rec = train_one_epoch(model, data, cfg, epoch, runner, sampler)
         broadcast_buffers(model, dist_info)
+        check_finite_neurons(model, f"after epoch {epoch + 1}")
         scheduler.step()
         ev = evaluate(model, data.test, cfg, data.frames)
         rec = {"epoch": epoch + 1, "epochs": cfg["epochs"], "lr": lr, **rec,

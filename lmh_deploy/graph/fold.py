@@ -51,7 +51,8 @@ import torch
 from lmh_deploy.graph.schema import DeployGraph, DeployOp
 from lmh_deploy.errors import UnsupportedModelError
 from lmh_deploy.models import SpikingNet
-from lmh_deploy.neurons import LIFNeuron, LMHNeuron, LMHTNeuron, ReparamLMHTNeuron
+from lmh_deploy.neurons import (LIFNeuron, LMHNeuron, LMHTNeuron, ReparamLMHTNeuron,
+                                check_finite_neurons)
 
 #: partial sums must stay below 2**EXACT_BITS grid units (float32 has a 24-bit significand;
 #: one bit of margin for the bias and rounding of the bound itself)
@@ -185,7 +186,9 @@ def _neuron_op(name, src, mod) -> DeployOp:
 
 def fold(model: SpikingNet, input_quantum: float | None = None,
          input_bound: float | None = None) -> DeployGraph:
-    """Fold ``model`` (eval mode) into a DeployGraph. See the module docstring for the rules."""
+    """Fold ``model`` (eval mode) into a DeployGraph. See the module docstring for the rules.
+    A neuron with a non-finite parameter is refused (NonFiniteNeuronError, one line)."""
+    check_finite_neurons(model, "(cannot deploy it)")
     cfg = model.config
     if cfg.get("bn", "tdbn") not in ("tdbn", None):
         raise UnsupportedModelError(

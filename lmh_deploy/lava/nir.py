@@ -1,8 +1,8 @@
 """The ``lava`` runtimes: an exported NIR file -> a Lava process graph -> Lava's CPU simulator.
 
 Lava has no NIR importer; this is ours. :func:`lmh_deploy.nir.read.read_layers` reads the NIR
-file into a layer chain (synapse weights from the NIR nodes, exact neuron constants from the
-file's ``lmh-nir`` metadata), :mod:`lmh_deploy.lava.run` builds Dense processes and
+file into a layer chain (synapses and neuron constants from the NIR nodes; the ``lmh-nir``
+metadata is only cross-checked), :mod:`lmh_deploy.lava.run` builds Dense processes and
 our LM-H / multi-level neuron processes from it and runs them in a child process group under a
 hard timeout (no Lava worker outlives a run). Outputs are aligned by depth (one step per Dense
 hop, plus T-1 steps per layer for LM-HT's windowed Omega), so logits and spikes line up with the

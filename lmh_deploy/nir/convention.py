@@ -1,18 +1,29 @@
-"""Convention ``lmh-nir/1`` of the NIR files lmh-deploy writes (DESIGN §3): the names, metadata and
+"""Convention ``lmh-nir/2`` of the NIR files lmh-deploy writes (DESIGN §3): the names, metadata and
 threshold rule shared by the writer (:mod:`lmh_deploy.nir.write`) and the readers
 (:mod:`lmh_deploy.nir.read`, :mod:`lmh_deploy.nir.program`, :mod:`lmh_deploy.nir.match`).
+Its LITERAL reading is the model: a node-by-node evaluator that knows only this text (the
+``nir-literal`` runtime, the independent evaluator in ``tests/test_nir_literal.py``) computes
+the model's spikes. Design note: ``docs/nir-convention.md``.
 
-Convention ``lmh-nir/1`` (written into the graph metadata as ``convention``)
----------------------------------------------------------------------------
+Convention ``lmh-nir/2`` (written into the graph metadata as ``convention``, format_version 2)
+-------------------------------------------------------------------------------------------
 * dt = 1 step. At step t every node reads ``u[t] = sum of its incoming edges``; an edge that
   closes a cycle (structurally: an edge from inside a strongly connected component into its
-  unique entry node, applied recursively, :mod:`lmh_deploy.nir.program`) carries ``y_src[t-1]``
-  (0 at t = 0), every other edge ``y_src[t]``.
-* ``I`` is the discrete integrator ``v[t] = v[t-1] + r*u[t]``, output ``v[t]``; its state before
-  the first step is ``metadata["v0"]`` (0 when absent) -- NIR has no initial state, so the
-  runtime honours this key. A state with decay lambda is an ``I`` with a ``Scale(lambda - 1)``
-  self-loop: ``v[t] = v[t-1] + (lambda-1) v[t-1] + x[t] = lambda v[t-1] + x[t]`` (exact for
-  lambda > 1 too). ``Threshold`` is ``u > thr`` (strict).
+  unique entry node, applied recursively, :mod:`lmh_deploy.nir.program`) carries ``y_src[t-1]``,
+  every other edge ``y_src[t]``.
+* ``I`` is the discrete integrator ``v[t] = v[t-1] + r*u[t]``, output ``v[t]``; its output "at
+  t = -1" is ``metadata["v0"]`` (0 when absent), the model's initial state v(0) -- NIR has no
+  initial state, so the runtime honours this key. A state with decay lambda is an ``I`` with a
+  ``Scale(lambda - 1)`` self-loop: ``v[t] = v[t-1] + (lambda-1) v[t-1] + x[t] = lambda v[t-1] +
+  x[t]`` (exact for lambda > 1 too). ``Threshold`` is ``u > thr`` (strict).
+* **t = 0.** A delayed edge carries, at t = 0, its source's output at t = -1, defined by ONE
+  delay-free evaluation of the graph in which every stateful node emits its initial output
+  (``I``: its v0; spiking primitives -- LIF, IF, CubaLIF: 0 spikes; LI / CubaLI: their initial
+  state, 0 unless v0 is given), ``Input`` nodes emit 0 and delayed edges carry 0. So a decay loop
+  on an I with v0 carries (lambda-1)*v0 and ``m[0] = lambda*v0 + I[0]``; LM-H's mu_S feedback
+  carries mu_S*v_S(0); spikes at t = -1 are Threshold(v0) = 0 (the writer declares v0 below the
+  first threshold). lmh-nir/1 gave delayed edges 0 at t = 0 (initial states not decayed at the
+  first step in the literal reading); such files load with a one-line warning.
 * Decay / coupling / reset ``Scale`` values are float64 so that lambda - 1 and lambda*theta are
   the exact real numbers of the float32 source parameters (1 + (lambda-1) gives lambda back
   bit for bit). Thresholds are float32 ``nextafter(tau_k, -inf)`` where tau_k is the smallest
@@ -39,8 +50,10 @@ fanned out (NIR edges) to L ``Threshold`` nodes at k*theta, their outputs summed
 lacks for conv layers, so the fan-out is by edges -- same semantics, any shape.)
 
 Float32 exactness: the sums of the temporal form round differently from
-:func:`lmh_deploy.neuron_math.lmh_step`; our runtime recognises each neuron cluster (structure
-+ parameters) and evaluates it with the shared step functions, bit-identical to the reference.
+:func:`lmh_deploy.neuron_math.lmh_step` (same real numbers; a spike can differ only where a
+membrane is within a few ulps of a threshold); the ``nir``/``nir-torch`` runtimes recognise
+each neuron cluster (structure + parameters) and evaluate it with the shared step functions,
+bit-identical to the reference.
 
 Unrolled form -- every model (non-causal Omega, radical / per-step parameters)
 -------------------------------------------------------------------------------
@@ -65,14 +78,18 @@ from __future__ import annotations
 import numpy as np
 
 FORMAT_TAG = "lmh-nir"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONVENTION = (
-    "lmh-nir/1: dt = 1 step; edges into a node are summed; an edge from inside a strongly "
+    "lmh-nir/2: dt = 1 step; edges into a node are summed; an edge from inside a strongly "
     "connected component into its unique entry node carries a one-step delay (recursively); "
-    "I: v[t] = v[t-1] + r*u[t], v[-1] = metadata v0 (default 0); a decay lambda is an I with a "
-    "Scale(lambda-1) self-loop; Threshold fires on u > thr, thr = nextafter(k*theta, -inf) "
-    "(the papers fire at >=); multi-level spikes = sum of L Thresholds; outputs are spike "
-    "counts; inputs quantized x_q = clip(round(x/q), -B/q, B/q)*q; unrolled form: one "
+    "I: v[t] = v[t-1] + r*u[t], its output at t = -1 is metadata v0 (default 0); at t = 0 a "
+    "delayed edge carries its source's output at t = -1, given by one delay-free evaluation of "
+    "the graph in which I emits v0, spiking primitives (LIF, IF, CubaLIF) emit 0, LI/CubaLI "
+    "their initial state, Input emits 0 and delayed edges carry 0 (so a decay loop gives "
+    "(lambda-1)*v0 at t = 0); a decay lambda is an I with a Scale(lambda-1) self-loop; "
+    "Threshold fires on u > thr, thr = nextafter(fl(k*theta), -inf) (the papers fire at >=); "
+    "multi-level spikes = sum of L Thresholds (count = #{k : m >= fl(k*theta)}); outputs are "
+    "spike counts; inputs quantized x_q = clip(round(x/q), -B/q, B/q)*q; unrolled form: one "
     "evaluation, Input/Output metadata 'step' = t")
 
 FORMS = ("auto", "temporal", "unrolled")

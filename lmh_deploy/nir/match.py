@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lmh_deploy.errors import NirGraphError
 from lmh_deploy.nir.convention import binary_threshold, level_threshold
 
 
@@ -74,6 +75,10 @@ def match(prog, comp: frozenset, entry: str) -> Fused | None:
         if th32 is None or th32.size == 0 or not np.all(th32 == th32.flat[0]):
             return None
         t = np.float32(th32.flat[0])
+        if not t > 0:
+            raise NirGraphError(f"node {reset!r}: this soft-reset neuron's threshold theta = "
+                                f"{float(t):g} (reset Scale / decay) is <= 0; a neuron needs "
+                                f"theta > 0 -- fix the reset Scale")
         if not np.array_equal(lam32.astype(np.float64) * np.float64(t), -s64(reset)):
             return None
         return t

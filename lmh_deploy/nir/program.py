@@ -1,5 +1,6 @@
-"""Read, validate and analyse NIR files under convention ``lmh-nir/1`` (see
-:mod:`lmh_deploy.nir.write` for the convention itself).
+"""Read, validate and analyse NIR files under convention ``lmh-nir/2`` (see
+:mod:`lmh_deploy.nir.convention` for the convention itself; ``lmh-nir/1`` files load with a
+one-line warning).
 
 * :func:`load_program` -- NIR file (ours or hand-written with the same primitives) or
   ``nir.NIRGraph`` -> :class:`NirProgram`: checked nodes with shapes, the **structural** delays
@@ -16,13 +17,15 @@ Fused clusters: :mod:`lmh_deploy.nir.match`.
 from __future__ import annotations
 
 import heapq
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from lmh_deploy.errors import NirGraphError
 from lmh_deploy.nir.match import match
-from lmh_deploy.nir.read import SUPPORTED, _plain, check_file_timesteps, read_graph
+from lmh_deploy.nir.file import SUPPORTED, _plain, check_file_timesteps, read_graph
 
 
 @dataclass
@@ -51,6 +54,16 @@ class NirProgram:
     @property
     def form(self) -> str:
         return str(self.metadata.get("form", "unrolled" if len(self.inputs) > 1 else "temporal"))
+
+    @property
+    def convention_version(self) -> int:
+        """The lmh-nir convention the file declares; files without one are read by the current
+        one (:data:`lmh_deploy.nir.convention.FORMAT_VERSION`)."""
+        from lmh_deploy.nir.convention import FORMAT_TAG, FORMAT_VERSION
+
+        if self.metadata.get("format") == FORMAT_TAG:
+            return int(self.metadata.get("format_version", 1))
+        return FORMAT_VERSION
 
     @property
     def timesteps(self) -> int | None:
@@ -136,6 +149,10 @@ def _node_from_nir(name, node) -> NirNode:
     elif kind in ("Input", "Output"):
         t = node.input_type.get("input") if kind == "Input" else node.output_type.get("output")
         p["shape"] = None if t is None else tuple(int(d) for d in np.atleast_1d(t))
+    for key, v in p.items():
+        if isinstance(v, np.ndarray) and v.dtype.kind == "f" and not np.all(np.isfinite(v)):
+            raise NirGraphError(f"node {name!r}: {kind} {key} is not finite (NaN or inf); "
+                                f"re-export the model or fix the node")
     return NirNode(name, kind, p, meta)
 
 
@@ -312,7 +329,9 @@ def load_program(source, fuse: bool = True) -> NirProgram:
     """Read and check a NIR graph (path or ``nir.NIRGraph``) -> :class:`NirProgram`.
 
     Raises :class:`NirGraphError` (one line, naming the node) for an unknown primitive, a
-    mismatched shape, an ambiguous cycle, a dangling edge or an unreadable file.
+    mismatched shape, an ambiguous cycle, a dangling edge, a non-finite value, a neuron cluster
+    with theta <= 0 or an unreadable file. Warns (one line) for an lmh-nir/1 file (the
+    cross-check against the ``deploy`` metadata: :mod:`lmh_deploy.nir.rebuild`).
     """
     g = read_graph(source)
     nodes = {}
@@ -343,6 +362,11 @@ def load_program(source, fuse: bool = True) -> NirProgram:
     if not prog.inputs or not prog.outputs:
         raise NirGraphError("the graph needs at least one Input and one Output node")
     _infer_shapes(prog)
+    where = str(source) if isinstance(source, (str, Path)) else "NIR graph"
+    if prog.convention_version < 2:
+        warnings.warn(f"{where}: convention lmh-nir/1: its delayed edges carry 0 at t = 0, so "
+                      f"the literal reading does not decay initial states at the first step "
+                      f"(lmh-nir/2 carries their t = -1 value); re-export it", stacklevel=2)
     if fuse:
         prog.fused = [f for f in (match(prog, c, e) for c, e in top) if f is not None]
     return prog

@@ -1,8 +1,10 @@
-"""Execute a NIR graph (convention ``lmh-nir/1``) in numpy, step by step.
+"""Execute a NIR graph (convention ``lmh-nir/2``) in numpy, step by step.
 
-Semantics (DESIGN §3, :mod:`lmh_deploy.nir.write`): at step t every node reads
+Semantics (DESIGN §3, :mod:`lmh_deploy.nir.convention`): at step t every node reads
 ``u[t] = sum of its incoming edges`` in edge-list order, where a delayed edge (structural, see
-:mod:`lmh_deploy.nir.program`) carries its source's value of step t-1 (0 at t = 0), then::
+:mod:`lmh_deploy.nir.program`) carries its source's value of step t-1; at t = 0 that is the
+source's output "at t = -1" (:func:`initial_outputs`: one delay-free evaluation with I = v0,
+spiking primitives 0, Input 0, delayed edges 0; files of lmh-nir/1 carry 0), then::
 
     Input     y = x[t] (quantized: clip(round(x/q), -B/q, B/q)*q when the metadata gives q, B)
     Affine    y = W u + b            Linear  y = W u          Scale  y = s * u
@@ -13,8 +15,9 @@ Semantics (DESIGN §3, :mod:`lmh_deploy.nir.write`): at step t every node reads
 
 Recognised neuron clusters (:class:`lmh_deploy.nir.match.Fused`) run the shared step functions
 of :mod:`lmh_deploy.neuron_math`, so files written by ``lmh-export --format nir`` reproduce the
-reference spike for spike. The temporal form runs T steps (any T); the unrolled form is one
-evaluation whose T ``Input`` / ``Output`` nodes are the steps.
+reference spike for spike; every other node runs :func:`eval_node` (the ``nir-literal``
+runtime, :mod:`lmh_deploy.nir.run_literal`, runs every node so). The temporal form runs T steps
+(any T); the unrolled form is one evaluation whose T ``Input`` / ``Output`` nodes are the steps.
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ import numpy as np
 from lmh_deploy import neuron_math as nm
 from lmh_deploy.errors import TimestepsError
 from lmh_deploy.graph.interpret import GraphRun, NumpyBackend
-from lmh_deploy.nir.program import NirProgram, load_program
+from lmh_deploy.nir.program import NirProgram
+from lmh_deploy.nir.crosscheck import load_crosschecked
 
 
 class NumpyNirBackend(NumpyBackend):
@@ -49,6 +53,11 @@ class NumpyNirBackend(NumpyBackend):
     def batch(x):
         return x.shape[0]
 
+    @staticmethod
+    def out(y):
+        """A node's output as stored (float32 arithmetic already rounds: identity)."""
+        return y
+
 
 def eval_node(be, node, u, state):
     """One generic primitive at one step: ``(output, new_state)`` (see module docstring)."""
@@ -57,8 +66,8 @@ def eval_node(be, node, u, state):
         return u, state
     if k in ("Affine", "Linear"):
         return be.linear(u, be.const(p["weight"]), be.const(p["bias"])), state
-    if k == "Scale":
-        return u * be.const(p["scale"]), state
+    if k == "Scale":  # float64 value: the back-end's const decides the precision
+        return u * be.const(p["scale64"]), state
     if k == "Conv2d":
         return be.conv(u, be.const(p["weight"]), be.const(p["bias"]), p["stride"], p["padding"]), state
     if k == "SumPool2d":
@@ -77,11 +86,19 @@ def eval_node(be, node, u, state):
     raise ValueError(f"node {node.name!r}: no evaluator for {k}")  # pragma: no cover
 
 
-def fused_init(be, f, batch, shape):
+def fused_init(be, f, batch, shape, version: int = 2):
+    """Initial state of a recognised cluster. lmh-nir/2: the I nodes' v0 is their output at
+    t = -1 and the cluster's spikes at t = -1 are Threshold(v0), so the model's state is
+    ``v(0) = v0 - theta*s(v0)`` (= v0 for the v0 < theta the writer declares)."""
     z = be.zeros(batch, shape)
+    th = be.const(np.asarray(f.theta, np.float32))
     if f.model == "lmh":
-        return (z + be.const(f.v0[0]), z + be.const(f.v0[1]))
-    return z + be.const(f.v0[0])
+        vs = z + be.const(f.v0[1])
+        if version >= 2:
+            vs = vs - be.ops.spike(vs, th) * th
+        return (z + be.const(f.v0[0]), vs)
+    v = z + be.const(f.v0[0])
+    return v - be.ops.levels(v, th, f.levels) * th if version >= 2 else v
 
 
 def fused_step(be, f, state, current):
@@ -95,22 +112,55 @@ def fused_step(be, f, state, current):
     return nm.lmht_step(be.ops, state, current, p)
 
 
-class Stepper:
-    """The state of one NIR program over time; :meth:`step` evaluates every node once."""
+def initial_outputs(prog: NirProgram, be, batch: int, ins: dict | None = None) -> dict:
+    """Every node's output "at t = -1" (lmh-nir/2): one delay-free evaluation of the graph in
+    which ``I`` emits its v0, ``LIF`` 0 spikes, ``Input`` 0, and delayed edges carry 0. A delayed
+    edge carries this value at t = 0 (so a decay loop gives (lambda-1)*v0 at the first step)."""
+    ins = ins or {n: prog.in_edges(n) for n in prog.order}
+    cur: dict = {}
+    for n in prog.order:
+        node = prog.nodes[n]
+        if node.kind in ("Input", "LIF"):
+            cur[n] = be.zeros(batch, node.out_shape)
+        elif node.kind == "I":
+            cur[n] = be.out(be.zeros(batch, node.out_shape) + be.const(node.params["v0"]))
+        else:
+            u = None
+            for i, a in ins[n]:
+                if i not in prog.delayed:
+                    u = cur[a] if u is None else u + cur[a]
+            u = be.zeros(batch, node.in_shape) if u is None else u
+            cur[n] = be.out(eval_node(be, node, u, None)[0])
+    return cur
 
-    def __init__(self, prog: NirProgram, be, batch: int):
-        self.prog, self.be, self.batch = prog, be, batch
+
+class Stepper:
+    """The state of one NIR program over time; :meth:`step` evaluates every node once.
+
+    ``be.out`` stores each node's output (identity in float32 back-ends; the nir-literal
+    back-end rounds to float32 there). ``trace``: when a dict, each ``Threshold`` node's input
+    (the membrane it compares) and output are appended to ``trace[name] = ([u...], [y...])``."""
+
+    def __init__(self, prog: NirProgram, be, batch: int, trace: dict | None = None):
+        self.prog, self.be, self.batch, self.trace = prog, be, batch, trace
+        version = prog.convention_version
         self.fused_at = {f.entry: f for f in prog.fused}
         self.skip = {n for f in prog.fused for n in f.nodes if n != f.entry}
         self.ins = {n: prog.in_edges(n) for n in prog.order}
-        self.prev: dict = {}
+        reads_delayed = any(i in prog.delayed for n in prog.order
+                            if n not in self.skip and n not in self.fused_at
+                            for i, _ in self.ins[n])
+        # the t = -1 pass only where a generic node reads a delayed edge (not in the unrolled
+        # form, nor inside recognised clusters, which start from fused_init)
+        self.prev = (initial_outputs(prog, be, batch, self.ins)
+                     if version >= 2 and reads_delayed else {})
         self.state: dict = {}
         for n in prog.order:
             node = prog.nodes[n]
             if n in self.fused_at:
-                self.state[n] = fused_init(be, self.fused_at[n], batch, node.out_shape)
+                self.state[n] = fused_init(be, self.fused_at[n], batch, node.out_shape, version)
             elif node.kind in ("I", "LIF"):
-                self.state[n] = be.zeros(batch, node.out_shape) + be.const(node.params["v0"])
+                self.state[n] = be.out(be.zeros(batch, node.out_shape) + be.const(node.params["v0"]))
 
     def _read(self, cur, i, a):
         if i in self.prog.delayed:
@@ -140,9 +190,14 @@ class Stepper:
                 s, self.state[n] = fused_step(self.be, f, self.state[n], u)
                 cur[f.spikes] = s
                 continue
-            cur[n], st = eval_node(self.be, node, u, self.state.get(n))
+            y, st = eval_node(self.be, node, u, self.state.get(n))
+            cur[n] = self.be.out(y)
             if n in self.state:
-                self.state[n] = st
+                self.state[n] = cur[n] if node.kind == "I" else self.be.out(st)
+            if self.trace is not None and node.kind == "Threshold":
+                us, ys = self.trace.setdefault(n, ([], []))
+                us.append(u)
+                ys.append(cur[n])
         self.prev = cur
         return cur
 
@@ -168,8 +223,9 @@ def _spike_map(prog: NirProgram) -> dict:
 
 
 def run_program(prog: NirProgram, x, timesteps: int | None = None,
-                be=NumpyNirBackend) -> tuple[list, dict]:
-    """Run ``prog`` on ``x`` (static ``[B, *shape]`` or frames ``[T, B, *shape]``).
+                be=NumpyNirBackend, trace: dict | None = None) -> tuple[list, dict]:
+    """Run ``prog`` on ``x`` (static ``[B, *shape]`` or frames ``[T, B, *shape]``); ``trace``:
+    see :class:`Stepper`.
 
     Returns ``(logits, spikes)`` in back-end arrays: the per-step readouts (a list over t of
     ``[B, K]``) and ``{layer: list over t of [B, ...]}``; :func:`run_nir` stacks them into a
@@ -190,7 +246,7 @@ def run_program(prog: NirProgram, x, timesteps: int | None = None,
                 f"--timesteps or use the temporal form to run other T")
         steps = [_quantize(be, prog, be.step(x, t) if frames else x) for t in range(T)]
         xq = {n: steps[t] for t, n in enumerate(prog.inputs)}
-        cur = Stepper(prog, be, be.batch(steps[0])).step(xq)
+        cur = Stepper(prog, be, be.batch(steps[0]), trace).step(xq)
         logits = [cur[o] for o in prog.outputs]
         spikes = {k: [cur[n] for n in v] for k, v in spikes_at.items()}
         return logits, spikes
@@ -205,7 +261,7 @@ def run_program(prog: NirProgram, x, timesteps: int | None = None,
     for t in range(T):
         xt = static if static is not None else _quantize(be, prog, be.step(x, t))
         if st is None:
-            st = Stepper(prog, be, be.batch(xt))
+            st = Stepper(prog, be, be.batch(xt), trace)
         cur = st.step({prog.inputs[0]: xt})
         logits.append(cur[prog.outputs[0]])
         for k, v in spikes_at.items():
@@ -214,12 +270,13 @@ def run_program(prog: NirProgram, x, timesteps: int | None = None,
 
 
 def load_nir(path, fuse: bool = True) -> NirProgram:
-    """Read and check a NIR file (registry loader)."""
-    return load_program(path, fuse=fuse)
+    """Read and check a NIR file (registry loader); warns (one line) when its recognised
+    neurons disagree with its ``deploy`` metadata (the nodes run)."""
+    return load_crosschecked(path, fuse=fuse)
 
 
 def run_nir(source, x, timesteps: int | None = None, fuse: bool = True) -> GraphRun:
     """The ``nir`` runtime: NIR file / :class:`NirProgram` -> GraphRun (numpy float32)."""
-    prog = source if isinstance(source, NirProgram) else load_program(source, fuse=fuse)
+    prog = source if isinstance(source, NirProgram) else load_nir(source, fuse=fuse)
     logits, spikes = run_program(prog, np.asarray(x, np.float32), timesteps)
     return GraphRun(np.stack(logits), {k: np.stack(v) for k, v in spikes.items()})

@@ -18,6 +18,7 @@ Spike counts are recorded by the modules into a per-run dict (no global state).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from lmh_deploy.errors import TimestepsError, require
 from lmh_deploy.graph.interpret import GraphRun, TorchBackend
 from lmh_deploy.errors import NirGraphError
 from lmh_deploy.nir.program import load_program
+from lmh_deploy.nir.crosscheck import warn_metadata_differences
 from lmh_deploy.nir.read import read_graph
 from lmh_deploy.nir.run_numpy import eval_node, fused_init, fused_step
 
@@ -122,6 +124,8 @@ def build_torch_module(source, device="cpu"):
     torch = require("torch", "nir")
     g = read_graph(source)
     prog = load_program(g)
+    warn_metadata_differences(prog, str(source) if isinstance(source, (str, Path)) else "NIR graph",
+                              clusters_only=True)
     be = TorchNirBackend(device)
     rec: dict = {}
     NodeModule, StateModule, FusedModule, Select, Place, Identity = _modules(torch, be, rec)

@@ -1,5 +1,5 @@
 """Exact NIR export of a :class:`~lmh_deploy.graph.schema.DeployGraph` (DESIGN §3): the
-temporal (streaming) and unrolled forms of convention ``lmh-nir/1``, described in full in
+temporal (streaming) and unrolled forms of convention ``lmh-nir/2``, described in full in
 :mod:`lmh_deploy.nir.convention`."""
 from __future__ import annotations
 
@@ -304,12 +304,17 @@ def _build_unrolled(nir, graph: DeployGraph, timesteps: int) -> _Builder:
 
 def export_nir(graph: DeployGraph, form: str = "auto", lossy_lif: bool = False,
                timesteps: int | None = None):
-    """DeployGraph -> ``nir.NIRGraph`` under convention lmh-nir/1 (see module docstring).
+    """DeployGraph -> ``nir.NIRGraph`` under convention lmh-nir/2
+    (:mod:`lmh_deploy.nir.convention`).
 
     ``form``: "temporal" (streaming; time-invariant models), "unrolled" (every model, T
-    steps, default the trained T) or "auto" (temporal when the model has one, else unrolled). ``lossy_lif`` (temporal only): LIF layers as ``nir.LIF``.
+    steps, default the trained T) or "auto" (temporal when the model has one, else unrolled).
+    ``lossy_lif`` (temporal only): LIF layers as ``nir.LIF``. Raises ExportFormatError (one
+    line) for an unknown form, a temporal form the model has not, a non-finite neuron constant
+    or an initial state at or above the first threshold (its t = -1 spikes would reset it).
     """
     nir = require("nir", "nir")
+    _check_neurons(graph)
     if form not in FORMS:
         raise ExportFormatError(f"unknown NIR form {form!r}; choose temporal or unrolled")
     if form == "auto":
@@ -329,6 +334,27 @@ def export_nir(graph: DeployGraph, form: str = "auto", lossy_lif: bool = False,
             "num_classes": int(graph.num_classes),
             META_DEPLOY: json.dumps(to_dict(graph, skip_kinds=("synapse",)))}
     return nir.NIRGraph(nodes=b.nodes, edges=b.edges, metadata=meta, type_check=False)
+
+
+def _check_neurons(graph: DeployGraph):
+    """Refuse constants the convention cannot carry: non-finite values; v0 >= theta (the
+    lmh-nir/2 reading takes v0 as the output at t = -1, so such a state would fire then)."""
+    for n in graph.neuron_names():
+        spec = graph.neuron(n)
+        arrays = dict(spec.params, theta=spec.theta, v0=spec.v0)
+        if spec.omega is not None:
+            arrays["omega"] = spec.omega
+        for k, a in arrays.items():
+            if not np.all(np.isfinite(np.asarray(a, np.float64))):
+                raise ExportFormatError(f"layer {n!r}: neuron constant {k} is not finite (NaN or "
+                                        f"inf); the model diverged -- retrain or use an earlier "
+                                        f"checkpoint")
+        if not float(spec.theta) > 0:
+            raise ExportFormatError(f"layer {n!r}: theta = {float(spec.theta):g} must be > 0")
+        if not float(spec.v0) < float(spec.theta):
+            raise ExportFormatError(f"layer {n!r}: initial state v0 = {float(spec.v0):g} is not "
+                                    f"below theta = {float(spec.theta):g}; lmh-nir/2 cannot "
+                                    f"declare a state that fires before the first step")
 
 
 def write_nir(graph: DeployGraph, path, timesteps: int | None = None, form: str = "auto",
