@@ -179,7 +179,10 @@ def check_onnx_file(path) -> None:
 NIR_NUMERIC_META = ("timesteps", "trained_timesteps", "levels", "input_quantum", "input_bound",
                     "num_classes", "input_shape", "format_version")
 #: node metadata keys that must be finite numbers
-NIR_NUMERIC_NODE_META = ("step", "v0", "levels", "theta", "gain")
+NIR_NUMERIC_NODE_META = ("step", "v0", "levels", "level", "theta", "gain")
+#: lmh-nir graph metadata that must be integers >= 1 / numbers > 0
+NIR_POSITIVE_INT_META = ("timesteps", "trained_timesteps", "levels", "num_classes")
+NIR_POSITIVE_META = ("input_quantum", "input_bound")
 #: the largest element count a NIR file may declare for one value (per sample)
 MAX_DECLARED_ELEMENTS = 1 << 28
 
@@ -220,6 +223,15 @@ def check_nir_file(path) -> int:
         if k in meta and not _numeric(meta[k]):
             raise NirGraphError(f"{path}: metadata {k!r} is {str(meta[k])[:40]!r}, not a finite "
                                 "number; the file was edited or is corrupt: re-export it")
+    ours = str(meta.get("format", "")).startswith("lmh-nir")
+    if ours:  # our convention's ranges (lmh_deploy.nir.convention): T >= 1, L >= 1, q, B > 0
+        for k in NIR_POSITIVE_INT_META:
+            if k in meta and not (float(np.min(meta[k])) >= 1 and float(np.min(meta[k])).is_integer()):
+                raise NirGraphError(f"{path}: metadata {k!r} = {meta[k]} must be an integer >= 1; "
+                                    "the file was edited or is corrupt: re-export it")
+        for k in NIR_POSITIVE_META:
+            if k in meta and not float(np.min(meta[k])) > 0:
+                raise NirGraphError(f"{path}: metadata {k!r} = {meta[k]} must be > 0; re-export it")
     if "deploy" in meta:
         try:
             text = meta["deploy"]
@@ -250,6 +262,14 @@ def check_nir_file(path) -> int:
             arrays = {f"{where} {k}": v for k, v in vars(node).items()
                       if isinstance(v, np.ndarray) and k not in ("input_type", "output_type")}
             check_finite_arrays(arrays, path)
+            if ours and type(node).__name__ == "Threshold" and not np.all(
+                    np.asarray(node.threshold) > 0):
+                raise NirGraphError(f"{path}: {where}: threshold theta = "
+                                    f"{float(np.min(node.threshold)):g} <= 0 (lmh-nir needs "
+                                    "theta > 0); the file was edited or is corrupt: re-export it")
+            if ours and "level" in nm and not (float(np.min(nm["level"])) >= 1):
+                raise NirGraphError(f"{path}: {where}: spike level {nm['level']} < 1 (L >= 1); "
+                                    "re-export the file")
             for typ in ("input_type", "output_type"):
                 for port, shape in (getattr(node, typ, None) or {}).items():
                     try:

@@ -270,6 +270,26 @@ NIRS = {
                                   lambda node: node.metadata.__setitem__("v0", "zero"))),
 }
 
+def _thr(value):
+    def fn(node):
+        node.threshold = np.full_like(node.threshold, value)
+    return fn
+
+
+def _nir_cycle(g):
+    names = [n for n in g.nodes if n not in ("input", "output")]
+    g.edges.append((names[-1], names[0]))
+
+
+NIRS.update({
+    "theta-neg.nir": _nir_edit(_nir_node(lambda n, node: type(node).__name__ == "Threshold", _thr(-1.0))),
+    "theta-zero.nir": _nir_edit(_nir_node(lambda n, node: type(node).__name__ == "Threshold", _thr(0.0))),
+    "levels0.nir": _nir_edit(_nir_meta("levels", 0)),
+    "level-text.nir": _nir_edit(_nir_node(lambda n, node: "level" in node.metadata,
+                                          lambda node: node.metadata.__setitem__("level", "one"))),
+    "cycle.nir": _nir_edit(_nir_cycle),
+})
+
 BAD_FILES = {**CKPTS, **ONNXS, **NIRS}
 
 
@@ -407,6 +427,10 @@ NIR_MATCH = {"trunc.nir": "nir", "junk.nir": "nir", "empty.nir": "nir", "meta-T.
              "huge.nir": "declares a shape", "mismatch.nir": "not a readable NIR", "v0.nir": "v0"}
 for name, m in NIR_MATCH.items():
     case(f"run-{name}", "run", [name] + D, m)
+for name, m in (("theta-neg.nir", "theta"), ("theta-zero.nir", "theta"), ("levels0.nir", "levels"),
+                ("level-text.nir", "level"), ("cycle.nir", None)):
+    case(f"run-{name}", "run", [name] + D, m)
+    case(f"run-lava-{name}", "run", [name, "--runtime", "lava"] + D, m)
 for name in ("huge.nir", "meta-deep.nir", "nan.nir"):
     case(f"inspect-{name}", "inspect", [name] + D, NIR_MATCH[name])
     case(f"run-nir-torch-{name}", "run", [name, "--runtime", "nir-torch"] + D, NIR_MATCH[name])
