@@ -304,6 +304,9 @@ def base(tmp_path_factory):
         assert export.main([str(d / "good.pt"), "-f", "onnx", "--with-spikes",
                             "-o", str(d / "good.onnx")]) == 0
         assert export.main([str(d / "good.pt"), "-f", "nir", "-o", str(d / "good.nir")]) == 0
+    with contextlib.redirect_stdout(io.StringIO()):  # an ONNX file for 4x4 inputs: digits are 8x8
+        save_model(random_model("mlp", "lmh", 4, input_shape=(1, 4, 4)), d / "small.pt")
+        assert export.main([str(d / "small.pt"), "-f", "onnx", "-o", str(d / "small.onnx")]) == 0
     cwd = os.getcwd()
     os.chdir(d)  # the Evil pickle must not write its marker anywhere
     try:
@@ -420,6 +423,8 @@ for name in ("nan.onnx", "external.onnx", "meta-deep.onnx"):
     case(f"inspect-{name}", "inspect", [name] + D, ONNX_MATCH[name])
     case(f"sweep-{name}", "sweep", [name, "--runtimes", "onnx", "-T", "4", "--out", "sw"] + D,
          ONNX_MATCH[name])
+case("run-onnx-wrong-shape", "run", ["small.onnx"] + D)
+case("inspect-onnx-wrong-shape", "inspect", ["small.onnx"] + D)
 case("run-onnx-wrong-data", "run", ["good.onnx", "--dataset", "cifar10"] + D, "cifar10")
 NIR_MATCH = {"trunc.nir": "nir", "junk.nir": "nir", "empty.nir": "nir", "meta-T.nir": "timesteps",
              "meta-q.nir": "input_quantum", "meta-shape.nir": "input_shape",
