@@ -346,9 +346,13 @@ def check_run(dep, x, frames: bool, timesteps: int, batch_size: int) -> None:
     size = int(np.prod(x.shape[2:] if frames else x.shape[1:], dtype=np.int64))
     neurons, classes = 0, 0
     if dep.is_checkpoint:
-        g = dep.graph
-        neurons = sum(int(np.prod(s)) for k, s in g.shapes().items() if k != "input")
-        classes = int(g.num_classes)
+        try:  # a model the fold cannot represent still runs in "torch": estimate from the input
+            g = dep.graph
+        except LmhError:
+            g = None
+        if g is not None:
+            neurons = sum(int(np.prod(s)) for k, s in g.shapes().items() if k != "input")
+            classes = int(g.num_classes)
     else:
         neurons = int(getattr(dep, "_declared", 0) or 0)
     need = run_memory_estimate(int(timesteps), n, int(batch_size), size, neurons, classes)
