@@ -15,7 +15,14 @@ key                 value
 ``epoch``           number of completed epochs (``--resume`` starts from here)
 ``optimizer``       ``optimizer.state_dict()`` (or ``None``)
 ``scheduler``       ``scheduler.state_dict()`` (or ``None``)
+``content_hash``    ``"sha256:<hex>"`` over ``model_config`` (canonical JSON) and every
+                    ``state_dict`` tensor (key, dtype, shape, bytes) in key order: checked at
+                    load, so a flipped byte is an error, not a silently wrong model (torch does
+                    not check the zip's CRCs). Files written before it load with a note.
 ==================  ========================================================================
+
+At load the state dict's floating tensors (weights, BN statistics, neuron parameters) must be
+finite (:class:`~lmh_deploy.errors.NonFiniteError` names the first that is not).
 
 Every write is atomic: the bytes go to a temporary file in the destination directory, which
 then replaces the destination with ``os.replace``; a failed or interrupted save leaves the previous
@@ -23,19 +30,41 @@ file untouched and no partial file behind.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pickle
+import sys
 import zipfile
 from pathlib import Path
 
 import torch
 
 from .atomic import atomic_output, atomic_write_text
-from .errors import CheckpointError, CheckpointFileError  # noqa: F401 (CheckpointError: re-exported)
+from .errors import (CheckpointError, CheckpointFileError,  # noqa: F401 (re-exported)
+                     IntegrityError)
 
 FORMAT_TAG = "lmh-deploy/checkpoint"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "version", "model_config", "state_dict")
+HASH_KEY = "content_hash"
+_NOTED: set = set()  # files already noted as carrying no hash (one note per file per process)
+
+
+def content_hash(model_config: dict, state_dict: dict) -> str:
+    """``"sha256:<hex>"`` of ``model_config`` (JSON, sorted keys) and, in sorted key order, each
+    state-dict tensor's key, dtype, shape and raw bytes (CPU, contiguous)."""
+    h = hashlib.sha256()
+    h.update(json.dumps(model_config, sort_keys=True, separators=(",", ":"), default=str).encode())
+    for key in sorted(state_dict):
+        t = state_dict[key]
+        if not isinstance(t, torch.Tensor):
+            h.update(f"\0{key}\0{t!r}".encode())
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"\0{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "sha256:" + h.hexdigest()
 
 
 
@@ -44,11 +73,13 @@ def make_checkpoint(model, metrics: dict | None = None, train_config: dict | Non
                     epoch: int = 0, optimizer=None, scheduler=None) -> dict:
     """The checkpoint dict of a :class:`~lmh_deploy.models.SpikingNet` (tensors moved to CPU)."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    config = dict(model.config)
     return {
         "format": FORMAT_TAG,
         "version": FORMAT_VERSION,
-        "model_config": dict(model.config),
+        "model_config": config,
         "state_dict": state,
+        HASH_KEY: content_hash(config, state),
         "metrics": dict(metrics or {}),
         "train_config": dict(train_config or {}),
         "epoch": int(epoch),
@@ -59,9 +90,14 @@ def make_checkpoint(model, metrics: dict | None = None, train_config: dict | Non
 
 def save_checkpoint(path: str | os.PathLike, model, **fields) -> Path:
     """Write :func:`make_checkpoint` ``(model, **fields)`` to ``path`` atomically; returns the path."""
+    import io
+
+    from .atomic import atomic_write_bytes
+
     ckpt = make_checkpoint(model, **fields)
-    with atomic_output(path) as tmp:
-        torch.save(ckpt, tmp)
+    buf = io.BytesIO()  # serialized in memory: a full disk is a plain OSError (ENOSPC), not a
+    torch.save(ckpt, buf)  # RuntimeError from torch's zip writer
+    atomic_write_bytes(path, buf.getbuffer())
     return Path(path)
 
 
@@ -100,7 +136,34 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     if missing or not isinstance(ckpt["model_config"], dict) or not isinstance(ckpt["state_dict"], dict):
         raise CheckpointError(f"{path}: corrupt checkpoint (missing or malformed "
                               f"{', '.join(missing) or 'model_config/state_dict'})")
+    check_integrity(ckpt, path)
+    from .guards import check_finite_state
+
+    check_finite_state(ckpt["state_dict"], path)
     return ckpt
+
+
+def check_integrity(ckpt: dict, path) -> None:
+    """Compare the stored content hash with the loaded tensors and config
+    (:class:`~lmh_deploy.errors.IntegrityError` on a mismatch). A checkpoint written before
+    hashes were stored gets a one-line note on stderr (once per file) and is accepted."""
+    stored = ckpt.get(HASH_KEY)
+    if stored is None:
+        key = os.path.realpath(path)
+        if key not in _NOTED:
+            _NOTED.add(key)
+            print(f"note: {path}: written before checkpoints carried a content hash; its integrity "
+                  "cannot be checked (re-save it to add one)", file=sys.stderr)
+        return
+    try:
+        actual = content_hash(ckpt["model_config"], ckpt["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise IntegrityError(f"{path}: cannot hash its contents ({type(e).__name__}); the file is "
+                             "corrupt: restore or re-save it") from None
+    if actual != stored:
+        raise IntegrityError(f"{path}: content hash mismatch (stored {str(stored)[:19]}..., "
+                             f"contents {actual[:19]}...): the file was corrupted or edited; "
+                             "restore it from a copy or retrain")
 
 
 def model_from_checkpoint(ckpt: dict, path: str | os.PathLike = "<checkpoint>"):
@@ -124,6 +187,6 @@ def load_model(path: str | os.PathLike, map_location="cpu"):
     return model_from_checkpoint(load_checkpoint(path, map_location), path)
 
 
-__all__ = ["CheckpointError", "FORMAT_TAG", "FORMAT_VERSION", "atomic_output", "atomic_write_text",
+__all__ = ["CheckpointError", "FORMAT_TAG", "HASH_KEY", "check_integrity", "content_hash", "FORMAT_VERSION", "atomic_output", "atomic_write_text",
            "load_checkpoint", "load_model", "make_checkpoint", "model_from_checkpoint",
            "save_checkpoint"]

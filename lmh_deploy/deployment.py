@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from lmh_deploy.errors import LmhError, TimestepsError
+from lmh_deploy.guards import check_model_file, check_run
 from lmh_deploy.graph.interpret import GraphRun
 from lmh_deploy.runtimes import Runtime, UnknownRuntimeError, get_runtime
 
@@ -39,6 +40,7 @@ class Deployment:
         else:
             if not self.path.is_file():
                 raise LmhError(f"{self.path}: no such file")
+            self._declared = check_model_file(self.path, self.file_runtime.source)
             self._handles[(self.file_runtime.name, None)] = self.file_runtime.load_fn()(self.path)
 
     # -- context -----------------------------------------------------------------------------
@@ -173,12 +175,13 @@ class Deployment:
         ``progress``: a tqdm bar over the samples (True always, None only on a terminal)."""
         rt = runtime if isinstance(runtime, Runtime) else self.check_runtime(runtime)
         t = self.check_timesteps(timesteps or self.trained_timesteps)
-        src = self.source(rt, t)
-        fn = rt.run_fn()
         x = np.asarray(x, dtype=np.float32)
         shape = self.input_shape
         frames = shape is not None and x.ndim == len(shape) + 2
         n = x.shape[1] if frames else x.shape[0]
+        check_run(self, x, frames, t, batch_size)  # finite inputs; memory estimate before any work
+        src = self.source(rt, t)
+        fn = rt.run_fn()
         runs = []
         from tqdm.auto import tqdm
 

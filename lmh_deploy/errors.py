@@ -1,4 +1,5 @@
 """Typed errors. Each message is one line naming the problem and the fix."""
+import errno
 
 
 class LmhError(Exception):
@@ -73,6 +74,49 @@ class LavaTimeoutError(LmhError, TimeoutError):
 class ForeignCheckpointError(CheckpointFileError):
     """A checkpoint of the papers' original code that ``lmh-import`` cannot import (unreadable,
     unknown or missing keys, another architecture)."""
+
+
+class OutputPathError(LmhError, ValueError):
+    """An output path that would overwrite an input, or a folder that cannot be written."""
+
+
+class NonFiniteError(LmhError, ValueError):
+    """A weight, neuron parameter or input holds NaN or Inf (the message names it)."""
+
+
+class ResourceError(LmhError, MemoryError):
+    """A run whose estimated memory exceeds what is available (the message gives the estimate
+    and the option that lowers it)."""
+
+
+class IntegrityError(CheckpointError):
+    """A checkpoint whose content hash does not match its tensors and config."""
+
+
+#: errno -> what to do about it (the one line names the path and this fix)
+OS_FIXES = {
+    errno.EACCES: "permission denied; check its permissions or choose another path",
+    errno.EPERM: "operation not permitted; check its permissions or choose another path",
+    errno.EROFS: "read-only file system; choose another path",
+    errno.EISDIR: "it is a directory; give a file path",
+    errno.ENOTDIR: "a component of the path is not a directory; fix the path",
+    errno.EEXIST: "it already exists; remove it or choose another path",
+    errno.ENOSPC: "no space left on the device (nothing was written); free space or choose "
+                  "another path",
+    errno.EDQUOT: "disk quota exceeded (nothing was written); free space or choose another path",
+    errno.ENAMETOOLONG: "file name too long; choose a shorter path",
+    errno.ENOENT: "no such file or directory; check the path",
+    errno.ELOOP: "too many levels of symbolic links; fix the path",
+    errno.ENOTEMPTY: "directory not empty; choose another path",
+    errno.EFBIG: "file too large for this file system; choose another path",
+}
+
+
+def os_error_message(err: OSError) -> str:
+    """One line for an ``OSError``: the path(s), what happened and the fix (:data:`OS_FIXES`)."""
+    where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+    fix = OS_FIXES.get(err.errno, (err.strerror or str(err) or type(err).__name__).lower())
+    return f"{where}: {fix}" if where else f"{err.strerror or err}; {fix}"
 
 
 def require(module: str, extra: str):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmh_deploy.errors import ExportFormatError
 from lmh_deploy.runtimes import get_writer
 
 
@@ -55,8 +54,10 @@ def export_checkpoint(path, fmt: str, out=None, timesteps: int | None = None,
     get_writer(fmt)
     path = Path(path)
     out = Path(out) if out else path.with_suffix("." + fmt)
-    if out.resolve() == path.resolve():
-        raise ExportFormatError(f"output {out} would overwrite the checkpoint; pass -o")
+    from lmh_deploy.guards import check_outputs
+
+    check_outputs([("-o" if out != path.with_suffix("." + fmt) else "output", out)],
+                  [("checkpoint", path)])
     graph = fold(load_model_checked(path))
     graph.meta["dataset"] = trained_dataset(path)
     return export_graph(graph, fmt, out, timesteps, validate, report=report, **options)

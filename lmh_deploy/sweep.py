@@ -265,23 +265,27 @@ def plot(result: dict, path, fmt: str = "png") -> None:
 
 
 def write_outputs(result: dict, out_dir, figure_format: str = "png") -> dict:
-    """``sweep.csv``, ``sweep.json`` and ``sweep.<figure_format>`` in ``out_dir`` (each written
-    atomically). Without matplotlib the figure is skipped: ``paths["figure"]`` is None."""
-    from .atomic import atomic_write_text
+    """``sweep.csv``, ``sweep.json`` and ``sweep.<figure_format>`` in ``out_dir``, all or nothing
+    (:func:`lmh_deploy.atomic.atomic_dir`: a failure, a full disk or a kill leaves none of them).
+    Without matplotlib the figure is skipped: ``paths["figure"]`` is None."""
+    from .atomic import atomic_dir
     from .errors import LmhError
 
     if figure_format not in FIGURE_FORMATS:
         raise LmhError(f"unknown figure format {figure_format!r}; choose {', '.join(FIGURE_FORMATS)}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out / "sweep.csv", "json": out / "sweep.json",
-             "figure": out / f"sweep.{figure_format}"}
-    atomic_write_text(paths["csv"], rows_to_csv(result["rows"]))
-    atomic_write_text(paths["json"], json.dumps(result, indent=2) + "\n")
     try:
         import matplotlib  # noqa: F401
+        have_plot = True
     except ImportError:
+        have_plot = False
+    names = {"csv": "sweep.csv", "json": "sweep.json", "figure": f"sweep.{figure_format}"}
+    with atomic_dir(out) as tmp:
+        (tmp / names["csv"]).write_text(rows_to_csv(result["rows"]), encoding="utf-8")
+        (tmp / names["json"]).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        if have_plot:
+            plot(result, tmp / names["figure"], figure_format)
+    paths = {k: out / v for k, v in names.items()}
+    if not have_plot:
         paths["figure"] = None
-        return paths
-    plot(result, paths["figure"], figure_format)
     return paths

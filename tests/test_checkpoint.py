@@ -1,5 +1,7 @@
 """Checkpoint format: round trip, weights_only loading, typed one-line errors, atomic saves."""
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -55,7 +57,7 @@ def test_optimizer_state_and_plain_torch_load(tmp_path):
     raw = torch.load(tmp_path / "model.pt", weights_only=True)  # tensors and plain containers only
     assert raw["format"] == FORMAT_TAG and raw["version"] == FORMAT_VERSION == 1
     assert set(raw) == {"format", "version", "model_config", "state_dict", "metrics", "train_config",
-                        "epoch", "optimizer", "scheduler"}
+                        "epoch", "optimizer", "scheduler", "content_hash"}
     assert raw["epoch"] == 1 and raw["scheduler"]["last_epoch"] == 1
     assert raw["optimizer"]["param_groups"][0]["momentum"] == 0.9
     assert build_model(raw["model_config"]).load_state_dict(raw["state_dict"]) is not None
@@ -120,22 +122,52 @@ def test_state_dict_mismatch(tmp_path):
     raw = torch.load(path, weights_only=True)
     raw["model_config"]["neuron"] = {"kind": "lmht", "levels": 2}
     torch.save(raw, path)
+    _one_line_error(path, "content hash mismatch")  # an edited config: the hash says so
+    del raw["content_hash"]  # a file from before hashes: the mismatch itself is found
+    torch.save(raw, path)
     _one_line_error(path, "does not match")
+
+
+def test_content_hash_flipped_byte_and_legacy_note(tmp_path, capsys):
+    """A byte flipped inside a tensor's data is refused (torch does not check the zip CRCs); a
+    checkpoint without a hash loads with one note on stderr."""
+    import zipfile
+
+    from lmh_deploy.checkpoint import content_hash, load_checkpoint
+
+    path = save_checkpoint(tmp_path / "model.pt", _model())
+    raw = torch.load(path, weights_only=True)
+    assert raw["content_hash"] == content_hash(raw["model_config"], raw["state_dict"])
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:  # the first tensor storage's bytes in the archive
+        info = next(i for i in z.infolist() if "/data/" in i.filename and i.file_size >= 4)
+    h = info.header_offset  # local header: name length at +26, extra length at +28
+    off = h + 30 + int.from_bytes(data[h + 26:h + 28], "little") + int.from_bytes(data[h + 28:h + 30], "little")
+    data[off + 1] ^= 0x01
+    bad = tmp_path / "flipped.pt"
+    bad.write_bytes(bytes(data))
+    _one_line_error(bad, "content hash mismatch")
+    del raw["content_hash"]
+    legacy = tmp_path / "legacy.pt"
+    torch.save(raw, legacy)
+    capsys.readouterr()
+    load_checkpoint(legacy)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "carried a content hash" in err[0]
 
 
 def test_interrupted_save_keeps_old_file(tmp_path, monkeypatch):
     model = _model()
     path = save_checkpoint(tmp_path / "model.pt", model, epoch=1)
     old = path.read_bytes()
-    real_save = torch.save
+    import lmh_deploy.atomic as atomic_mod
 
-    def save_then_die(obj, f, *a, **k):
-        real_save(obj, f, *a, **k)
+    def sync_then_die(f):  # the bytes are written; die before the rename
         with open(f, "r+b") as fh:  # leave a half-written file behind, then fail
             fh.truncate(len(old) // 2)
         raise KeyboardInterrupt("killed mid-save")
 
-    monkeypatch.setattr(ckpt_mod.torch, "save", save_then_die)
+    monkeypatch.setattr(atomic_mod, "_fsync_file", sync_then_die)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, _model("lif"), epoch=2)
     monkeypatch.undo()
@@ -145,12 +177,16 @@ def test_interrupted_save_keeps_old_file(tmp_path, monkeypatch):
 
 
 def test_interrupted_first_save_leaves_nothing(tmp_path, monkeypatch):
-    def boom(obj, f, *a, **k):
+    import errno
+
+    import lmh_deploy.atomic as atomic_mod
+
+    def boom(f):
         with open(f, "wb") as fh:
             fh.write(b"PK\x03\x04partial")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ckpt_mod.torch, "save", boom)
+    monkeypatch.setattr(atomic_mod, "_fsync_file", boom)
     with pytest.raises(OSError):
         save_checkpoint(tmp_path / "run" / "model.pt", _model())
     assert os.listdir(tmp_path / "run") == []
@@ -161,3 +197,45 @@ def test_atomic_write_text(tmp_path, monkeypatch):
     atomic_write_text(path, "{}\n")
     assert path.read_text() == "{}\n"
     assert os.listdir(tmp_path) == ["metrics.json"]
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_write_honours_umask(tmp_path, umask, mode):
+    """A new file gets 0666 & ~umask (not mkstemp's 0600), as open() would give it."""
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "new.json", "{}\n")
+        save_checkpoint(tmp_path / "model.pt", _model())
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.json").stat().st_mode & 0o7777 == mode
+    assert (tmp_path / "model.pt").stat().st_mode & 0o7777 == mode
+
+
+def test_atomic_replace_keeps_mode_and_removes_stale_temps(tmp_path):
+    """A replaced file keeps its mode; a temporary of a killed writer (dead pid) is removed by
+    the next write, a live writer's is left alone."""
+    from lmh_deploy.atomic import atomic_dir
+
+    path = tmp_path / "out.json"
+    path.write_text("old")
+    os.chmod(path, 0o640)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".out.json.{dead.pid}.abc123.tmp"
+    stale.write_text("partial")
+    live = tmp_path / f".out.json.{os.getppid()}.def456.tmp"
+    live.write_text("someone else writing")
+    atomic_write_text(path, "new")
+    assert path.read_text() == "new" and path.stat().st_mode & 0o7777 == 0o640
+    assert not stale.exists() and live.exists()
+    with pytest.raises(RuntimeError):  # a failed multi-file write leaves nothing
+        with atomic_dir(tmp_path / "sweep") as d:
+            (d / "a.csv").write_text("x")
+            raise RuntimeError("figure failed")
+    assert not (tmp_path / "sweep").exists()
+    with atomic_dir(tmp_path / "sweep") as d:
+        (d / "a.csv").write_text("x")
+        (d / "b.json").write_text("{}")
+    assert sorted(os.listdir(tmp_path / "sweep")) == ["a.csv", "b.json"]
+    assert sorted(p for p in os.listdir(tmp_path) if p.endswith(".tmp")) == [live.name]

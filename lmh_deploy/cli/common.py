@@ -2,12 +2,40 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from lmh_deploy.errors import LmhError
+from lmh_deploy.errors import LmhError, os_error_message
 
-#: errors a CLI reports as ``<prog>: error: <message>`` with exit status 2
-USER_ERRORS: tuple = (LmhError,)
+#: errors a CLI reports as ``<prog>: error: <message>`` with exit status 2 (plus onnxruntime's
+#: exceptions, recognized by module: see :func:`is_user_error`)
+USER_ERRORS: tuple = (LmhError, OSError, MemoryError, RecursionError, json.JSONDecodeError,
+                      UnicodeDecodeError)
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` is bad input or a bad environment (one line, exit 2) rather than a bug."""
+    return isinstance(err, USER_ERRORS) or type(err).__module__.startswith("onnxruntime")
+
+
+def error_message(err: BaseException) -> str:
+    """The one-line message of a user error: an :class:`LmhError`'s text; for an ``OSError`` the
+    path, what happened and the fix; for onnxruntime the first line of its complaint."""
+    if isinstance(err, LmhError):
+        msg = str(err)
+    elif isinstance(err, OSError):
+        msg = os_error_message(err)
+    elif isinstance(err, MemoryError):
+        msg = ("out of memory; lower --batch-size, --limit or --timesteps "
+               "(or run on a machine with more memory)")
+    elif isinstance(err, RecursionError):
+        msg = "the input is nested too deeply to read (malformed or hostile file); check the file"
+    elif isinstance(err, (json.JSONDecodeError, UnicodeDecodeError)):
+        msg = f"cannot parse the input ({err}); check the file"
+    else:  # onnxruntime
+        lines = [ln for ln in str(err).splitlines() if ln.strip()]
+        msg = (f"onnxruntime refused the model or its input ({lines[0] if lines else type(err).__name__}); "
+               "check that the file was written by lmh-export and matches the data set")
+    return " ".join(msg.split()) or type(err).__name__
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -27,13 +55,15 @@ def run_cli(parser: argparse.ArgumentParser, argv, body) -> int:
         return int(e.code or 0)
     try:
         return body(args)
-    except USER_ERRORS as e:
+    except Exception as e:  # noqa: BLE001 - user errors become one line; bugs propagate
+        if not is_user_error(e):
+            raise
         return fail(parser.prog, e)
 
 
 def fail(prog: str, err: BaseException) -> int:
-    msg = " ".join(str(err).split()) or type(err).__name__
-    print(f"{prog}: error: {msg}", file=sys.stderr)
+    """Print ``prog: error: <one line>`` on stderr and return 2."""
+    print(f"{prog}: error: {error_message(err)}", file=sys.stderr)
     return 2
 
 

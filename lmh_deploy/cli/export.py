@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lmh_deploy.cli.common import positive_int, run_cli
 from lmh_deploy.cli.options import BoolFlag, make_parser
+
 from lmh_deploy.errors import ExportFormatError
 from lmh_deploy.exporting import export_checkpoint, export_graph  # noqa: F401 (API of this command)
 from lmh_deploy.runtimes import FORMATS, get_writer

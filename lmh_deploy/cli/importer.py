@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from lmh_deploy.cli.common import OneLineParser, positive_int, run_cli
+from lmh_deploy.guards import check_outputs
 from lmh_deploy.importers import SOURCES
 
 
@@ -50,6 +51,7 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
+    check_outputs([("-o", args.out)], [("CKPT", args.checkpoint)])
     from lmh_deploy.checkpoint import save_checkpoint
     from lmh_deploy.errors import LmhError
     from lmh_deploy.importers import import_checkpoint

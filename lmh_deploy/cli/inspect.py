@@ -179,6 +179,9 @@ def main(argv=None) -> int:
 
 def _main(args) -> int:
     from lmh_deploy.atomic import atomic_write_text
+    from lmh_deploy.guards import check_outputs
+
+    check_outputs([("--json", args.json), ("--csv", args.csv)], [("file", args.file)])
 
     rep = inspect_file(args.file, args.dataset, args.limit, args.timesteps, args.runtime,
                        args.batch_size, args.data_dir, data_options(args))

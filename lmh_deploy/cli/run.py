@@ -20,6 +20,7 @@ import time
 
 from lmh_deploy.cli.common import positive_int, run_cli
 from lmh_deploy.cli.options import add_data_args, add_progress, data_options, make_parser
+from lmh_deploy.guards import check_outputs
 from lmh_deploy.deployment import run_file  # noqa: F401 (API of this command)
 
 
@@ -123,6 +124,8 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
+    check_outputs([("--json", args.json), ("--save-spikes", getattr(args, "save_spikes", None))],
+                  [("file", args.file), ("--input", getattr(args, "input", None))])
     from pathlib import Path
 
     if Path(args.file).suffix == ".nir" and Path(args.file).is_file():

@@ -11,6 +11,7 @@ import sys
 
 from lmh_deploy.cli.common import positive_int, run_cli
 from lmh_deploy.cli.options import BoolFlag, add_data_args, add_progress, data_options, make_parser
+from lmh_deploy.guards import check_outputs
 
 
 def build_parser():
@@ -41,6 +42,7 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
+    check_outputs([("--out", args.out)] + [(f"--out ({n})", f"{args.out}/{n}") for n in ("sweep.csv", "sweep.json", f"sweep.{args.figure_format}")], [("file", args.file)])
     from lmh_deploy.sweep import plan, run_sweep, write_outputs
 
     dep, rts, ts = plan(args.file, args.runtimes, args.timesteps)

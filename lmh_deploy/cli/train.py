@@ -11,6 +11,8 @@ import argparse
 import sys
 
 from lmh_deploy.cli.options import BoolFlag, make_parser
+from lmh_deploy.cli.common import error_message, is_user_error
+from lmh_deploy.guards import check_train_output, removing_new_dir
 from lmh_deploy.data import DATASET_NAMES
 from lmh_deploy.errors import ConfigError, LmhError
 from lmh_deploy.models import ARCHS
@@ -142,9 +144,13 @@ def main(argv=None) -> int:
     except ConfigError as e:
         parser.error(str(e))
     try:
-        metrics = train(cfg)
-    except LmhError as e:  # every user error (config, data set, checkpoint, hybrid)
-        parser.error(str(e))
+        check_train_output(cfg, getattr(parser.parse_known_args(argv)[0], "config", None))
+        with removing_new_dir(cfg["out"]):  # a failed run leaves no new folder
+            metrics = train(cfg)
+    except Exception as e:  # noqa: BLE001 - every user error (config, data set, checkpoint, OS)
+        if not is_user_error(e):
+            raise
+        parser.error(error_message(e))
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; continue with --resume --out {cfg['out']}", file=sys.stderr)
         return 130

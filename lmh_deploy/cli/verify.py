@@ -8,6 +8,7 @@ import sys
 
 from lmh_deploy.cli.common import positive_int, run_cli
 from lmh_deploy.cli.options import add_data_args, add_progress, data_options, make_parser
+from lmh_deploy.guards import check_outputs
 from lmh_deploy.verify import format_report, verify
 
 
@@ -37,6 +38,7 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
+    check_outputs([("--json", args.json)], [("checkpoint", args.checkpoint)])
     rep = verify(args.checkpoint, args.format, args.runtime, args.timesteps, args.dataset,
                  args.limit, args.batch_size, args.data_dir, data_options(args), args.progress)
     if args.json:

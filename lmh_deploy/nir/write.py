@@ -360,9 +360,13 @@ def _check_neurons(graph: DeployGraph):
 def write_nir(graph: DeployGraph, path, timesteps: int | None = None, form: str = "auto",
               lossy_lif: bool = False, target: str | None = None, dt: float | None = None,
               **_ignored) -> Path:
-    """Export ``graph`` and write it to ``path`` (HDF5, ``nir.write``) atomically. ``target``:
-    a third-party tool's form instead (:mod:`lmh_deploy.nir.targets`, lossy, at ``dt`` s)."""
-    from lmh_deploy.atomic import atomic_output
+    """Export ``graph`` and write it to ``path`` (HDF5, ``nir.write``) atomically: the file is
+    built in memory (h5py never writes to disk, so a full disk cannot crash it) and written with
+    one atomic rename. ``target``: a third-party tool's form instead
+    (:mod:`lmh_deploy.nir.targets`, lossy, at ``dt`` s)."""
+    import io
+
+    from lmh_deploy.atomic import atomic_write_bytes
 
     if target is not None:
         if form not in ("auto", "temporal") or lossy_lif:
@@ -376,6 +380,7 @@ def write_nir(graph: DeployGraph, path, timesteps: int | None = None, form: str 
     nir = require("nir", "nir")
     g = export_nir(graph, form=form, lossy_lif=lossy_lif, timesteps=timesteps)
     path = Path(path)
-    with atomic_output(path) as tmp:
-        nir.write(tmp, g)
+    buf = io.BytesIO()
+    nir.write(buf, g)
+    atomic_write_bytes(path, buf.getvalue())
     return path

@@ -112,11 +112,15 @@ def load_onnx(path, threads: int | None = None,
     if key.TIMESTEPS not in meta:
         raise ExportFormatError(f"{path}: not an lmh-deploy export (no lmh.* metadata); export "
                                 f"it with lmh-export --format onnx")
-    return OnnxModel(path=str(path), session=sess, timesteps=int(meta[key.TIMESTEPS]),
-                     frames=meta.get(key.INPUT_LAYOUT) == "TBCHW",
-                     time_invariant=meta.get(key.TIME_INVARIANT) == "true",
-                     omega_period=int(meta.get(key.OMEGA_PERIOD, 0)),
-                     spike_outputs=json.loads(meta.get(key.SPIKE_OUTPUTS, "{}")), meta=meta)
+    try:
+        return OnnxModel(path=str(path), session=sess, timesteps=int(meta[key.TIMESTEPS]),
+                         frames=meta.get(key.INPUT_LAYOUT) == "TBCHW",
+                         time_invariant=meta.get(key.TIME_INVARIANT) == "true",
+                         omega_period=int(meta.get(key.OMEGA_PERIOD, 0)),
+                         spike_outputs=dict(json.loads(meta.get(key.SPIKE_OUTPUTS, "{}"))), meta=meta)
+    except (ValueError, TypeError, RecursionError) as e:  # edited metadata: one line
+        raise ExportFormatError(f"{path}: malformed lmh.* metadata ({type(e).__name__}); "
+                                "re-export it with lmh-export --format onnx") from None
 
 
 def run_onnx_model(model: OnnxModel, x, timesteps: int | None = None) -> GraphRun:
