@@ -132,6 +132,7 @@ def _main(args) -> int:
         from lmh_deploy.nir.foreign import is_foreign
 
         if is_foreign(args.file):
+            _check_foreign_file(args.file)
             return _main_foreign(args)
     res = run_file(args.file, args.dataset, args.runtime, args.timesteps, args.limit,
                    args.batch_size, args.data_dir, data_options(args), args.progress)
@@ -146,6 +147,21 @@ def _main(args) -> int:
     sps = "spikes not recorded" if sps is None else f"{sps:.0f} spikes/sample"
     print(f"accuracy {res['accuracy']:.4f} at T={res['timesteps']}; {sps}; {res['wall_time_s']:.2f}s")
     return 0
+
+
+def _check_foreign_file(path) -> None:
+    """The file checks of :func:`lmh_deploy.guards.check_nir_file` (non-finite parameters, huge
+    declared shapes, ...) for a foreign file ``nir.read`` can read; files only our foreign reader
+    reads (e.g. nested graphs nir.read rejects) are checked by that reader."""
+    import nir
+
+    from lmh_deploy.guards import check_nir_file
+
+    try:
+        nir.read(str(path))
+    except Exception:  # noqa: BLE001 - the foreign reader reports its own one-line error
+        return
+    check_nir_file(path)
 
 
 def _main_foreign(args) -> int:
