@@ -51,18 +51,21 @@ def parse_timesteps(text: str, maximum: int = 4096) -> list[int]:
     return sorted(out)
 
 
-def plan(path, runtimes: str, timesteps: str):
+def plan(path, runtimes: str | None, timesteps: str):
     """Validate everything before any work: returns ``(deployment, [Runtime], [T])``.
+    ``runtimes`` None: torch,reference,onnx for a checkpoint, the file's own runtime otherwise.
 
     Raises (one line each): unknown runtime, empty/malformed T list, a T the model cannot run,
     a bad checkpoint."""
     from .runtimes import parse_runtimes
     from .deployment import Deployment
 
-    rts = parse_runtimes(runtimes)
     ts = parse_timesteps(timesteps)
     dep = Deployment(path)
     try:
+        if runtimes is None:  # default: a checkpoint against its exports; a file in its runtime
+            runtimes = "torch,reference,onnx" if dep.is_checkpoint else dep.file_runtime.name
+        rts = parse_runtimes(runtimes)
         for rt in rts:
             dep.check_runtime(rt.name)
         for t in ts:

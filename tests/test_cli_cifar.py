@@ -74,6 +74,13 @@ def test_cifar_data_dir_through_every_command(trained, tmp_path, capsys):
         assert a["accuracy"] == b["accuracy"] and a["sops_per_sample"] == b["sops_per_sample"]
     ref_t2 = next(r for r in rows if r["runtime"] == "reference" and r["T"] == "2")
     assert float(ref_t2["accuracy"]) == pytest.approx(res["torch"]["accuracy"])
+    # sweep of an exported file: by default in the file's own runtime (not torch)
+    sw2 = tmp_path / "sw2"
+    assert sweep.main([str(tmp_path / "m.onnx"), "-T", "1-2", "--out", str(sw2), "--no-progress"]
+                      + dd) == 0
+    rows2 = list(csv.DictReader((sw2 / "sweep.csv").open()))
+    assert [r["runtime"] for r in rows2] == ["onnx"] * 2  # the file was exported for T=2
+    assert [r["sops_per_sample"] for r in rows2] == [r["sops_per_sample"] for r in rows[3:5]]
     # inspect: SOPs of the checkpoint at T=2 equal the sweep's; the ONNX file (with spikes) agrees
     ij = tmp_path / "inspect.json"
     assert inspect.main([str(ck), "--json", str(ij), "--no-progress"] + dd) == 0
