@@ -11,53 +11,87 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lmh_deploy.errors import ExportFormatError
 from lmh_deploy.runtimes import get_writer
 
 
 def export_graph(graph, fmt: str, out, timesteps: int | None = None, validate: bool = True,
-                 sample=None, report=None, **options) -> Path:
+                 sample=None, report=None, data_dir=None, data_options=None,
+                 progress: bool | None = False, **options) -> Path:
     """Write DeployGraph ``graph`` in format ``fmt`` to ``out`` atomically; with ``validate`` run
-    the written file on ``sample`` (default :func:`~lmh_deploy.verify.validation_sample`) against
+    the written file on ``sample`` (default :func:`~lmh_deploy.verify.validation_sample` of
+    ``graph.meta["dataset"]`` read from ``data_dir`` with the loader's ``data_options``) against
     the reference first (:class:`~lmh_deploy.verify.ExportValidationError`: nothing written).
-    ``report``: a dict that receives the validation report under ``"validation"``."""
+    ``report``: a dict that receives the validation report under ``"validation"``. ``progress``:
+    a tqdm bar over the stages write / sample / validate (True always, False never, None on a
+    terminal)."""
+    from tqdm.auto import tqdm
+
     from lmh_deploy.atomic import atomic_output
 
     writer = get_writer(fmt)
     out = Path(out)
     if timesteps is not None:
         graph.check_timesteps(timesteps)
-    with atomic_output(out) as tmp:
+    checks = validate and not options.get("lossy_lif") and not options.get("target")
+    with atomic_output(out) as tmp, tqdm(total=3 if checks else 1, desc=f"lmh-export {fmt}",
+                                         unit="stage", leave=False,
+                                         disable={True: False, False: True, None: None}[progress]) as bar:
+        bar.set_postfix_str("write")
         writer(graph, tmp, timesteps=timesteps, **options)
-        if validate and not options.get("lossy_lif") and not options.get("target"):
+        bar.update()
+        if checks:
             import numpy as np
 
             from lmh_deploy.verify import validate_export, validation_sample
 
-            x = sample if sample is not None else validation_sample(graph, graph.meta.get("dataset"))
+            bar.set_postfix_str("sample")
+            x = sample if sample is not None else validation_sample(
+                graph, graph.meta.get("dataset"), data_dir=data_dir, options=data_options)
+            bar.update()
+            bar.set_postfix_str("validate")
             x = np.asarray(x, np.float32)
             if options.get("frames") and x.ndim == len(graph.input_shape) + 1:
                 x = np.ascontiguousarray(np.broadcast_to(x, (timesteps or graph.timesteps,) + x.shape))
             rep = validate_export(graph, tmp, fmt, x, timesteps)
+            bar.update()
             if report is not None:
                 report["validation"] = rep
     return out
 
 
 def export_checkpoint(path, fmt: str, out=None, timesteps: int | None = None,
-                      validate: bool = True, report=None, **options) -> Path:
+                      validate: bool = True, report=None, dataset: str | None = None,
+                      data_dir=None, data_options=None, progress: bool | None = False,
+                      **options) -> Path:
     """Fold checkpoint ``path`` and write it in format ``fmt`` to ``out`` (default: beside it,
-    suffix ``.<fmt>``), validated unless ``validate=False`` (see :func:`export_graph`)."""
+    suffix ``.<fmt>``), validated unless ``validate=False`` (see :func:`export_graph`) on the
+    test split of ``dataset`` (default: the one the checkpoint was trained on; the file records
+    it) read from ``data_dir``."""
     from lmh_deploy.evaluate import trained_dataset
+    from lmh_deploy.guards import check_outputs
     from lmh_deploy.deployment import load_model_checked
     from lmh_deploy.graph.fold import fold
 
     get_writer(fmt)
     path = Path(path)
     out = Path(out) if out else path.with_suffix("." + fmt)
-    from lmh_deploy.guards import check_outputs
-
     check_outputs([("-o" if out != path.with_suffix("." + fmt) else "output", out)],
                   [("checkpoint", path)])
     graph = fold(load_model_checked(path))
     graph.meta["dataset"] = trained_dataset(path)
-    return export_graph(graph, fmt, out, timesteps, validate, report=report, **options)
+    if dataset:
+        from lmh_deploy.data import DATASET_NAMES
+
+        if dataset not in DATASET_NAMES:
+            raise ExportFormatError(f"unknown data set {dataset!r}; choose one of "
+                                    f"{', '.join(DATASET_NAMES)}")
+    sample = None
+    if validate and (dataset or data_dir):
+        from lmh_deploy.verify import validation_sample
+
+        # named explicitly: a data set that cannot be read is an error, not random inputs
+        sample = validation_sample(graph, dataset or graph.meta.get("dataset"), data_dir=data_dir,
+                                   options=data_options, strict=True)
+    return export_graph(graph, fmt, out, timesteps, validate, sample=sample, report=report,
+                        data_dir=data_dir, data_options=data_options, progress=progress, **options)

@@ -51,18 +51,21 @@ def parse_timesteps(text: str, maximum: int = 4096) -> list[int]:
     return sorted(out)
 
 
-def plan(path, runtimes: str, timesteps: str):
+def plan(path, runtimes: str | None, timesteps: str):
     """Validate everything before any work: returns ``(deployment, [Runtime], [T])``.
+    ``runtimes`` None: torch,reference,onnx for a checkpoint, the file's own runtime otherwise.
 
     Raises (one line each): unknown runtime, empty/malformed T list, a T the model cannot run,
     a bad checkpoint."""
     from .runtimes import parse_runtimes
     from .deployment import Deployment
 
-    rts = parse_runtimes(runtimes)
     ts = parse_timesteps(timesteps)
     dep = Deployment(path)
     try:
+        if runtimes is None:  # default: a checkpoint against its exports; a file in its runtime
+            runtimes = "torch,reference,onnx" if dep.is_checkpoint else dep.file_runtime.name
+        rts = parse_runtimes(runtimes)
         for rt in rts:
             dep.check_runtime(rt.name)
         for t in ts:
@@ -209,11 +212,21 @@ def _label(names):
     return f"identical in {len(names)} runtimes ({', '.join(names)})"
 
 
+def _series(ax, groups, styles, markers, **kw):
+    for i, (names, pts) in enumerate(groups):
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle=styles[i % 4],
+                marker=markers[i % 4], markersize=3.5, linewidth=1.4, label=_label(names), **kw)
+
+
 def plot(result: dict, path, fmt: str = "png") -> None:
-    """Left: test accuracy against T with its 95 % Wilson interval; runtimes whose curves agree
-    exactly are drawn once, labelled "identical in N runtimes"; trained T marked. Right: spikes
-    per sample against T (same grouping). Title: model, data set, trained T. ``fmt``: png, pdf,
-    svg. Raises ImportError without matplotlib."""
+    """Up to three panels against T at inference, runtimes whose curves agree exactly drawn once
+    and labelled "identical in N runtimes", trained T marked:
+    (1) test accuracy with its 95 % Wilson interval; (2) spikes per sample (all layers);
+    (3) cost: SOPs per sample (left axis) and the energy estimate in nJ per sample (right axis,
+    :mod:`lmh_deploy.cost`, 45 nm figures, an estimate) with the same network as a ReLU ANN as a
+    dotted reference line. Panels (2)/(3) are left out when the rows carry no spikes / no SOPs.
+    Title: model, data set, trained T. ``fmt``: png, pdf, svg. Raises ImportError without
+    matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,8 +237,10 @@ def plot(result: dict, path, fmt: str = "png") -> None:
     meta, rows = result["meta"], result["rows"]
     n = int(meta["samples"])
     spikes = _curves(rows, "spikes_per_sample")
-    fig, axes = plt.subplots(1, 2 if spikes else 1, figsize=(11.0 if spikes else 6.4, 4.2),
-                             dpi=120, squeeze=False)
+    sops = _curves(rows, "sops_per_sample")
+    panels = 1 + bool(spikes) + bool(sops)
+    fig, axes = plt.subplots(1, panels, figsize=(6.4 + 5.0 * (panels - 1), 4.4), dpi=120,
+                             squeeze=False)
     ax = axes[0, 0]
     styles, markers = ["-", "--", ":", "-."], ["o", "s", "^", "D"]
     for i, (names, pts) in enumerate(_curves(rows, "accuracy")):
@@ -243,19 +258,45 @@ def plot(result: dict, path, fmt: str = "png") -> None:
     ax.set_ylim(max(0, 10 * math.floor((lo - 0.5) / 10)), 100.5)  # whole 10-point bands: no zoom
     ax.set_xlabel("time steps T at inference")
     ax.set_ylabel(f"test accuracy (%, {n} samples)")
+    ax.set_title("accuracy", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7.5, loc="lower right")
+    col = 1
     if spikes:
-        ax2 = axes[0, 1]
-        for i, (names, pts) in enumerate(spikes):
-            ax2.plot([p[0] for p in pts], [p[1] for p in pts], linestyle=styles[i % 4],
-                     marker=markers[i % 4], markersize=3.5, linewidth=1.4, label=_label(names))
+        ax2 = axes[0, col]
+        col += 1
+        _series(ax2, spikes, styles, markers)
         ax2.axvline(t_tr, color="gray", linestyle="--", linewidth=1)
         ax2.set_xlabel("time steps T at inference")
         ax2.set_ylabel("spikes per sample (all layers)")
+        ax2.set_title("activity", fontsize=9)
         ax2.set_ylim(bottom=0)
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize=7.5, loc="upper left")
+    if sops:
+        ax3 = axes[0, col]
+        _series(ax3, sops, styles, markers)
+        ax3.axvline(t_tr, color="gray", linestyle="--", linewidth=1)
+        ax3.set_xlabel("time steps T at inference")
+        ax3.set_ylabel("SOPs per sample (spike count x fan-out)")
+        ax3.set_title("cost (energy: 45 nm estimate, 0.9 pJ/AC, 4.6 pJ/MAC)", fontsize=9)
+        ax3.set_ylim(bottom=0)
+        ax3.grid(alpha=0.3)
+        energy = _curves(rows, "snn_energy_pj")
+        ax4 = ax3.twinx()
+        for i, (names, pts) in enumerate(energy):  # one legend entry: the curves follow the SOPs
+            ax4.plot([p[0] for p in pts], [p[1] / 1000 for p in pts], linestyle="none",
+                     marker="x", markersize=4, color="C3",
+                     label="SNN energy estimate (right axis)" if i == 0 else "_")
+        ann = [r["ann_energy_pj"] for r in rows if r.get("ann_energy_pj") is not None]
+        if ann:
+            ax4.axhline(ann[0] / 1000, color="black", linestyle=":", linewidth=1.2,
+                        label=f"same network as ReLU ANN: {ann[0] / 1000:.3g} nJ (right axis)")
+        ax4.set_ylabel("energy estimate per sample (nJ)")
+        ax4.set_ylim(bottom=0, top=max(ax4.get_ylim()[1], 1.08 * ann[0] / 1000 if ann else 0))
+        h3, l3 = ax3.get_legend_handles_labels()
+        h4, l4 = ax4.get_legend_handles_labels()
+        ax3.legend(h3 + h4, l3 + l4, fontsize=7.5, loc="upper left")
     model = meta.get("model") or meta.get("neuron") or Path(meta["file"]).stem
     fig.suptitle(f"{model} on {meta['dataset']}, trained at T = {t_tr}", fontsize=10)
     fig.tight_layout()

@@ -106,19 +106,23 @@ def format_report(rep: dict) -> str:
 from lmh_deploy.errors import ExportValidationError  # noqa: E402
 
 
-def validation_sample(graph, dataset: str | None = None, n: int = 32, data_dir=None, seed: int = 0):
+def validation_sample(graph, dataset: str | None = None, n: int = 32, data_dir=None, seed: int = 0,
+                      options=None, strict: bool = False):
     """A sample batch for :func:`validate_export`: the first ``n`` test samples of ``dataset``
-    when it can be read, else ``n`` seeded random inputs on the graph's input grid in
-    ``[0, input_bound]`` (``[n, *input_shape]`` float32; exact on the grid)."""
+    (read from ``data_dir`` with the loader's ``options``) when it can be read, else ``n`` seeded
+    random inputs on the graph's input grid in ``[0, input_bound]`` (``[n, *input_shape]``
+    float32; exact on the grid). ``strict``: a data set that cannot be read raises (the
+    loader's one-line error) instead of falling back to random inputs."""
     if dataset:
         try:
             from lmh_deploy.evaluate import load_eval_data
 
-            x, _ = load_eval_data(dataset, n, data_dir)
+            x, _ = load_eval_data(dataset, n, data_dir, **dict(options or {}))
             if x.ndim == len(graph.input_shape) + 1:
                 return x
         except Exception:  # noqa: BLE001 - e.g. CIFAR without --data-dir: random inputs instead
-            pass
+            if strict:
+                raise
     q, b = float(graph.input_quantum), float(graph.input_bound)
     steps = max(1, int(min(b, 1.0) / q))
     k = np.random.default_rng(seed).integers(0, steps + 1, size=(n, *graph.input_shape))

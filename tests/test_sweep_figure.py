@@ -61,3 +61,43 @@ def test_figure_formats(ckpt, tmp_path, fmt, magic):
     assert cli_sweep.main([str(ckpt), "--runtimes", "reference", "-T", "1-2", "--limit", "20",
                            "--out", str(out), "--figure-format", fmt, "--no-progress"]) == 0
     assert (out / f"sweep.{fmt}").read_bytes()[:len(magic)] == magic
+
+
+def test_figure_has_accuracy_activity_and_cost_panels(tmp_path, monkeypatch):
+    """Issue 19: the sweep figure carries a cost panel: SOPs per sample (left axis) and the energy
+    estimate (right axis, nJ) against T, with the ReLU ANN's energy as the reference line."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lmh_deploy.sweep import plot
+
+    rows = [{"runtime": rt, "T": t, "accuracy": 0.5 + 0.1 * t, "spikes_per_sample": 10.0 * t,
+             "sops_per_sample": 300.0 * t, "snn_energy_pj": 0.9 * 300 * t + 46.0,
+             "ann_energy_pj": 2000.0, "firing_rate": {}} for rt in ("reference", "onnx")
+            for t in (1, 2, 3)]
+    result = {"meta": {"file": "m.pt", "dataset": "digits", "samples": 10, "trained_timesteps": 2,
+                       "model": "lmh mlp"}, "rows": rows}
+    figs = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figs.append(fig))
+    plot(result, tmp_path / "s.png")
+    (fig,) = figs
+    labels = [a.get_ylabel() for a in fig.axes]
+    assert labels == ["test accuracy (%, 10 samples)", "spikes per sample (all layers)",
+                      "SOPs per sample (spike count x fan-out)", "energy estimate per sample (nJ)"]
+    sop_ax, energy_ax = fig.axes[2], fig.axes[3]
+    (sop_line,) = [ln for ln in sop_ax.get_lines() if ln.get_label().startswith("identical")]
+    assert sop_line.get_label() == "identical in 2 runtimes (reference, onnx)"
+    assert list(sop_line.get_ydata()) == [300.0, 600.0, 900.0]
+    energy, ann = energy_ax.get_lines()
+    assert list(energy.get_ydata()) == pytest.approx([0.316, 0.586, 0.856])  # nJ = pJ / 1000
+    assert list(ann.get_ydata()) == [2.0, 2.0] and "ReLU ANN" in ann.get_label()
+    plt.close(fig)
+    # without SOPs (a run that recorded no spikes) the figure has the accuracy panel only
+    bare = [dict(r, spikes_per_sample=None, sops_per_sample=None, snn_energy_pj=None,
+                 ann_energy_pj=None) for r in rows]
+    figs.clear()
+    plot({"meta": result["meta"], "rows": bare}, tmp_path / "b.png")
+    assert [a.get_ylabel() for a in figs[0].axes] == ["test accuracy (%, 10 samples)"]

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from lmh_deploy.cli.common import positive_int, run_cli
-from lmh_deploy.cli.options import BoolFlag, make_parser
+from lmh_deploy.cli.options import BoolFlag, add_data_args, add_progress, data_options, make_parser
 
 from lmh_deploy.errors import ExportFormatError
 from lmh_deploy.exporting import export_checkpoint, export_graph  # noqa: F401 (API of this command)
@@ -52,6 +52,8 @@ def build_parser():
                         "norse, sinabs (prints what is lost)")
     p.add_argument("--dt", type=float, metavar="SECONDS",
                    help="with --target: seconds per step (default: the tool's own)")
+    add_progress(p)
+    add_data_args(p)
     return p
 
 
@@ -84,7 +86,8 @@ def _main(args) -> int:
         options.update(target=args.target, dt=args.dt)
     report: dict = {}
     out = export_checkpoint(args.checkpoint, args.format, args.output, args.timesteps,
-                            args.validate, report, **options)
+                            args.validate, report, args.dataset, args.data_dir, data_options(args),
+                            args.progress, **options)
     if "validation" in report:
         from lmh_deploy.verify import format_validation
 

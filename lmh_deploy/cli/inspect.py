@@ -16,7 +16,7 @@ import json
 import sys
 
 from lmh_deploy.cli.common import positive_int, run_cli
-from lmh_deploy.cli.options import add_data_args, data_options, make_parser
+from lmh_deploy.cli.options import add_data_args, add_progress, data_options, make_parser
 
 CSV_FIELDS = ["T", "layer", "kind", "source", "target", "pool", "neurons", "synapses", "weights",
               "fan_in_mean", "fan_out_mean", "fan_out_max", "firing_rate", "sops", "events",
@@ -40,14 +40,17 @@ def build_parser() -> OneLineParser:
     p.add_argument("--json", metavar="PATH", help="write the full report as JSON (atomically)")
     p.add_argument("--csv", metavar="PATH",
                    help="write one row per (T, layer) plus a TOTAL row per T (atomically)")
+    add_progress(p)
     add_data_args(p)
     return p
 
 
 def inspect_file(path, dataset=None, limit=None, timesteps=None, runtime=None,
-                 batch_size=256, data_dir=None, data_options=None) -> dict:
+                 batch_size=256, data_dir=None, data_options=None,
+                 progress: bool | None = False) -> dict:
     """Run ``path`` and return the report ``lmh-inspect --json`` writes: ``per_T`` (accuracy,
     totals, energy and layer rows for each T), ``populations`` and ``loihi`` at the largest T.
+    ``progress``: a tqdm bar over the samples (True always, False never, None on a terminal).
 
     Raises :class:`~lmh_deploy.errors.LmhError` subclasses (one line) for a bad file, runtime or
     T, and when the run records no spikes (an ONNX file exported without ``--with-spikes``)."""
@@ -74,7 +77,7 @@ def inspect_file(path, dataset=None, limit=None, timesteps=None, runtime=None,
             opts.setdefault("frames", max(ts))
         x, y = load_eval_data(dataset, limit, data_dir, **opts)
         frames = x.ndim == len(graph.input_shape) + 2
-        run = dep.run(rt, x, max(ts), batch_size)
+        run = dep.run(rt, x, max(ts), batch_size, progress=progress)
         trained = dep.trained_timesteps
     if desc.populations and not run.spikes:
         raise LmhError(f"{path}: the {rt.name} run recorded no spikes; re-export with "
@@ -184,7 +187,7 @@ def _main(args) -> int:
     check_outputs([("--json", args.json), ("--csv", args.csv)], [("file", args.file)])
 
     rep = inspect_file(args.file, args.dataset, args.limit, args.timesteps, args.runtime,
-                       args.batch_size, args.data_dir, data_options(args))
+                       args.batch_size, args.data_dir, data_options(args), args.progress)
     if args.json:
         atomic_write_text(args.json, json.dumps(rep, indent=2) + "\n")
     if args.csv:

@@ -21,8 +21,10 @@ def build_parser():
     p = make_parser("lmh-sweep", "Accuracy and spikes per sample against the number of time "
                     "steps, per runtime (CSV, JSON and a figure).")
     p.add_argument("file", help="checkpoint (model.pt) or exported file (model.onnx)")
-    p.add_argument("--runtimes", default="torch,reference,onnx", metavar="R[,R...]",
-                   help=f"runtimes to sweep (from {', '.join(RUNTIMES)})")
+    p.add_argument("--runtimes", default=None, metavar="R[,R...]",
+                   help=f"runtimes to sweep (from {', '.join(RUNTIMES)}; default: "
+                        f"torch,reference,onnx for a checkpoint, the file's own runtime for an "
+                        f"exported file)")
     p.add_argument("--timesteps", "-T", default="1-32", metavar="LIST",
                    help="ranges and lists, e.g. 1-32 or 1,2,4,8 or 1-8,16,32")
     p.add_argument("--limit", type=positive_int, metavar="N", help="first N test samples only")
