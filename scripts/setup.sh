@@ -13,7 +13,9 @@ if [ -f "$stamp" ]; then exit 0; fi
 python -m pip install -q --upgrade pip
 # torch pinned: 2.13.0 resolves to the local CPU wheel; an unpinned torch pulls GBs of CUDA.
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[all,dev,gpu]"
+# triton pinned too: the kernels are tested (Triton's interpreter on the CPU) against 3.6.0; the
+# package metadata states a range (>=3.0) for users.
+python -m pip install -q -e ".[all,dev,gpu]" "triton==3.6.0"
 # Lava 0.10 / lava-dl 0.6 declare Python < 3.11 and pin old dependencies: install the pure-Python
 # wheels without their metadata checks, then what lava-nc actually imports.
 python -m pip install -q --no-deps --ignore-requires-python "lava-nc==0.10.0" "lava-dl==0.6.0"
