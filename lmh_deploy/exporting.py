@@ -5,7 +5,8 @@ The output is written atomically (temporary file in the destination directory, t
 ``os.replace``) and, by default, validated before it is renamed into place: the written file is
 run on a sample batch against the reference interpreter (:func:`lmh_deploy.verify.validate_export`);
 on a mismatch or any other error no output file is left behind. Lossy forms (``lossy_lif``, a
-third-party ``target``) are not validated: they are not the model by design.
+third-party ``target``, formats no exact runtime reads such as netx) are not validated: they
+are not the model by design.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def export_graph(graph, fmt: str, out, timesteps: int | None = None, validate: b
     out = Path(out)
     if timesteps is not None:
         graph.check_timesteps(timesteps)
-    checks = validate and not options.get("lossy_lif") and not options.get("target")
+    checks = (validate and not options.get("lossy_lif") and not options.get("target")
+              and _validates(fmt))
     with atomic_output(out) as tmp, tqdm(total=3 if checks else 1, desc=f"lmh-export {fmt}",
                                          unit="stage", leave=False,
                                          disable={True: False, False: True, None: None}[progress]) as bar:
@@ -95,3 +97,11 @@ def export_checkpoint(path, fmt: str, out=None, timesteps: int | None = None,
                                    options=data_options, strict=True)
     return export_graph(graph, fmt, out, timesteps, validate, sample=sample, report=report,
                         data_dir=data_dir, data_options=data_options, progress=progress, **options)
+
+
+def _validates(fmt: str) -> bool:
+    """True when an exact runtime reads ``fmt`` files (lossy formats such as lava-dl's netx have
+    none: they are not the model by design, so there is nothing to validate against)."""
+    from lmh_deploy.runtimes import RUNTIMES
+
+    return any(r.source == fmt and r.exact for r in RUNTIMES.values())

@@ -103,7 +103,7 @@ def format_report(rep: dict) -> str:
 
 
 # -- validation of a freshly written export (lmh-export's default) ---------------------------------
-from lmh_deploy.errors import ExportValidationError  # noqa: E402
+from lmh_deploy.errors import ExportFormatError, ExportValidationError  # noqa: E402
 
 
 def validation_sample(graph, dataset: str | None = None, n: int = 32, data_dir=None, seed: int = 0,
