@@ -17,6 +17,7 @@ import io
 import os
 import pickle
 import shutil
+import tempfile
 import signal
 import subprocess
 import sys
@@ -653,8 +654,9 @@ def test_unprivileged_output_errors(base, tmp_path, cmd, argv, match):
     os.chmod(tmp_path / "ro" / "secret.pt", 0o600)
     os.chmod(tmp_path / "ro", 0o755)
     before = snapshot(tmp_path)
-    env = {**os.environ, "HOME": str(tmp_path), "MPLCONFIGDIR": str(tmp_path / "ro"),
-           "TMPDIR": "/tmp"}
+    mpl = tempfile.mkdtemp(prefix="lmh-mpl-")  # writable for the user, outside the snapshot
+    os.chmod(mpl, 0o777)
+    env = {**os.environ, "HOME": str(tmp_path), "MPLCONFIGDIR": mpl, "TMPDIR": "/tmp"}
     r = subprocess.run(runner + _cli(cmd) + argv, cwd=tmp_path, capture_output=True, text=True,
                        timeout=300, env=env)
     assert_one_line(r.returncode, r.stderr, 2, match)
