@@ -23,7 +23,7 @@ from lmh_deploy.nir.foreign_graph import (Node, _plain, _plain_tree, _raw, _shap
 from lmh_deploy.nir.primitives import (NEURONS, PRODUCERS, STATEFUL, STEP, SUPPORTED,  # noqa: F401
                                        Rules, get_rules, init_state, initial_output)
 from lmh_deploy.nir.stateless import _conv, _pool, eval_stateless  # noqa: F401
-from lmh_deploy.nir.program import _sccs
+from lmh_deploy.nir.program import _sccs, _topo
 
 # ---------------------------------------------------------------------------------------------
 # program
@@ -86,28 +86,6 @@ def _delays(nodes, edges) -> set:
                     cut = i  # no unique path back: delay the closing edge itself
                 delayed.add(cut)
     raise ForeignNirError("the graph's cycles could not be broken")  # pragma: no cover
-
-
-def _topo(names, edges, delayed):
-    import heapq
-
-    indeg = {n: 0 for n in names}
-    succ = {n: [] for n in names}
-    for i, (a, b) in enumerate(edges):
-        if i not in delayed:
-            indeg[b] += 1
-            succ[a].append(b)
-    ready = [n for n in names if indeg[n] == 0]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        n = heapq.heappop(ready)
-        order.append(n)
-        for m in succ[n]:
-            indeg[m] -= 1
-            if indeg[m] == 0:
-                heapq.heappush(ready, m)
-    return order
 
 
 def infer_dt(nodes) -> float | None:
