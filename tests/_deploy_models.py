@@ -94,3 +94,23 @@ def save_model(model, path) -> Path:
     from lmh_deploy.checkpoint import save_checkpoint
 
     return save_checkpoint(path, model)
+
+
+def quick_train(arch, kind, extra, data, steps=20, seed=0):
+    """A short training run (Adam, mean cross-entropy over the steps' logits, TET-style) so
+    weights, BN statistics and neuron parameters move away from their initial values."""
+    x_tr, y_tr, _, _ = data
+    torch.manual_seed(seed)
+    model = build_model(default_config(arch, kind, 4, **extra))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = np.random.RandomState(seed)
+    model.train()
+    for _ in range(steps):
+        idx = g.choice(len(x_tr), 64, replace=False)
+        logits = model(torch.from_numpy(x_tr[idx]))
+        loss = torch.stack([torch.nn.functional.cross_entropy(lt, torch.from_numpy(y_tr[idx]))
+                            for lt in logits]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()

@@ -8,6 +8,7 @@ import torch
 nir = pytest.importorskip("nir")
 pytest.importorskip("nirtorch")
 
+from _deploy_models import quick_train  # noqa: E402
 from lmh_deploy.data.digits import digits_arrays  # noqa: E402
 from lmh_deploy.errors import ExportFormatError  # noqa: E402
 from lmh_deploy.nir.write import (binary_threshold, export_nir,  # noqa: E402
@@ -37,22 +38,7 @@ def digits():
 
 
 def _train(kind, extra, data, steps=20, seed=0):
-    """A short training run (Adam, TET-style mean CE) so weights, BN and neuron params move."""
-    x_tr, y_tr, _, _ = data
-    torch.manual_seed(seed)
-    model = build_model(default_config("mlp", kind, 4, **extra))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g = np.random.RandomState(seed)
-    model.train()
-    for _ in range(steps):
-        idx = g.choice(len(x_tr), 64, replace=False)
-        logits = model(torch.from_numpy(x_tr[idx]))
-        loss = torch.stack([torch.nn.functional.cross_entropy(lt, torch.from_numpy(y_tr[idx]))
-                            for lt in logits]).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return quick_train("mlp", kind, extra, data, steps, seed)
 
 
 @pytest.fixture(scope="module")

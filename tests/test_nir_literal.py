@@ -17,6 +17,7 @@ import torch
 
 nir = pytest.importorskip("nir")
 
+from _deploy_models import quick_train  # noqa: E402
 from lmh_deploy.data.digits import digits_arrays  # noqa: E402
 from lmh_deploy.errors import ExportFormatError, LmhError  # noqa: E402
 from lmh_deploy.nir.write import export_nir, write_nir  # noqa: E402
@@ -267,22 +268,7 @@ def near_threshold_report(path, ref, lit, trace, ulps=8):
 
 
 def _train(arch, kind, extra, data, steps=20, seed=0):
-    """A short training run (Adam, mean CE over steps) so weights, BN and neuron params move."""
-    x_tr, y_tr, _, _ = data
-    torch.manual_seed(seed)
-    model = build_model(default_config(arch, kind, 4, **extra))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g = np.random.RandomState(seed)
-    model.train()
-    for _ in range(steps):
-        idx = g.choice(len(x_tr), 64, replace=False)
-        logits = model(torch.from_numpy(x_tr[idx]))
-        loss = torch.stack([torch.nn.functional.cross_entropy(lt, torch.from_numpy(y_tr[idx]))
-                            for lt in logits]).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return quick_train(arch, kind, extra, data, steps, seed)
 
 
 #: label -> (neuron kind, extra config); hybrid-style thetas are not powers of two
