@@ -448,7 +448,8 @@ def export_nir(graph: DeployGraph, form: str = "auto", lossy_lif: bool = False,
             else "none", "timesteps": int(T), "trained_timesteps": int(graph.timesteps),
             "levels": int(graph.levels), "input_quantum": float(graph.input_quantum),
             "input_bound": float(graph.input_bound), "input_shape": np.array(graph.input_shape),
-            "num_classes": int(graph.num_classes), "deploy": _deploy_json(graph)}
+            "num_classes": int(graph.num_classes), "deploy": _deploy_json(graph),
+            "input_norm": json.dumps(graph.meta.get("input_norm"))}
     return nir.NIRGraph(nodes=b.nodes, edges=b.edges, metadata=meta, type_check=False)
 
 

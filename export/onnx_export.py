@@ -290,6 +290,7 @@ def export_onnx(graph: DeployGraph, timesteps: int | None = None, frames: bool =
         "lmh.num_classes": str(graph.num_classes),
         "lmh.input_quantum": repr(graph.input_quantum),
         "lmh.input_bound": repr(graph.input_bound),
+        "lmh.input_norm": json.dumps(graph.meta.get("input_norm")),
         "lmh.levels": str(graph.levels),
         "lmh.time_invariant": str(graph.time_invariant).lower(),
         "lmh.omega_period": str(graph.omega_period or 0),

