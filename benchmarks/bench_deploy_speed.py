@@ -35,11 +35,11 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
 
-    from lmh_deploy.cli_sweep import main as sweep_main
-    from lmh_deploy.export.nir_export import write_nir
-    from lmh_deploy.fold import fold_checkpoint
+    from lmh_deploy.cli.sweep import main as sweep_main
+    from lmh_deploy.nir.write import write_nir
+    from lmh_deploy.graph.fold import fold_checkpoint
     from lmh_deploy.data.digits import digits_arrays
-    from lmh_deploy.runtimes.lava_nir import run_lava_nir
+    from lmh_deploy.lava.nir import run_lava_nir
 
     with tempfile.TemporaryDirectory(prefix="lmh-bench-") as d:
         d = Path(d)

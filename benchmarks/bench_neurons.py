@@ -39,11 +39,15 @@ from lmh_deploy.neurons import LIFNeuron, LMHNeuron, LMHTNeuron  # noqa: E402
 KINDS = ("lif", "lmh", "lmh-radical", "lmht")
 
 
+REP_SCALE = 1.0  # --rep-scale: multiplies every repetition / warm-up budget (trimmed runs)
+
+
 def _bench(fn, rep_ms=300, warmup_ms=60):
     """Median time in ms (CUDA events, L2 flushed between runs)."""
     from triton.testing import do_bench
 
-    return float(do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+    return float(do_bench(fn, warmup=max(10, int(warmup_ms * REP_SCALE)),
+                          rep=max(20, int(rep_ms * REP_SCALE)), return_mode="median"))
 
 
 def _peak(fn):
@@ -165,6 +169,8 @@ def layer_rows(kinds, ts, impls, bw, shape_rest=(64, 128, 32, 32), dtype=torch.b
                     row["ms"] = _bench(step)
                     row["x_floor"] = row["ms"] / floor_ms
                     row["peak_gb"] = _peak(step)
+                    if impl == "fused" and kind == "lmht":
+                        row.update(_regs("lmht_bwd"))
                     try:
                         row["graph_ms"] = _graph_ms(step)
                         row["graph_x_floor"] = row["graph_ms"] / floor_ms
@@ -313,7 +319,7 @@ def profile_resnet(kind="lmh", batch=64, t=4):
     return []
 
 
-def tune_rows(bw, ts=(4, 10)):
+def tune_rows(bw, ts=(4, 10), kinds=KINDS, lmht_trials=None):
     """Sweep the fused backward's elements per thread and programs per SM (and, for LM-HT,
     dL/dOmega in registers or by tl.dot) by the GPU time of one fwd+bwd step as a CUDA graph;
     install the fastest per (kind, T) and return the rows."""
@@ -322,16 +328,24 @@ def tune_rows(bw, ts=(4, 10)):
     cand = {("lif", 4): (4, 8), ("lmh", 4): (2, 4), ("lmh-radical", 4): (2, 4),
             ("lmht", 4): (1, 2), ("lif", 10): (1, 2), ("lmh", 10): (1, 2),
             ("lmh-radical", 10): (1, 2), ("lmht", 10): (1,)}
+    # LM-HT: (elements per thread, dot mode) pairs; mode 0 registers, 1 dL/dOmega by tl.dot,
+    # 2 dL/dx by tl.dot too (the registers-only variant cannot go wide at T = 10: T*T accumulators)
+    # 3 dL/dOmega by tl.dot of tiles through an L2 scratch (see fused._lmht_bwd_cfg)
+    lmht_trials = lmht_trials or {
+        4: [(1, False), (2, False), (2, True), (4, True), (2, 2), (4, 2), (2, 3), (4, 3)],
+        10: [(1, False), (1, True), (2, True), (4, True), (1, 2), (2, 2), (4, 2), (1, 3), (2, 3)]}
     rows, best = [], {}
     orig = (F._lmh_bwd_cfg, F._lmht_bwd_cfg)
     try:
-        for kind in ("lif", "lmh", "lmh-radical", "lmht"):
+        for kind in kinds:
             dots = (False, True) if kind == "lmht" else (False,)
             for t in ts:
                 pts = cand.get((kind, t), (1, 2, 4))
                 if kind == "lmht":  # the tl.dot variant frees the T*T registers: try wider
                     pts = sorted(set(pts) | {2, 4})
                 trials = [(pt, 4, dot) for dot in dots for pt in pts]
+                if kind == "lmht" and t in lmht_trials:
+                    trials = [(pt, 4, dot) for pt, dot in lmht_trials[t]]
                 res = {}
                 for item in trials + [None, None]:
                     if item is None:  # programs per SM around the best elements per thread
@@ -347,6 +361,8 @@ def tune_rows(bw, ts=(4, 10)):
                     F._lmht_bwd_cfg = lambda tt, no, v=pt, q=pps, d=dot: (v, 4, q, d)
                     row = _fused_graph_row(kind, t, bw)
                     row.update(section="tune", per_thread=pt, pps=pps, omega_dot=dot)
+                    if kind == "lmht":
+                        row.update(_regs("lmht_bwd"))
                     rows.append(row)
                     print(_fmt(row), flush=True)
                     if "graph_ms" in row:
@@ -360,6 +376,18 @@ def tune_rows(bw, ts=(4, 10)):
     finally:
         F._lmh_bwd_cfg, F._lmht_bwd_cfg = orig
     return rows, best
+
+
+def _regs(name):
+    """Registers and spills of the last compiled launch of kernel ``name`` (fused.LAST_KERNELS)."""
+    from lmh_deploy.kernels import fused as F
+
+    k = F.LAST_KERNELS.get(name)
+    out = {}
+    for attr in ("n_regs", "n_spills"):
+        if getattr(k, attr, None) is not None:
+            out[attr] = int(getattr(k, attr))
+    return out
 
 
 def _fused_graph_row(kind, t, bw, shape_rest=(64, 128, 32, 32), dtype=torch.bfloat16):
@@ -413,7 +441,8 @@ def _fmt(r):
     else:
         head = (f"{r['section']:<6} {r['kind']:<11} T={r['T']:<3} {r['impl']:<12}"
                 + (f" pt={r['per_thread']} pps={r.get('pps')}" if "per_thread" in r else "")
-                + (" dot" if r.get("omega_dot") else ""))
+                + ({1: " dot", 2: " dot+dx"}.get(int(r.get("omega_dot") or 0), ""))
+                + (f" regs={r['n_regs']} spills={r.get('n_spills')}" if "n_regs" in r else ""))
     if "error" in r:
         return head + "  ERROR " + r["error"]
     out = head + f" {r['ms']:9.3f} ms"
@@ -439,7 +468,16 @@ def main(argv=None):
     ap.add_argument("--impls", default="eager,fused,spikingjelly")
     ap.add_argument("--resnet-kinds", default="lmh,lmht")
     ap.add_argument("--resnet-impls", default="eager,fused,compact")
+    ap.add_argument("--tune-kinds", default=",".join(KINDS),
+                    help="kinds the tune section sweeps (the others keep fused.py's defaults)")
+    ap.add_argument("--lmht-trials", default="",
+                    help="LM-HT tune trials 'T:pt/mode,pt/mode;T:...' (mode 0-3, see "
+                         "fused._lmht_bwd_cfg); default: the built-in list")
+    ap.add_argument("--rep-scale", type=float, default=1.0,
+                    help="scale every timing budget (e.g. 0.5 for a trimmed run)")
     args = ap.parse_args(argv)
+    global REP_SCALE
+    REP_SCALE = args.rep_scale
     if not torch.cuda.is_available():
         raise SystemExit("bench_neurons needs a CUDA GPU")
     secs = args.sections.split(",")
@@ -459,7 +497,8 @@ def main(argv=None):
     print(f"# {res['gpu']}  torch {res['torch']}  triton {res['triton']}  copy bandwidth "
           f"{bw / 1e12:.2f} TB/s (read+write)", flush=True)
     if "tune" in secs:
-        rows, best = tune_rows(bw)
+        rows, best = tune_rows(bw, ts=tuple(ts), kinds=args.tune_kinds.split(","),
+                               lmht_trials=_parse_trials(args.lmht_trials))
         res["rows"] += rows
         res["best"] = {f"{k[0]} T={k[1]}": list(v) for k, v in best.items()}
         install_best(best)
@@ -481,6 +520,17 @@ def main(argv=None):
     for r in res["rows"]:
         print(_fmt(r))
     _dump(res, args.json)
+
+
+def _parse_trials(spec):
+    """``'4:2/0,2/3;10:1/0'`` -> ``{4: [(2, 0), (2, 3)], 10: [(1, 0)]}`` (None when empty)."""
+    if not spec:
+        return None
+    out = {}
+    for part in spec.split(";"):
+        t, items = part.split(":")
+        out[int(t)] = [tuple(int(v) for v in it.split("/")) for it in items.split(",")]
+    return out
 
 
 def _dump(res, path):

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from lmh_deploy.export.onnx_export import write_onnx
-from lmh_deploy.fold import fold
-from lmh_deploy.interpreter import run_torch
+from lmh_deploy.onnx.write import write_onnx
+from lmh_deploy.graph.fold import fold
+from lmh_deploy.graph.interpret import run_torch
 from lmh_deploy.models import build_model, default_config
-from lmh_deploy.runtimes.onnx_runtime import load_onnx, run_onnx_model
+from lmh_deploy.onnx.run import load_onnx, run_onnx_model
 
 MODELS = [  # name, arch, input shape, T, batch
     ("digits-cnn", "cnn", (1, 8, 8), 4, 256),

@@ -1,5 +1,3 @@
-"""The export layer (installed as ``lmh_deploy.export``): DeployGraph -> files.
-
-* :mod:`.onnx_export` -- exact ONNX export (the interpreter traced by a symbolic back-end).
-* :mod:`.cli` -- the ``lmh-export`` command and its format table ``FORMATS``.
-"""
+"""The export layer's entry point (installed as ``lmh_deploy.export``): ``python -m
+lmh_deploy.export`` is ``lmh-export``. The writers live in :mod:`lmh_deploy.onnx.write` and
+:mod:`lmh_deploy.nir.write`, the command in :mod:`lmh_deploy.cli.export`."""

@@ -31,16 +31,13 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_output, atomic_write_text
-from .errors import CheckpointFileError
+from .errors import CheckpointError, CheckpointFileError  # noqa: F401 (CheckpointError: re-exported)
 
 FORMAT_TAG = "lmh-deploy/checkpoint"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "version", "model_config", "state_dict")
 
 
-class CheckpointError(CheckpointFileError):
-    """A file that cannot be used as an lmh-deploy checkpoint; the message names the file.
-    (One of lmh-deploy's typed user errors: the CLIs print it in one line and exit 2.)"""
 
 
 def make_checkpoint(model, metrics: dict | None = None, train_config: dict | None = None,

@@ -25,6 +25,47 @@ class MissingDependencyError(LmhError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
 
 
+class CheckpointError(CheckpointFileError):
+    """A file that cannot be used as an lmh-deploy checkpoint; the message names the file."""
+
+
+class ConfigError(LmhError, ValueError):
+    """An invalid training option; the message names the option and the valid values."""
+
+
+class HybridError(LmhError, ValueError):
+    """A model that cannot be converted (not a QCFS ANN, unknown target kind)."""
+
+
+class UnknownDatasetError(LmhError, ValueError):
+    """A data set name that is not in :data:`lmh_deploy.data.LOADERS`."""
+
+
+class DatasetError(LmhError, ValueError):
+    """A data set file is missing, corrupt or in an unexpected layout. The message is one line
+    that names the file and the fix."""
+
+
+class UnknownRuntimeError(LmhError, ValueError):
+    """A runtime name that is not in :data:`lmh_deploy.runtimes.RUNTIMES`."""
+
+
+class NirGraphError(LmhError, ValueError):
+    """A NIR file or graph the lmh NIR runtime cannot execute (the message names the node)."""
+
+
+class LavaUnavailableError(LmhError, ImportError):
+    """lava-nc is not installed or cannot be imported."""
+
+
+class LavaRuntimeError(LmhError, ValueError):
+    """A layer list the Lava builder cannot run (the message names the layer and the fix)."""
+
+
+class LavaTimeoutError(LmhError, TimeoutError):
+    """An isolated Lava run exceeded its time limit (its whole process group was killed)."""
+
+
 def require(module: str, extra: str):
     """Import an optional heavy dependency or raise MissingDependencyError naming the extra."""
     import importlib

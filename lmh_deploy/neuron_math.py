@@ -28,8 +28,10 @@ def lam_map(ops, x):
 
 
 def omega_map(ops, m, timesteps: int):
-    """LM-HT T-GIM: ``Omega[t, j] = 2 * sigmoid(M[t, j]) / T`` (1/T at M = 0)."""
-    return ops.sigmoid(m) * (2.0 / timesteps)
+    """LM-HT T-GIM: ``Omega[t, j] = (2 * sigmoid(M[t, j])) / T`` (1/T at M = 0), rounded in that
+    order in float32 as the original code computes it (``sigmoid(M) * (2/T)`` rounds some entries
+    differently when T is not a power of two)."""
+    return (ops.sigmoid(m) * 2.0) / float(timesteps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,7 +96,8 @@ def lmht_step(ops, v, current, p: LMHTParams):
 
         m[t] = lambda * v[t-1] + I[t]           (path m[t] -> v[t-1] detached; lambda keeps
                                                  dL/dm[t] * v[t-1], Eq. 14)
-        s[t] = clip(floor(m[t] / theta), 0, L)
+        s[t] = #{k in 1..L : m[t] >= fl(k * theta)}   (a cascade of L comparisons, as the
+                                                 original code and NIR's Threshold nodes read it)
         v[t] = m[t] - theta * s[t]              (reset detached)
 
     Returns ``(s, v)``.

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from . import neuron_math as nm
+from . import timeloop as tl
 from .kernels import kernels_available, lmh_counts, lmh_counts_raw, lmht_counts_raw, theta_is_pow2
 from .ops import TorchOps
 
@@ -137,20 +138,16 @@ class LMHNeuron(SpikingNeuron):
             return self.fused_counts(x)
         values = self.evaluated()
         state = nm.lmh_initial_state(torch.zeros_like(x[0]), self.theta)
-        out = []
-        for t in range(x.shape[0]):
-            s, state = nm.lmh_step(TorchOps, state, x[t], self._step_params(values, t, x.dim() - 1))
-            out.append(s)
+        out, _ = tl.run_lmh(TorchOps, x.unbind(0), lambda t: self._step_params(values, t, x.dim() - 1),
+                            state)
         return torch.stack(out)
 
     def counts_from(self, x: torch.Tensor, state=None, t0: int = 0):
         values = self.evaluated()
         if state is None:
             state = nm.lmh_initial_state(torch.zeros_like(x[0]), self.theta)
-        out = []
-        for t in range(x.shape[0]):
-            s, state = nm.lmh_step(TorchOps, state, x[t], self._step_params(values, t0 + t, x.dim() - 1))
-            out.append(s)
+        out, state = tl.run_lmh(TorchOps, x.unbind(0),
+                                lambda t: self._step_params(values, t, x.dim() - 1), state, t0)
         return torch.stack(out), state
 
     def deploy_params(self) -> dict:
@@ -188,10 +185,7 @@ class LIFNeuron(SpikingNeuron):
         mu_d, mu_s, lam_s, lam_d = self.evaluated()
         p = nm.LMHParams(mu_d=mu_d, mu_s=mu_s, lam_s=lam_s, lam_d=lam_d, theta=self.theta)
         state = nm.lmh_initial_state(torch.zeros_like(x[0]), self.theta)
-        out = []
-        for t in range(x.shape[0]):
-            s, state = nm.lmh_step(TorchOps, state, x[t], p)
-            out.append(s)
+        out, _ = tl.run_lmh(TorchOps, x.unbind(0), lambda t: p, state)
         return torch.stack(out)
 
     def counts_from(self, x: torch.Tensor, state=None, t0: int = 0):
@@ -199,10 +193,7 @@ class LIFNeuron(SpikingNeuron):
         p = nm.LMHParams(mu_d=mu_d, mu_s=mu_s, lam_s=lam_s, lam_d=lam_d, theta=self.theta)
         if state is None:
             state = nm.lmh_initial_state(torch.zeros_like(x[0]), self.theta)
-        out = []
-        for t in range(x.shape[0]):
-            s, state = nm.lmh_step(TorchOps, state, x[t], p)
-            out.append(s)
+        out, state = tl.run_lmh(TorchOps, x.unbind(0), lambda t: p, state)
         return torch.stack(out), state
 
     def deploy_params(self) -> dict:
@@ -263,15 +254,10 @@ class LMHTNeuron(SpikingNeuron):
             return self.fused_counts(x)
         xs = list((x * self.gain).unbind(0))
         omega = self.omega()
-        if omega is not None:
-            rows = [[omega[t, j] for j in range(self.timesteps)] for t in range(self.timesteps)]
-            xs = nm.omega_mix_blocked(xs, rows)
+        rows = tl.omega_rows(omega)
         p = nm.LMHTParams(lam=_bcast(self.lam(), x.dim() - 1), theta=self.theta, levels=self.levels)
         v = torch.zeros_like(xs[0]) + self.v0_frac * self.theta
-        out = []
-        for cur in xs:
-            s, v = nm.lmht_step(TorchOps, v, cur, p)
-            out.append(s)
+        out, _ = tl.run_lmht(TorchOps, xs, lambda t: p, v, rows)
         return torch.stack(out)
 
     def counts_from(self, x: torch.Tensor, state=None, t0: int = 0):
@@ -284,14 +270,10 @@ class LMHTNeuron(SpikingNeuron):
                 raise ValueError(f"LM-HT with a learned T-GIM mixes whole windows of T={self.timesteps} "
                                  f"steps; use a slice length that is a multiple of {self.timesteps} "
                                  f"(or learn_omega=False)")
-            rows = [[omega[t, j] for j in range(self.timesteps)] for t in range(self.timesteps)]
-            xs = nm.omega_mix_blocked(xs, rows)
+        rows = tl.omega_rows(omega)
         p = nm.LMHTParams(lam=_bcast(self.lam(), x.dim() - 1), theta=self.theta, levels=self.levels)
         v = torch.zeros_like(xs[0]) + self.v0_frac * self.theta if state is None else state
-        out = []
-        for cur in xs:
-            s, v = nm.lmht_step(TorchOps, v, cur, p)
-            out.append(s)
+        out, v = tl.run_lmht(TorchOps, xs, lambda t: p, v, rows)
         return torch.stack(out), v
 
     def deploy_params(self) -> dict:
@@ -322,14 +304,10 @@ class ReparamLMHTNeuron(SpikingNeuron):
         if x.shape[0] != t_total:
             raise ValueError(f"this reparameterized neuron runs exactly {t_total} steps, got {x.shape[0]}")
         xs = list(x.unbind(0))
-        rows = [[self.omega_fixed[t, j] for j in range(t_total)] for t in range(t_total)]
-        xs = nm.omega_mix(xs, rows)
         v = torch.zeros_like(xs[0]) + self.v0_frac * self.theta
-        out = []
-        for t, cur in enumerate(xs):
-            p = nm.LMHTParams(lam=_bcast(self.lam_steps[t], x.dim() - 1), theta=self.theta, levels=1)
-            s, v = nm.lmht_step(TorchOps, v, cur, p)
-            out.append(s)
+        out, _ = tl.run_lmht(TorchOps, xs, lambda t: nm.LMHTParams(
+            lam=_bcast(self.lam_steps[t], x.dim() - 1), theta=self.theta, levels=1), v,
+            tl.omega_rows(self.omega_fixed), blocked=False)
         return torch.stack(out)
 
 

@@ -7,12 +7,16 @@ A back-end supplies them for its array type:
 * :class:`NumpyOps` -- the reference interpreter, NIR runtime and Lava process models.
 * :class:`TorchOps` -- training and the torch runtime; firing functions carry the papers'
   surrogate gradients and ``detach`` cuts the paths DESIGN §1 says are cut.
-* the ONNX graph builder in ``lmh_deploy.export.onnx_export`` (symbolic values).
+* the ONNX graph builder in ``lmh_deploy.onnx.write`` (symbolic values).
 
 Functions
 ---------
 ``spike(m, theta)``        ``s = 1 if m >= theta else 0`` (binary firing, LM-H / LIF)
-``levels(m, theta, L)``    ``s = clip(floor(m / theta), 0, L)`` (multi-level firing, M-HT / LM-HT)
+``levels(m, theta, L)``    ``s = #{k in 1..L : m >= fl(k*theta)}`` (multi-level firing, M-HT / LM-HT):
+                           a cascade of L comparisons against float32 thresholds ``k*theta``, as
+                           the original LM-HT code and NIR's Threshold nodes read it (not
+                           ``clip(floor(fl(m/theta)), 0, L)``, which rounds differently when
+                           theta is not a power of two; DESIGN §1)
 ``detach(x)``              identity forward; no gradient (torch only)
 ``sigmoid(x)``             ``1 / (1 + exp(-x))``
 """
@@ -32,7 +36,12 @@ class NumpyOps:
 
     @staticmethod
     def levels(m, theta, levels):
-        return np.clip(np.floor(m / theta), 0, levels).astype(np.float32)
+        m = np.asarray(m, dtype=np.float32)
+        th = np.asarray(theta, dtype=np.float32)
+        s = np.zeros(np.broadcast(m, th).shape, np.float32)
+        for k in range(1, int(levels) + 1):
+            s += m >= level_threshold(th, k)
+        return s
 
     @staticmethod
     def detach(x):
@@ -79,8 +88,29 @@ class _TriangleSpike:
         return cls._fn
 
 
+def level_threshold(theta, k: int):
+    """``fl(k * theta)``: the float32 threshold of level k (numpy scalar or array, or torch tensor
+    of ``theta``'s dtype). A level fires at ``m >= level_threshold(theta, k)``."""
+    if isinstance(theta, (float, int, np.floating, np.ndarray)):
+        return np.float32(k) * np.asarray(theta, dtype=np.float32)
+    return theta * float(k)
+
+
+def cascade_levels(m, theta, levels: int):
+    """``#{k in 1..L : m >= fl(k theta)}`` on torch tensors, in ``m``'s dtype (any ``theta``
+    accepted by :func:`level_threshold`)."""
+    s = None
+    for k in range(1, int(levels) + 1):
+        thr = level_threshold(theta, k)
+        if isinstance(thr, np.ndarray):
+            thr = float(thr) if thr.ndim == 0 else _torch().as_tensor(thr, device=m.device)
+        fired = (m >= thr).to(m.dtype)
+        s = fired if s is None else s + fired
+    return s
+
+
 class _MultiLevelSpike:
-    """clip(floor(m/theta), 0, L) forward; rectangular window backward:
+    """Cascade forward ``s = #{k in 1..L : m >= fl(k theta)}``; rectangular window backward:
     d(theta*s)/dm = 1 for 0.5*theta <= m <= (L + 0.5)*theta, else 0 (so ds/dm = 1/theta there)."""
 
     _fn = None
@@ -96,7 +126,7 @@ class _MultiLevelSpike:
                     ctx.save_for_backward(m)
                     ctx.theta = theta
                     ctx.levels = levels
-                    return torch.clamp(torch.floor(m / theta), 0, levels)
+                    return cascade_levels(m, theta, int(levels))
 
                 @staticmethod
                 def backward(ctx, grad):

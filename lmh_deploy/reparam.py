@@ -14,7 +14,8 @@ then fires its L-level count as a burst::
     lambda'[(t,0)] = lambda,  lambda'[(t,k)] = 1 for k > 0     (leak only at window starts)
 
 so ``m'(t,0) = lambda v[t-1] + I[t] = m[t]`` and the L sub-steps emit
-``min(max(floor(m[t]/theta), 0), L) = s[t]`` binary spikes leaving ``v = m[t] - theta s[t]``
+``s[t] = #{k in 1..L : m[t] >= fl(k theta)}`` binary spikes (up to float32 rounding of the
+sub-steps' ``m - theta`` at level edges) leaving ``v = m[t] - theta s[t]``
 -- the L-level neuron's step, for **any** input. A spike-fed synapse sees the window's spikes
 spread over L sub-steps, so its constant part (synapse bias and the BN shift
 ``beta - gamma mean / sqrt(var + eps)``) is divided by L: the L sub-step outputs then sum to the

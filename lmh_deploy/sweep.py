@@ -19,14 +19,44 @@ from pathlib import Path
 from .errors import TimestepsError
 
 
+
+def parse_timesteps(text: str, maximum: int = 4096) -> list[int]:
+    """``"1-32"``, ``"1,2,4,8"``, ``"1-8,16,32"`` -> sorted distinct step counts.
+
+    Raises :class:`TimestepsError` for an empty or malformed list, a reversed range or T < 1."""
+    text = str(text).strip()
+    if not text:
+        raise TimestepsError("empty --timesteps; give a range or a list, e.g. 1-32 or 1,2,4,8")
+    out = set()
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                a, b = part.split("-")
+                lo, hi = int(a), int(b)
+            else:
+                lo = hi = int(part)
+        except ValueError:
+            raise TimestepsError(f"malformed --timesteps {text!r}: {part!r} is not N or A-B "
+                                 f"(e.g. 1-32 or 1,2,4,8)") from None
+        if lo > hi:
+            raise TimestepsError(f"reversed range {part!r} in --timesteps; write {hi}-{lo}")
+        vals = range(lo, hi + 1)
+        for v in vals:
+            if v < 1 or v > maximum:
+                raise TimestepsError(f"time step count {v} in --timesteps {text!r} is out of "
+                                     f"range 1..{maximum}")
+            out.add(v)
+    return sorted(out)
+
+
 def plan(path, runtimes: str, timesteps: str):
     """Validate everything before any work: returns ``(deployment, [Runtime], [T])``.
 
     Raises (one line each): unknown runtime, empty/malformed T list, a T the model cannot run,
     a bad checkpoint."""
-    from .cli_common import parse_timesteps
     from .runtimes import parse_runtimes
-    from .runtimes.deployment import Deployment
+    from .deployment import Deployment
 
     rts = parse_runtimes(runtimes)
     ts = parse_timesteps(timesteps)
@@ -50,7 +80,7 @@ def run_sweep(dep, rts, ts, dataset="digits", limit=None, batch_size=256, per_t=
     """Run the sweep; returns ``{"meta": ..., "rows": [...]}`` (one row per runtime and T)."""
     from tqdm.auto import tqdm
 
-    from .runtimes.evaluate import accuracy_per_step, load_eval_data, spike_stats
+    from .evaluate import accuracy_per_step, load_eval_data, spike_stats
 
     x, y = load_eval_data(dataset, limit)
     t_max = max(ts)

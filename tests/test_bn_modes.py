@@ -24,7 +24,7 @@ def test_per_step_bn_statistics_are_per_step():
 
 
 def test_fold_refuses_per_step_bn():
-    from lmh_deploy.fold import fold
+    from lmh_deploy.graph.fold import fold
 
     m = build_model(default_config(arch="mlp", neuron="lmh", timesteps=2, bn="per_step")).eval()
     with pytest.raises(Exception, match="per-step BN"):

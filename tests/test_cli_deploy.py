@@ -10,8 +10,8 @@ pytest.importorskip("onnxruntime")
 
 from _deploy_models import random_model, save_model, trained_checkpoint  # noqa: E402
 
-from lmh_deploy import cli_run, cli_verify  # noqa: E402
-from lmh_deploy.export import cli as export_cli  # noqa: E402
+from lmh_deploy.cli import run as cli_run, verify as cli_verify  # noqa: E402
+from lmh_deploy.cli import export as export_cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_verify_table_json_and_exit_codes(ckpt, tmp_path, capsys, monkeypatch):
     assert 0.9 <= min(f["spike_agreement"].values()) <= 1.0
     assert abs(f["accuracy_trained"] - f["accuracy_deployed"]) < 0.1
     # a runtime that computes different spikes makes lmh-verify exit 1
-    from lmh_deploy.runtimes import onnx_runtime
+    from lmh_deploy.onnx import run as onnx_runtime
 
     real = onnx_runtime.run_onnx_model
 

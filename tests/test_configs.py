@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lmh_deploy.models import build_model
-from lmh_deploy.training.cli import config_from_args
+from lmh_deploy.cli.train import config_from_args
 from lmh_deploy.training.config import resolve_config
 from lmh_deploy.training.extensions import StepRunner
 from lmh_deploy.training.hybrid import ann_config, convert
@@ -119,7 +119,7 @@ def _fake_cifar(root: Path):
 
 @pytest.mark.slow
 def test_fit_cli_with_config_on_fabricated_cifar(tmp_path):
-    from lmh_deploy.training.cli import main
+    from lmh_deploy.cli.train import main
 
     _fake_cifar(tmp_path / "data")
     out = tmp_path / "run"

@@ -101,7 +101,7 @@ def test_fit_cli_on_fabricated_aedat_tree(tmp_path):
     """The frames path end to end: registry -> loader (T frames) -> time-major batches -> fit."""
     import json
 
-    from lmh_deploy.training.cli import main
+    from lmh_deploy.cli.train import main
 
     for i, c in enumerate(CLASSES):
         (tmp_path / "dvs" / c).mkdir(parents=True)

@@ -43,7 +43,7 @@ def test_split_shapes_stratification_and_exact_grid(raw, name, size, q):
         assert np.array_equal(k, np.round(k))          # exact on the grid
         assert x.min() >= 0 and x.max() <= 1.0 - q * (4 if size == 14 else 1) + 1e-12
         # the deployed input quantization is the identity on these values
-        from lmh_deploy.interpreter import NumpyBackend
+        from lmh_deploy.graph.interpret import NumpyBackend
 
         np.testing.assert_array_equal(NumpyBackend.quantize_input(x[:50], q, 1.0), x[:50])
     # the two splits partition the 5,000 images, each image with its own label
@@ -70,7 +70,7 @@ def test_split_is_fixed_and_14_is_block_mean_of_28():
 
 
 def test_fold_uses_the_data_set_grid():
-    from lmh_deploy.fold import fold
+    from lmh_deploy.graph.fold import fold
     from lmh_deploy.models import build_model, default_config
 
     for size, q in ((28, 2.0 ** -8), (14, 2.0 ** -10)):

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-import lmh_deploy.fold as fold_mod
+import lmh_deploy.graph.fold as fold_mod
 from lmh_deploy.errors import TimestepsError, UnsupportedModelError
-from lmh_deploy.fold import fold
-from lmh_deploy.interpreter import run_reference, run_torch
+from lmh_deploy.graph.fold import fold
+from lmh_deploy.graph.interpret import run_reference, run_torch
 from lmh_deploy.models import build_model, default_config
 
 

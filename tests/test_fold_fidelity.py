@@ -17,9 +17,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _deploy_models import grid_inputs, random_model  # noqa: E402
 
-from lmh_deploy.deploy_graph import raw_input  # noqa: E402
-from lmh_deploy.fold import fold  # noqa: E402
-from lmh_deploy.interpreter import run_reference, run_torch  # noqa: E402
+from lmh_deploy.graph.schema import raw_input  # noqa: E402
+from lmh_deploy.graph.fold import fold  # noqa: E402
+from lmh_deploy.graph.interpret import run_reference, run_torch  # noqa: E402
 
 
 def _conv64(x, w, b, stride, pad):

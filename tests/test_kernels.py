@@ -173,10 +173,11 @@ def test_lmht_identity_init_exact_levels():
 
 
 def test_theta_power_of_two_fast_path_is_exact_and_only_for_powers_of_two():
-    """L = 7 (theta = 2/7): membranes one ulp below fp32(theta * k), where m * (1/theta) floors
-    differently from m / theta (k = 3: 2 vs 3, k = 6: 5 vs 6), so a wrong reciprocal fast path
-    would change spikes. With L = 2 and 4 (theta = 1, 1/2) the kernels do take the fast path,
-    with the same spikes."""
+    """L = 7 (theta = 2/7): membranes one ulp below fp32(theta * k). The cascade counts k - 1
+    there (the levels below), where ``floor(m / theta)`` would count k at k = 3 and 6 and
+    ``floor(m * (1/theta))`` k - 1: neither division can stand in for the comparisons. The
+    backward divides the surrogate by theta; with L = 2 and 4 (theta = 1, 1/2) the kernels
+    multiply by 1/theta instead, with the same bits."""
     from lmh_deploy.kernels import theta_is_pow2
 
     assert [theta_is_pow2(v) for v in (1.0, 0.5, 2.0, 0.25, 2.0 ** -20)] == [True] * 5
@@ -194,7 +195,7 @@ def test_theta_power_of_two_fast_path_is_exact_and_only_for_powers_of_two():
     x[1:] = m.flip(0) * 0.5
     assert not mod._theta_pow2()
     s = _compare(mod, x.to(DEV))
-    assert s[0, 0, 3] == 3 and s[0, 0, 6] == 6
+    assert s[0, 0].tolist() == [0, 0, 1, 2, 3, 4, 5, 6, 7]
     for levels in (2, 4):
         mod = LMHTNeuron(T, levels=levels)
         assert mod._theta_pow2()
@@ -280,16 +281,20 @@ def test_multi_block_programs(few_programs, kind):
     assert few_programs and all(it > 1 for _, it in few_programs)
 
 
-@pytest.mark.parametrize("T,levels,channels", [(1, 1, None), (2, 2, 5), (4, 3, None), (10, 2, None),
-                                                (17, 2, 3)])
-def test_lmht_omega_grad_by_dot(monkeypatch, T, levels, channels):
-    """The tl.dot variant of dL/dOmega (joined [BLOCK, TP] tiles, bit-reversed columns, TP = 16
-    or 32) gives the reference gradients, over several windows and blocks."""
+@pytest.mark.parametrize("T,levels,channels,mode", [(1, 1, None, 1), (2, 2, 5, 1), (4, 3, None, 1),
+                                                     (10, 2, None, 1), (17, 2, 3, 1),
+                                                     (3, 2, None, 2), (10, 2, 5, 2),
+                                                     (4, 2, None, 3), (10, 3, 5, 3)])
+def test_lmht_omega_grad_by_dot(monkeypatch, T, levels, channels, mode):
+    """The tl.dot variants: dL/dOmega (mode 1; joined [BLOCK, TP] tiles, bit-reversed columns,
+    TP = 16 or 32), dL/dx too (mode 2, DX_DOT: the dL/dI tile times an Omega tile), dL/dOmega of
+    tiles through an L2 scratch (mode 3) give the reference gradients, over several windows and
+    blocks."""
     from lmh_deploy.kernels import fused
 
     cfg = fused._lmht_bwd_cfg
     used = []
-    monkeypatch.setattr(fused, "_lmht_bwd_cfg", lambda *a: used.append(a) or cfg(*a)[:3] + (True,))
+    monkeypatch.setattr(fused, "_lmht_bwd_cfg", lambda *a: used.append(a) or cfg(*a)[:3] + (mode,))
     mod = LMHTNeuron(T, levels=levels, channels=channels)
     _randomize(mod, seed=T + 50)
     _compare(mod, _inputs((2 * T, 3, channels or 4, 7), seed=T, step=0.125), seed=T)

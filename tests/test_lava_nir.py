@@ -11,15 +11,15 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from lmh_deploy.fold import fold_checkpoint
-from lmh_deploy.interpreter import run_reference
+from lmh_deploy.graph.fold import fold_checkpoint
+from lmh_deploy.graph.interpret import run_reference
 
 pytest.importorskip("lava", reason="Lava is installed by scripts/setup.sh")
 pytest.importorskip("nir")
 
 from _deploy_models import digits_test, trained_checkpoint  # noqa: E402
-from lmh_deploy.export.nir_export import write_nir  # noqa: E402
-from lmh_deploy.runtimes.lava_nir import run_lava_nir, run_lava_nir_fixed  # noqa: E402
+from lmh_deploy.nir.write import write_nir  # noqa: E402
+from lmh_deploy.lava.nir import run_lava_nir, run_lava_nir_fixed  # noqa: E402
 
 pytestmark = [pytest.mark.lava, pytest.mark.timeout(400, method="signal")]
 
@@ -55,8 +55,8 @@ def test_lava_float_is_the_reference_and_fixed_point_within_a_point(tmp_path, ne
 def test_lava_refuses_conv_models_with_a_named_layer(tmp_path):
     from _deploy_models import random_model
 
-    from lmh_deploy.fold import fold
-    from lmh_deploy.nir_graph import NirGraphError
+    from lmh_deploy.graph.fold import fold
+    from lmh_deploy.errors import NirGraphError
 
     graph = fold(random_model("cnn", "lmh", timesteps=2))
     path = tmp_path / "cnn.nir"
@@ -70,7 +70,7 @@ def test_lmh_run_reads_T_from_the_nir_file_for_nir_and_lava(tmp_path, capsys):
     as the reference; an unrolled file at another T is a one-line error naming the re-export."""
     import json
 
-    from lmh_deploy import cli_run
+    from lmh_deploy.cli import run as cli_run
 
     graph = fold_checkpoint(trained_checkpoint("mlp", "lmh", None, timesteps=4, epochs=2))
     temporal, unrolled = tmp_path / "t.nir", tmp_path / "u.nir"

@@ -9,10 +9,11 @@ import os
 import numpy as np
 import pytest
 
-from lmh_deploy.deploy_graph import NeuronSpec
-from lmh_deploy.interpreter import NumpyBackend, run_neuron
-from lmh_deploy.runtimes.lava_runtime import (LavaLayer, LavaRuntimeError, run_lava, schedule,
-                                              validate_layers)
+from lmh_deploy.graph.schema import NeuronSpec
+from lmh_deploy.graph.interpret import NumpyBackend, run_neuron
+from lmh_deploy.errors import LavaRuntimeError
+from lmh_deploy.lava.build import LavaLayer, schedule, validate_layers
+from lmh_deploy.lava.run import run_lava
 
 pytestmark = [pytest.mark.lava, pytest.mark.timeout(120, method="signal")]
 
@@ -217,10 +218,11 @@ def test_deploy_graph_mlp_matches_reference(kind):
     """The folded digits-size MLP (64-256-256-10; LM-HT with a learned Omega and L = 2):
     Lava float spikes and logits identical to the reference interpreter."""
     torch = pytest.importorskip("torch")
-    from lmh_deploy.fold import fold
-    from lmh_deploy.interpreter import run_reference
+    from lmh_deploy.graph.fold import fold
+    from lmh_deploy.graph.interpret import run_reference
     from lmh_deploy.models import build_model, default_config
-    from lmh_deploy.runtimes.lava_runtime import layers_from_deploy_graph, run_lava_graph
+    from lmh_deploy.lava.build import layers_from_deploy_graph
+    from lmh_deploy.lava.run import run_lava_graph
 
     torch.manual_seed(0)
     graph = fold(build_model(default_config("mlp", neuron=kind, timesteps=4)).eval())
@@ -236,8 +238,8 @@ def test_deploy_graph_mlp_matches_reference(kind):
 
 
 def test_isolated_run_and_hard_timeout(tmp_path):
-    from lmh_deploy.runtimes.lava_runtime import (LavaTimeoutError, load_layers,
-                                                  run_lava_isolated, save_layers)
+    from lmh_deploy.errors import LavaTimeoutError
+    from lmh_deploy.lava.run import load_layers, run_lava_isolated, save_layers
 
     rng = np.random.default_rng(9)
     x = (rng.integers(0, 17, size=(3, 10)) / 16).astype(np.float32)
@@ -266,7 +268,7 @@ def test_lava_discovers_our_models_without_exception_map(recwarn):
     from lava.proc.dense.process import Dense
     from lava.proc.io.source import RingBuffer
 
-    from lmh_deploy.lava.procs_lmht import MultiLevelProcess
+    from lmh_deploy.lava.procs.lmht import MultiLevelProcess
 
     src = RingBuffer(data=np.full((2, 6), 3.0))
     dense = Dense(weights=np.eye(2) * 0.5, num_message_bits=8)
@@ -286,10 +288,10 @@ def test_lava_discovers_our_models_without_exception_map(recwarn):
 def test_deploy_graph_isolated_at_two_windows():
     """LM-HT with learned Omega at T' = 2T through the isolated (process-group) path."""
     torch = pytest.importorskip("torch")
-    from lmh_deploy.fold import fold
-    from lmh_deploy.interpreter import run_reference
+    from lmh_deploy.graph.fold import fold
+    from lmh_deploy.graph.interpret import run_reference
     from lmh_deploy.models import build_model, default_config
-    from lmh_deploy.runtimes.lava_runtime import run_lava_graph
+    from lmh_deploy.lava.run import run_lava_graph
 
     torch.manual_seed(1)
     cfg = default_config("mlp", neuron="lmht", timesteps=4)

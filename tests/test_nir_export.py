@@ -10,14 +10,15 @@ pytest.importorskip("nirtorch")
 
 from lmh_deploy.data.digits import digits_arrays  # noqa: E402
 from lmh_deploy.errors import ExportFormatError  # noqa: E402
-from lmh_deploy.export.nir_export import (binary_threshold, export_nir,  # noqa: E402
+from lmh_deploy.nir.write import (binary_threshold, export_nir,  # noqa: E402
                                           level_threshold, write_nir)
-from lmh_deploy.fold import fold  # noqa: E402
-from lmh_deploy.interpreter import run_reference  # noqa: E402
+from lmh_deploy.graph.fold import fold  # noqa: E402
+from lmh_deploy.graph.interpret import run_reference  # noqa: E402
 from lmh_deploy.models import build_model, default_config  # noqa: E402
-from lmh_deploy.nir_graph import load_program, read_deploy_graph, read_layers  # noqa: E402
-from lmh_deploy.runtimes.nir_runtime import run_nir  # noqa: E402
-from lmh_deploy.runtimes.nir_torch import run_nir_torch  # noqa: E402
+from lmh_deploy.nir.program import load_program  # noqa: E402
+from lmh_deploy.nir.read import read_deploy_graph, read_layers  # noqa: E402
+from lmh_deploy.nir.run_numpy import run_nir  # noqa: E402
+from lmh_deploy.nir.run_torch import run_nir_torch  # noqa: E402
 
 MODELS = {
     "lif": ("lif", {}),
@@ -144,9 +145,9 @@ def test_thresholds_are_strict_versions_of_ge():
         b = binary_threshold(th)
         assert b < th and np.nextafter(b, np.float32(np.inf), dtype=np.float32) == th
         for k in (1, 2, 3, 4):
-            t = level_threshold(th, k)
+            t = level_threshold(th, k)  # m > t exactly when m >= fl(k theta) (the cascade)
             up = np.nextafter(t, np.float32(np.inf), dtype=np.float32)
-            assert np.floor(up / th) >= k and np.floor(t / th) < k
+            assert t < np.float32(k) * th and up == np.float32(k) * th
 
 
 def test_metadata_and_layered_description(trained, tmp_path):

@@ -8,9 +8,10 @@ import pytest
 
 nir = pytest.importorskip("nir")
 
-from lmh_deploy.nir_graph import NirGraphError, load_program  # noqa: E402
-from lmh_deploy.runtimes.nir_runtime import run_nir  # noqa: E402
-from lmh_deploy.runtimes.nir_torch import run_nir_torch  # noqa: E402
+from lmh_deploy.errors import NirGraphError  # noqa: E402
+from lmh_deploy.nir.program import load_program  # noqa: E402
+from lmh_deploy.nir.run_numpy import run_nir  # noqa: E402
+from lmh_deploy.nir.run_torch import run_nir_torch  # noqa: E402
 
 F32 = np.float32
 
@@ -130,13 +131,13 @@ def test_cli_errors_exit_nonzero_and_write_nothing(tmp_path):
     torch.manual_seed(0)
     ck = save_checkpoint(tmp_path / "m.pt", build_model(default_config("mlp", "lmht", 4)).eval())
     before = set(tmp_path.iterdir())
-    r = subprocess.run([sys.executable, "-m", "lmh_deploy.export.cli", str(ck), "--format", "nir",
+    r = subprocess.run([sys.executable, "-m", "lmh_deploy.cli.export", str(ck), "--format", "nir",
                         "--form", "temporal"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and "unrolled" in err[0]
     assert set(tmp_path.iterdir()) == before
-    r = subprocess.run([sys.executable, "-m", "lmh_deploy.export.cli", str(ck), "--format", "nir",
+    r = subprocess.run([sys.executable, "-m", "lmh_deploy.cli.export", str(ck), "--format", "nir",
                         "-o", str(tmp_path / "m.nir")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert load_program(tmp_path / "m.nir").form == "unrolled"

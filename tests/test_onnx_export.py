@@ -16,12 +16,12 @@ from _deploy_models import (NEURON_FAMILIES, digits_test, grid_inputs,  # noqa: 
                             random_model, trained_checkpoint)
 
 from lmh_deploy.checkpoint import load_model  # noqa: E402
-from lmh_deploy.deploy_graph import DeployGraph, DeployOp  # noqa: E402
+from lmh_deploy.graph.schema import DeployGraph, DeployOp  # noqa: E402
 from lmh_deploy.errors import TimestepsError  # noqa: E402
-from lmh_deploy.export.onnx_export import export_onnx  # noqa: E402
-from lmh_deploy.fold import fold  # noqa: E402
-from lmh_deploy.interpreter import run_reference, run_torch  # noqa: E402
-from lmh_deploy.runtimes.onnx_runtime import session_options  # noqa: E402
+from lmh_deploy.onnx.write import export_onnx  # noqa: E402
+from lmh_deploy.graph.fold import fold  # noqa: E402
+from lmh_deploy.graph.interpret import run_reference, run_torch  # noqa: E402
+from lmh_deploy.onnx.run import session_options  # noqa: E402
 
 
 def ort_run(model_proto, x, optimization="disable"):

@@ -241,8 +241,8 @@ def test_window_counts():
 def test_fold_of_binarized_model_keeps_per_step_lambda(per_channel):
     # the fold writes lambda' as a [L*T, C] table (per step, per channel); it used to flatten a
     # per-channel [L*T, C] table into [L*T*C, 1]
-    from lmh_deploy.fold import fold
-    from lmh_deploy.interpreter import run_reference
+    from lmh_deploy.graph.fold import fold
+    from lmh_deploy.graph.interpret import run_reference
 
     levels, T = 2, 3
     torch.manual_seed(0)

@@ -11,8 +11,8 @@ pytest.importorskip("onnxruntime")
 
 from _deploy_models import random_model, save_model, trained_checkpoint  # noqa: E402
 
-from lmh_deploy import cli_run, cli_sweep  # noqa: E402
-from lmh_deploy.cli_common import parse_timesteps  # noqa: E402
+from lmh_deploy.cli import run as cli_run, sweep as cli_sweep  # noqa: E402
+from lmh_deploy.sweep import parse_timesteps  # noqa: E402
 from lmh_deploy.errors import TimestepsError  # noqa: E402
 from lmh_deploy.sweep import plan, run_sweep  # noqa: E402
 

@@ -2,21 +2,9 @@
 ``python training/fit.py``).
 
 * :func:`train` -- ``train(cfg: dict) -> metrics``; ``cfg`` keys are those of :data:`DEFAULTS`.
-* :func:`build_parser` / :func:`main` -- the command line.
+* the command line is :mod:`lmh_deploy.cli.train`.
 """
 from .config import DEFAULTS, ConfigError, resolve_config
 from .loop import evaluate, train
 
-__all__ = ["DEFAULTS", "ConfigError", "build_parser", "evaluate", "main", "resolve_config", "train"]
-
-
-def build_parser(prog: str = "fit.py"):
-    from .cli import build_parser as _build
-
-    return _build(prog)
-
-
-def main(argv=None) -> int:
-    from .cli import main as _main
-
-    return _main(argv)
+__all__ = ["DEFAULTS", "ConfigError", "evaluate", "resolve_config", "train"]

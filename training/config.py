@@ -63,8 +63,7 @@ DEFAULTS: dict = {
 BN_MODES = ("tdbn", "per_step")
 
 
-class ConfigError(ValueError):
-    """An invalid training option; the message names the option and the valid values."""
+from lmh_deploy.errors import ConfigError  # noqa: E402,F401
 
 
 def _choice(cfg, key, valid):

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from lmh_deploy.spike_memory import CompactSpikes
 
 from .distributed import autocast, to_channels_last
+from .evaluation import _to_device, evaluate
 from .slicing import check_sliceable, num_slices, train_step_sliced
 from .sparse import STDS
 
@@ -107,7 +108,6 @@ def prepare_hybrid(cfg: dict, model_cfg: dict, data, log=print):
     from lmh_deploy.models import build_model
 
     from .hybrid import ann_config, convert
-    from .loop import evaluate
     from .optim import build_optimizer, build_scheduler
 
     device = torch.device(cfg["device"])
@@ -129,10 +129,7 @@ def prepare_hybrid(cfg: dict, model_cfg: dict, data, log=print):
             g = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + 7919 + epoch)
             for x, y in DataLoader(data.train, batch_size=cfg["batch_size"], shuffle=True, generator=g,
                                    num_workers=cfg["num_workers"]):
-                x, y = x.to(device), y.to(device)
-                if data.frames:
-                    x = x.transpose(0, 1)
-                step(x, y)
+                step(*_to_device(x, y, device, data.frames))
             sched.step()
             acc = evaluate(ann, data.test, {**cfg, "timesteps": 1}, data.frames)["test_accuracy"]
             log(f"hybrid ANN epoch {epoch + 1}/{stage['epochs']}  test {acc:.4f}")

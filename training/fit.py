@@ -2,7 +2,8 @@
 """Train a spiking network: ``python training/fit.py [options]`` (``--help`` lists them).
 
 With no arguments: LM-H MLP on scikit-learn's digits, T=4, on the CPU; writes
-runs/latest/model.pt and runs/latest/metrics.json. The code is ``lmh_deploy.training``.
+runs/latest/model.pt and runs/latest/metrics.json. The code is ``lmh_deploy.training``, the
+command line :mod:`lmh_deploy.cli.train`.
 """
 import importlib.util
 import sys
@@ -27,4 +28,7 @@ def _import_training():
 
 
 if __name__ == "__main__":
-    sys.exit(_import_training().main())
+    _import_training()
+    from lmh_deploy.cli.train import main
+
+    sys.exit(main())

@@ -33,8 +33,7 @@ from lmh_deploy.neurons import QCFS, LMHNeuron, LMHTNeuron
 HYBRID_KINDS = ("lmh", "lmh-radical", "lmht")
 
 
-class HybridError(ValueError):
-    """A model that cannot be converted (not a QCFS ANN, unknown target kind)."""
+from lmh_deploy.errors import HybridError  # noqa: E402,F401
 
 
 def ann_config(config: dict, tq: int = 8, threshold: float = 8.0) -> dict:

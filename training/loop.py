@@ -23,6 +23,7 @@ from lmh_deploy.models import build_model, default_config
 from .config import ConfigError, resolve_config
 from .distributed import (broadcast_buffers, channels_last, cleanup, init_distributed, rank_device,
                           train_sampler, wrap_model)
+from .evaluation import _to_device, accuracy_per_t, evaluate  # noqa: F401 (accuracy_per_t: public here too)
 from .extensions import StepRunner, dataset_options, prepare_hybrid, updates_per_epoch
 from .losses import get_loss
 from .optim import build_optimizer, build_scheduler, rescale_cosine
@@ -53,44 +54,10 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
 
 
-def _to_device(x, y, device, frames: bool):
-    x = x.to(device, non_blocking=True)
-    if frames:  # [B, T, ...] -> time-major [T, B, ...]
-        x = x.transpose(0, 1)
-    return x, y.to(device, non_blocking=True)
-
-
-def accuracy_per_t(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Correct counts ``[T]`` of the cumulative mean logits: prediction after step t is
-    ``argmax_k (1/t) sum_{u<=t} logits[u, :, k]``."""
-    t = logits.shape[0]
-    cum = logits.cumsum(0) / torch.arange(1, t + 1, device=logits.device, dtype=logits.dtype).view(-1, 1, 1)
-    return (cum.argmax(-1) == target.unsqueeze(0)).sum(1)
-
-
-@torch.no_grad()
-def evaluate(model, dataset, cfg: dict, frames: bool = False) -> dict:
-    """Test accuracy of the mean logits, and per step of the cumulative mean (``[T]``)."""
-    device = torch.device(cfg["device"])
-    model.eval()
-    loader = DataLoader(dataset, batch_size=cfg["eval_batch_size"], shuffle=False,
-                        num_workers=cfg["num_workers"])
-    correct = None
-    n = 0
-    for x, y in loader:
-        x, y = _to_device(x, y, device, frames)
-        c = accuracy_per_t(model(x), y).cpu()
-        correct = c if correct is None else correct + c
-        n += y.shape[0]
-    per_t = [float(v) / n for v in correct]
-    return {"test_accuracy": per_t[-1], "test_accuracy_per_t": per_t, "test_samples": n}
-
-
-def train_one_epoch(model, data, optimizer, loss_fn, cfg: dict, epoch: int, runner=None,
-                    sampler=None) -> dict:
+def train_one_epoch(model, data, cfg: dict, epoch: int, runner, sampler=None) -> dict:
     """One pass over ``data.train``; returns mean loss and train accuracy (of the mean logits).
-    ``runner(x, y) -> (loss, logits)`` replaces the plain step (slicing, STDS, AMP:
-    :class:`extensions.StepRunner`); ``sampler``: a DistributedSampler under torchrun."""
+    ``runner(x, y) -> (loss, logits)`` makes one update (:class:`extensions.StepRunner`: plain,
+    slicing, STDS, AMP); ``sampler``: a DistributedSampler under torchrun."""
     from tqdm import tqdm
 
     device = torch.device(cfg["device"])
@@ -106,22 +73,10 @@ def train_one_epoch(model, data, optimizer, loss_fn, cfg: dict, epoch: int, runn
                disable=None if cfg["progress"] is None else not cfg["progress"])
     for x, y in bar:
         x, y = _to_device(x, y, device, data.frames)
-        if runner is not None:
-            loss_v, logits = runner(x, y)
-            b = y.shape[0]
-            total_loss += loss_v * b
-            correct += int((logits.mean(0).argmax(-1) == y).sum())
-            n += b
-            bar.set_postfix(loss=f"{total_loss / n:.4f}", acc=f"{correct / n:.4f}")
-            continue
-        logits = model(x)
-        loss = loss_fn(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss_v, logits = runner(x, y)
         b = y.shape[0]
-        total_loss += loss.item() * b
-        correct += int((logits.detach().mean(0).argmax(-1) == y).sum())
+        total_loss += loss_v * b
+        correct += int((logits.mean(0).argmax(-1) == y).sum())
         n += b
         bar.set_postfix(loss=f"{total_loss / n:.4f}", acc=f"{correct / n:.4f}")
     bar.close()
@@ -254,7 +209,7 @@ def _train(cfg: dict, on_epoch_end, log) -> dict:
     for epoch in range(start_epoch, cfg["epochs"]):
         te = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        rec = train_one_epoch(model, data, optimizer, loss_fn, cfg, epoch, runner, sampler)
+        rec = train_one_epoch(model, data, cfg, epoch, runner, sampler)
         broadcast_buffers(model, dist_info)
         scheduler.step()
         ev = evaluate(model, data.test, cfg, data.frames)

@@ -36,8 +36,7 @@ LOADERS: dict[str, str] = {
 DATASET_NAMES = tuple(LOADERS)
 
 
-class UnknownDatasetError(ValueError):
-    """A data set name that is not in :data:`LOADERS`."""
+from ..errors import UnknownDatasetError  # noqa: E402,F401
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class DataSplits:
     frames: bool = False  # True: samples are [T, *input_shape] event frames
     # The input grid a deployed model rounds its input to (a power of two) and the largest input
     # magnitude: every sample of the set is exactly representable on it (digits: k/16 in [0, 1]).
-    # None: the fold's defaults (2**-8, 8.0). See lmh_deploy.deploy_graph.
+    # None: the fold's defaults (2**-8, 8.0). See lmh_deploy.graph.schema.
     input_quantum: float | None = None
     input_bound: float | None = None
     # Normalized 8-bit images x = (p / scale - mean_c) / std_c: {"mean": [C], "std": [C],

@@ -6,9 +6,7 @@ import torch
 from torch.utils.data import Dataset
 
 
-class DatasetError(ValueError):
-    """A data set file is missing, corrupt or in an unexpected layout. The message is one line
-    that names the file and the fix."""
+from ..errors import DatasetError  # noqa: E402,F401 (the loaders import it from here)
 
 
 class ArrayImageDataset(Dataset):

@@ -7,7 +7,7 @@ the torch path. Per window of T steps (Omega is T x T; T' = k*T runs k windows, 
     X[j] = gain * x[j]
     I[t] = Omega[t,0] X[0] + Omega[t,1] X[1] + ... (left to right; I = X without Omega)
     m[t] = lambda * v[t-1] + I[t]
-    s[t] = clip(floor(m[t] / theta), 0, L)
+    s[t] = #{k in 1..L : m[t] >= fl(k theta)}   (a cascade of L comparisons, DESIGN §1)
     v[t] = m[t] - theta * s[t]
 
 Backward (DESIGN §1): rectangular window ``d(theta s)/dm = 1`` on ``0.5 theta <= m <= (L+0.5)
@@ -22,17 +22,19 @@ at its end into its own row of a ``[programs, T*T]`` buffer that the caller sums
 
 ``SCALED``: as in :mod:`._lmh_triton`, the kernels write ``theta * s`` and take ``dL/d(theta s)``.
 
-``MAPPED``: ``lam_ptr`` and ``om_ptr`` hold ``sigmoid`` of the raw learnables ``a`` and ``M``;
-the kernels apply :func:`lmh_deploy.neuron_math.lam_map` (``lambda = sigma + 0.5``) and
-``omega_map`` (``Omega = sigma * (2/T)``) themselves, each the same single fp32 operation as the
-torch map, and return the raw gradients (times ``sigma (1 - sigma)``, and ``2/T`` for Omega).
+``MAPPED``: ``lam_ptr`` holds ``sigmoid`` of the raw learnable ``a`` and the kernels apply
+:func:`lmh_deploy.neuron_math.lam_map` (``lambda = sigma + 0.5``, the same fp32 operation as the
+torch map); ``om_ptr`` is ``[2, T*T]``: ``sigma = sigmoid(M)`` and ``Omega = (2 sigma) / T``
+(:func:`lmh_deploy.neuron_math.omega_map`, evaluated by the launcher: an IEEE division per entry
+would cost every thread T*T divisions per window when T is not a power of two). The kernels
+return the raw gradients (times ``sigma (1 - sigma)``, and ``2/T`` for Omega).
 
 Constants: ``theta`` and ``gain`` are read from 1-element tensors, ``v(0) = V0_FRAC * theta``.
 
 ``THETA_POW2`` (theta an exact power of two, as ``2/L`` for L = 1, 2, 4, 8 of direct training):
-the divisions by theta become multiplications by ``1/theta``. Both are correctly rounded results
-of the same real number, so the bits are the same; an IEEE division costs a dozen instructions,
-three times per neuron-step.
+the backward's division of the surrogate by theta becomes a multiplication by ``1/theta``. Both
+are correctly rounded results of the same real number, so the bits are the same; an IEEE division
+costs a dozen instructions. (The forward compares against the L thresholds ``fl(k theta)``.)
 
 ``OMEGA_DOT`` (an alternative measured by ``benchmarks/bench_neurons.py --sections tune``): the
 window's ``dL/dI`` and ``X`` are joined into ``[BLOCK, TP]`` tiles (TP = T padded to a power of
@@ -61,11 +63,10 @@ def _load_window(x_ptr, wbase, N, offs, mask, gain, T: tl.constexpr):
 
 @triton.jit
 def _omega(om_ptr, idx, T: tl.constexpr, MAPPED: tl.constexpr):
-    """``Omega`` at flat index ``idx`` (from its sigmoid if MAPPED: ``sigma * (2/T)``)."""
-    w = tl.load(om_ptr + idx)
+    """``Omega`` at flat index ``idx`` (MAPPED: row 1 of the ``[2, T*T]`` buffer)."""
     if MAPPED:
-        w = w * (2.0 / T)
-    return w
+        return tl.load(om_ptr + T * T + idx)
+    return tl.load(om_ptr + idx)
 
 
 @triton.jit
@@ -111,9 +112,11 @@ def _over_theta(v, theta, inv_theta, THETA_POW2: tl.constexpr):
 @triton.jit
 def _lmht_cell(v, cur, lam, theta, inv_theta, L: tl.constexpr, THETA_POW2: tl.constexpr):
     """One LM-HT charge + fire in :func:`lmh_deploy.neuron_math.lmht_step`'s operation order:
-    ``m = lam v + I``, ``s = clip(floor(m / theta), 0, L)``; returns ``(m, s)``."""
+    ``m = lam v + I``, ``s = #{k in 1..L : m >= fl(k theta)}``; returns ``(m, s)``."""
     m = lam * v + cur
-    s = tl.minimum(tl.maximum(tl.floor(_over_theta(m, theta, inv_theta, THETA_POW2)), 0.0), L)
+    s = (m >= theta).to(tl.float32)
+    for k in tl.static_range(2, L + 1):
+        s += (m >= theta * k).to(tl.float32)
     return m, s
 
 
@@ -190,14 +193,20 @@ def _bitrev(c, LOGTP: tl.constexpr):
 
 @triton.jit
 def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_FRAC, glam_ptr,
-                    gom_ptr, N, NW, C, INNER, NSLOT, ITERS,
+                    gom_ptr, scr_ptr, N, NW, C, INNER, NSLOT, ITERS,
                     T: tl.constexpr, L: tl.constexpr, HAS_OMEGA: tl.constexpr,
                     PER_CH: tl.constexpr, NEED_LAM: tl.constexpr, NEED_OMEGA: tl.constexpr,
                     SCALED: tl.constexpr, MAPPED: tl.constexpr, ROUND_THETA: tl.constexpr,
                     THETA_POW2: tl.constexpr, CH_MODE: tl.constexpr, OMEGA_DOT: tl.constexpr, LOGTP: tl.constexpr,
-                    CP: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr):
+                    CP: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr,
+                    DX_DOT: tl.constexpr = False, OM_SCRATCH: tl.constexpr = False):
     """Backward of ITERS consecutive blocks: recompute each window forward, then dL/dx,
-    dL/dlambda, dL/dOmega."""
+    dL/dlambda, dL/dOmega. ``DX_DOT`` (with HAS_OMEGA): ``dL/dx`` of a window as one
+    ``[BLOCK, TP] x [TP, TP]`` 3xTF32 ``tl.dot`` of the dL/dI tile with Omega (held as a tile for
+    the whole program) instead of T*T scalar Omega loads and FMAs. ``OM_SCRATCH`` (with
+    OMEGA_DOT): the window's dL/dI and X rows go through a per-program scratch ``[2, TP, BLOCK]``
+    (L2-resident) and come back as ``[TP, BLOCK]`` / ``[BLOCK, TP]`` tiles for the ``tl.dot``,
+    instead of being joined in registers (which spills)."""
     pid = tl.program_id(0)
     IDX: tl.constexpr = tl.int64 if I64 else tl.int32  # element offsets
     theta, inv_theta, v0, gain = _lmht_consts(th_ptr, gain_ptr, V0_FRAC)
@@ -209,6 +218,10 @@ def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_
     TP: tl.constexpr = 1 << LOGTP
     acc_dot = tl.zeros([TP, TP], tl.float32)
     acc_lam = tl.zeros([BLOCK], tl.float32)
+    if DX_DOT:  # Omega tile: (p, q) holds Omega[bitrev(p), bitrev(q)] (the _join_cols order)
+        rr = _bitrev(tl.arange(0, TP), LOGTP)
+        om_tile = tl.load(om_ptr + (T * T if MAPPED else 0) + rr[:, None] * T + rr[None, :],
+                          mask=(rr[:, None] < T) & (rr[None, :] < T), other=0.0)
     for it in range(ITERS):
         blk = pid.to(IDX) * ITERS + it
         offs = blk * BLOCK + tl.arange(0, BLOCK)
@@ -238,19 +251,41 @@ def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_
                     acc_lam = tl.fma(gi, v, acc_lam)
                 v = m - s * theta
                 gis = gis + (gi,)
-            for j in tl.static_range(T):
-                if HAS_OMEGA:
-                    acc = _omega(om_ptr, j, T, MAPPED) * gis[0]
-                    for t in tl.static_range(1, T):
-                        acc = tl.fma(_omega(om_ptr, t * T + j, T, MAPPED), gis[t], acc)
-                else:
-                    acc = gis[j]
-                gxj = acc * gain
-                tl.store(gx_ptr + (wbase + j) * N + offs, gxj.to(gx_ptr.dtype.element_ty),
-                         mask=mask)
+            if DX_DOT:
+                gt = _join_cols(gis, T, TP, LOGTP, BLOCK)
+                gxt = tl.dot(gt, om_tile, input_precision="tf32x3") * gain
+                tl.store(gx_ptr + (wbase + rr[None, :]) * N + offs[:, None],
+                         gxt.to(gx_ptr.dtype.element_ty), mask=mask[:, None] & (rr[None, :] < T))
+            else:
+                for j in tl.static_range(T):
+                    if HAS_OMEGA:
+                        acc = _omega(om_ptr, j, T, MAPPED) * gis[0]
+                        for t in tl.static_range(1, T):
+                            acc = tl.fma(_omega(om_ptr, t * T + j, T, MAPPED), gis[t], acc)
+                    else:
+                        acc = gis[j]
+                    gxj = acc * gain
+                    tl.store(gx_ptr + (wbase + j) * N + offs, gxj.to(gx_ptr.dtype.element_ty),
+                             mask=mask)
             if NEED_OMEGA:
-                if OMEGA_DOT:
-                    gt = _join_cols(gis, T, TP, LOGTP, BLOCK)
+                if OMEGA_DOT and OM_SCRATCH:  # rows t of [2, TP, BLOCK]; tile (p, q) = Omega[p, q]
+                    ar = tl.arange(0, BLOCK)
+                    rows = tl.arange(0, TP)
+                    sb = scr_ptr + pid.to(IDX) * (2 * TP * BLOCK)
+                    tl.debug_barrier()  # the previous window's tiles are read by now
+                    for t in tl.static_range(T):
+                        tl.store(sb + t * BLOCK + ar, gis[t])
+                        tl.store(sb + (TP + t) * BLOCK + ar, xs[t])
+                    tl.debug_barrier()  # every thread's rows are written
+                    rok = rows < T
+                    gt = tl.load(sb + rows[:, None] * BLOCK + ar[None, :], mask=rok[:, None],
+                                 other=0.0)
+                    xt = tl.load(sb + (TP + rows[None, :]) * BLOCK + ar[:, None],
+                                 mask=rok[None, :], other=0.0)
+                    acc_dot = tl.dot(gt, xt, acc_dot, input_precision="tf32x3")
+                elif OMEGA_DOT:
+                    if not DX_DOT:
+                        gt = _join_cols(gis, T, TP, LOGTP, BLOCK)
                     xt = _join_cols(xs, T, TP, LOGTP, BLOCK)
                     acc_dot = tl.dot(tl.trans(gt), xt, acc_dot, input_precision="tf32x3")
                 else:
@@ -261,8 +296,11 @@ def lmht_bwd_kernel(x_ptr, g_ptr, gx_ptr, om_ptr, lam_ptr, th_ptr, gain_ptr, V0_
                             ch, INNER, C, NSLOT, PER_CH, CH_MODE, CP, BLOCK)
                 acc_lam = tl.zeros([BLOCK], tl.float32)
     if NEED_OMEGA:
-        if OMEGA_DOT:  # tile (p, q) is Omega[bitrev(p), bitrev(q)]
-            r = _bitrev(tl.arange(0, TP), LOGTP)
+        if OMEGA_DOT:  # tile (p, q) is Omega[bitrev(p), bitrev(q)] (OM_SCRATCH: Omega[p, q])
+            if OM_SCRATCH:
+                r = tl.arange(0, TP)
+            else:
+                r = _bitrev(tl.arange(0, TP), LOGTP)
             idx = r[:, None] * T + r[None, :]
             ok = (r[:, None] < T) & (r[None, :] < T)
             d = acc_dot

@@ -25,6 +25,7 @@ _FP = {"enable_fp_fusion": False}  # no FMA contraction: the recurrences match t
 _FWD_WARPS = 4
 _FWD_BLOCK = 1024
 _PROGRAMS_PER_SM = 4  # backward grid: about this many programs per SM, each over ITERS blocks
+LAST_KERNELS: dict = {}  # the last launch's compiled kernel per name (n_regs, n_spills; benchmarks)
 
 
 def _is_pow2(n: int) -> bool:
@@ -90,13 +91,18 @@ def _lmh_bwd_cfg(k: int, step_acc: bool, need_p: bool) -> tuple[int, int, int]:
     return (2 if k <= 10 else 1), 4, _PROGRAMS_PER_SM
 
 
-def _lmht_bwd_cfg(t: int, need_omega: bool) -> tuple[int, int, int, bool]:
-    """(elements per thread, warps, programs per SM, Omega gradient by tl.dot) of the LM-HT
-    backward: T*T Omega accumulators per element (H200: T = 4: 2 per thread, 8 programs/SM;
-    T = 10: 1, 2). The tl.dot variant is not yet measured on a GPU, so it is off by default."""
+def _lmht_bwd_cfg(t: int, need_omega: bool) -> tuple[int, int, int, int]:
+    """(elements per thread, warps, programs per SM, dot mode) of the LM-HT backward: T*T Omega
+    accumulators per element. Dot mode 0: everything in per-element fp32 registers; 1 (or True):
+    dL/dOmega by ``tl.dot`` of tiles joined in registers; 2: dL/dx by ``tl.dot`` too (DX_DOT);
+    3: dL/dOmega by ``tl.dot`` of tiles that go through an L2 scratch (OM_SCRATCH).
+    Measured on an H200 (bench_neurons --sections tune, bf16 [T,64,128,32,32], 2026-11-30, two
+    runs): T = 4: 2 per thread, 4 programs/SM, mode 0 (0.203-0.209 ms; 8 programs/SM 0.211-0.215);
+    T = 10: 1, 2, mode 0 (0.701-0.711 ms). Every dot mode was slower (1.2-13 ms: 255 registers
+    and spills)."""
     if need_omega:
-        return (2, 4, 8, False) if t <= 4 else (1, 4, 2, False)
-    return 4, 4, _PROGRAMS_PER_SM, False
+        return (2, 4, 4, 0) if t <= 4 else (1, 4, 2, 0)
+    return 4, 4, _PROGRAMS_PER_SM, 0
 
 
 @functools.lru_cache(maxsize=None)
@@ -216,7 +222,11 @@ class LMHTFunction(torch.autograd.Function):
         has_om = omega is not None
         if has_om:
             om_f = omega.detach().to(torch.float32)
-            om_f = torch.sigmoid(om_f) if mapped else om_f.contiguous()
+            if mapped:  # [sigma, (2 sigma) / T]: neuron_math.omega_map's rounding, once per call
+                sig = torch.sigmoid(om_f).reshape(1, -1)
+                om_f = torch.cat((sig, (sig * 2.0) / float(window)))
+            else:
+                om_f = om_f.contiguous()
         else:
             om_f = lam_f  # unused
         th = theta.detach().to(device=x.device, dtype=torch.float32).reshape(1)
@@ -257,12 +267,17 @@ class LMHTFunction(torch.autograd.Function):
                 else torch.zeros((c,), device=x.device, dtype=torch.float32))
         gom = (torch.empty((grid, window * window), device=x.device, dtype=torch.float32)
                if need_om else om_f)
-        lmht_bwd_kernel[(grid,)](x, g, gx, om_f, lam_f, th, gn, v0_frac, glam, gom, n, nw, c,
+        logtp = max(4, (window - 1).bit_length())
+        scratch = int(om_dot) == 3 and need_om
+        scr = (torch.empty((grid, 2 << logtp, block), device=x.device, dtype=torch.float32)
+               if scratch else gom)
+        LAST_KERNELS["lmht_bwd"] = lmht_bwd_kernel[(grid,)](x, g, gx, om_f, lam_f, th, gn, v0_frac, glam, gom, scr, n, nw, c,
                                  inner, 1, iters, T=window, L=levels, HAS_OMEGA=has_om,
                                  PER_CH=c > 1, NEED_LAM=need_lam, NEED_OMEGA=need_om,
                                  SCALED=scaled, MAPPED=mapped, ROUND_THETA=x.is_cuda,
                                  THETA_POW2=pow2, CH_MODE=mode, OMEGA_DOT=bool(om_dot and need_om),
-                                 LOGTP=max(4, (window - 1).bit_length()), CP=cp, BLOCK=block,
+                                 DX_DOT=bool(int(om_dot) == 2 and has_om), OM_SCRATCH=scratch,
+                                 LOGTP=logtp, CP=cp, BLOCK=block,
                                  I64=_i64(x), num_warps=warps, **_FP)
         glam = glam.sum(0) if c == 1 else glam
         gom = gom.sum(0).reshape(window, window) if need_om else None
@@ -331,7 +346,7 @@ def lmht_counts_raw(x: torch.Tensor, a, m, theta: torch.Tensor, levels: int, v0_
                     counts_out: torch.Tensor | None = None,
                     theta_pow2: bool | None = None) -> torch.Tensor:
     """:func:`lmht_counts` from the raw learnables of :class:`lmh_deploy.neurons.LMHTNeuron`
-    (``lambda = sigmoid(a) + 0.5``, ``Omega = sigmoid(M) * 2/T``, or ``m=None`` for Omega = I),
+    (``lambda = sigmoid(a) + 0.5``, ``Omega = (2 sigmoid(M)) / T``, or ``m=None`` for Omega = I),
     the maps applied in the kernels; gradients are returned for ``a`` and ``M``."""
     return _lmht_apply(x, a, m, theta, levels, v0_frac, gain, timesteps, scaled, True,
                        counts_out, theta_pow2)

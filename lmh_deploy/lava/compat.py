@@ -38,8 +38,7 @@ MP_MODULE = "lava.magma.runtime.message_infrastructure.multiprocessing"
 _LOCK = threading.Lock()
 
 
-class LavaUnavailableError(ImportError):
-    """lava-nc is not installed or cannot be imported."""
+from lmh_deploy.errors import LavaUnavailableError  # noqa: E402,F401 (raised here)
 
 
 def _needs_factory(value) -> bool:

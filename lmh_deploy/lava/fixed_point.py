@@ -4,7 +4,8 @@ The fixed-point ProcessModels run the *same* step functions of :mod:`lmh_deploy.
 the floating-point ones; only the back-end and the parameter objects change:
 
 * :class:`FixedOps` -- integer firing: ``spike(m, th) = [m >= th]``,
-  ``levels(m, th, L) = clip(floor(m / th), 0, L)`` computed exactly as ``m // th`` on integers.
+  ``levels(m, th, L) = #{k in 1..L : m >= k th}``, the cascade of DESIGN §1 (on integers
+  ``k th`` is exact, so this equals ``clip(m // th, 0, L)``).
 * :class:`Q12` -- a 12-bit fixed-point coefficient ``c ~ k / 4096``. ``Q12 * v`` is
   ``trunc_toward_zero(k * v / 4096)`` (Loihi's decay arithmetic), so ``p.mu_d * v_d`` in
   ``lmh_step`` becomes the chip's multiply-and-shift without rewriting the equation.
@@ -44,8 +45,12 @@ class FixedOps:
 
     @staticmethod
     def levels(m, theta, levels):
-        """``s = clip(floor(m / theta), 0, L)``; exact on integers via floor division."""
-        return np.clip(np.floor_divide(np.asarray(m, dtype=np.int64), np.int64(theta)), 0, levels)
+        """``s = #{k in 1..L : m >= k theta}`` (the cascade; integer thresholds are exact)."""
+        m = np.asarray(m, dtype=np.int64)
+        s = np.zeros(m.shape, np.int64)
+        for k in range(1, int(levels) + 1):
+            s += m >= np.int64(k) * np.int64(theta)
+        return s
 
     @staticmethod
     def detach(x):

@@ -16,9 +16,3 @@ def sample_step(time_step: int, offset: int, period: int) -> int:
     if k < 0:
         return -1
     return k % period
-
-
-def param_row(step: int, rows: int) -> int:
-    """Row of a per-step parameter table ``[P, N]`` for step ``i``: ``min(i, P - 1)``
-    (time-invariant tables have P = 1; beyond the trained T the last step's row is held)."""
-    return min(step, rows - 1)

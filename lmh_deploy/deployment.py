@@ -1,0 +1,211 @@
+"""One model to run in several runtimes: the checkpoint (or an exported file) and the artifacts
+each runtime needs (trained module, folded graph, exported files per (format, T)), made once and
+on demand.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from lmh_deploy.errors import LmhError, TimestepsError
+from lmh_deploy.graph.interpret import GraphRun
+from lmh_deploy.runtimes import Runtime, UnknownRuntimeError, get_runtime
+
+
+class Deployment:
+    """``Deployment(path)``: ``path`` is a checkpoint (``.pt``) or an exported file whose suffix a
+    runtime accepts (``.onnx``). The checkpoint is loaded at once, so a bad file fails before any
+    work. Use as a context manager (exports go to a temporary directory, removed at exit)."""
+
+    def __init__(self, path, workdir=None):
+        self.path = Path(path)
+        self._tmp = None
+        self._workdir = Path(workdir) if workdir else None
+        self._model = None
+        self._graph = None
+        self._files: dict = {}
+        self._handles: dict = {}
+        self.file_runtime: Runtime | None = None
+        from lmh_deploy.runtimes import RUNTIMES
+
+        for rt in RUNTIMES.values():  # the first runtime (registry order) taking this suffix
+            if self.path.suffix in rt.suffixes:
+                self.file_runtime = rt
+                break
+        if self.file_runtime is None:
+            self._model = load_model_checked(self.path)
+        else:
+            if not self.path.is_file():
+                raise LmhError(f"{self.path}: no such file")
+            self._handles[(self.file_runtime.name, None)] = self.file_runtime.load_fn()(self.path)
+
+    # -- context -----------------------------------------------------------------------------
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self._handles.clear()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    @property
+    def workdir(self) -> Path:
+        if self._workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="lmh-deploy-")
+            self._workdir = Path(self._tmp.name)
+        return self._workdir
+
+    # -- artifacts ---------------------------------------------------------------------------
+    @property
+    def is_checkpoint(self) -> bool:
+        return self.file_runtime is None
+
+    @property
+    def model(self):
+        if self._model is None:
+            raise LmhError(f"{self.path} is an exported file; the trained model needs the checkpoint")
+        return self._model
+
+    @property
+    def graph(self):
+        if self._graph is None:
+            from lmh_deploy.graph.fold import fold
+
+            self._graph = fold(self.model)
+        return self._graph
+
+    @property
+    def _file_handle(self):
+        return self._handles[(self.file_runtime.name, None)]
+
+    @property
+    def trained_timesteps(self) -> int:
+        if self.is_checkpoint:
+            return int(self.model.timesteps)
+        t = getattr(self._file_handle, "timesteps", None)
+        if t is None:
+            raise LmhError(f"{self.path}: the file does not say its T; pass --timesteps")
+        return int(t)
+
+    def check_timesteps(self, timesteps: int) -> int:
+        """Raise :class:`TimestepsError` if the model cannot run ``timesteps`` steps."""
+        if self.is_checkpoint:
+            return self.graph.check_timesteps(timesteps)
+        check = getattr(self._file_handle, "check_timesteps", None)
+        if check is None:
+            from lmh_deploy.graph.schema import check_timesteps
+
+            return check_timesteps(timesteps)
+        return check(timesteps)
+
+    def check_runtime(self, name: str) -> Runtime:
+        """The runtime ``name``; for an exported file, only runtimes of its format."""
+        rt = get_runtime(name)
+        if not self.is_checkpoint and rt.source != self.file_runtime.source:
+            from lmh_deploy.runtimes import RUNTIMES
+
+            ok = [r.name for r in RUNTIMES.values() if r.source == self.file_runtime.source]
+            raise UnknownRuntimeError(
+                f"{self.path} is an exported {self.file_runtime.source} file: it runs in "
+                f"{', '.join(ok)}; give the checkpoint (.pt) for {name!r}")
+        return rt
+
+    def export(self, fmt: str, timesteps: int, **options) -> Path:
+        """The file of format ``fmt`` exported at ``timesteps`` (made once, in the workdir)."""
+        key = (fmt, timesteps, tuple(sorted(options.items())))
+        if key not in self._files:
+            from lmh_deploy.runtimes import get_writer
+
+            path = self.workdir / f"model_T{timesteps}_{len(self._files)}.{fmt}"
+            get_writer(fmt)(self.graph, path, timesteps=timesteps, **options)
+            self._files[key] = path
+        return self._files[key]
+
+    def source(self, rt: Runtime, timesteps: int):
+        """What ``rt.run`` takes, for a run of ``timesteps`` steps."""
+        if not self.is_checkpoint:
+            if (rt.name, None) not in self._handles:
+                self._handles[(rt.name, None)] = rt.load_fn()(self.path)
+            return self._handles[(rt.name, None)]
+        if rt.source == "model":
+            return self.model
+        if rt.source == "graph":
+            return self.graph
+        key = (rt.name, timesteps)
+        if key not in self._handles:
+            path = self.export(rt.source, timesteps, **rt.export_options)
+            self._handles[key] = rt.load_fn()(path)
+        return self._handles[key]
+
+    def run(self, runtime: str | Runtime, x, timesteps: int | None = None,
+            batch_size: int = 256) -> GraphRun:
+        """Run ``x`` (``[N, ...]`` static or ``[T, N, ...]`` frames) in batches; one GraphRun."""
+        rt = runtime if isinstance(runtime, Runtime) else self.check_runtime(runtime)
+        t = self.check_timesteps(timesteps or self.trained_timesteps)
+        src = self.source(rt, t)
+        fn = rt.run_fn()
+        x = np.asarray(x, dtype=np.float32)
+        if rt.source != "model":  # a folded normalization: the deployed graph takes raw pixels
+            from lmh_deploy.graph.schema import raw_input
+
+            x = raw_input(x, self.input_norm)
+        shape = self.input_shape
+        frames = shape is not None and x.ndim == len(shape) + 2
+        n = x.shape[1] if frames else x.shape[0]
+        runs = []
+        for i in range(0, n, batch_size):
+            xb = x[:, i:i + batch_size] if frames else x[i:i + batch_size]
+            runs.append(fn(src, xb, t))
+        return concat_runs(runs)
+
+    @property
+    def input_norm(self) -> dict | None:
+        """The input normalization folded into the deployed graph (``DeployGraph.meta``, or an
+        exported file's ``lmh.input_norm`` metadata), or None."""
+        if self.is_checkpoint:
+            return self.graph.meta.get("input_norm")
+        import json
+
+        meta = getattr(self._file_handle, "meta", {}) or {}
+        raw = meta.get("lmh.input_norm") or meta.get("input_norm")
+        return json.loads(raw) if isinstance(raw, str) else raw
+
+    @property
+    def input_shape(self) -> tuple | None:
+        """Per-sample input shape (None if an exported file does not record it)."""
+        if self.is_checkpoint:
+            return tuple(self.model.input_shape)
+        shape = getattr(self._file_handle, "input_shape", None)
+        return None if shape is None else tuple(shape)
+
+
+def load_model_checked(path):
+    """:func:`lmh_deploy.checkpoint.load_model`, with every failure to read the file turned into
+    a one-line :class:`~lmh_deploy.errors.CheckpointFileError` naming the file."""
+    from lmh_deploy.checkpoint import load_model
+    from lmh_deploy.errors import CheckpointFileError, LmhError
+
+    try:
+        return load_model(path)
+    except LmhError:  # CheckpointError included
+        raise
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types on garbage input
+        raise CheckpointFileError(f"{path}: not a readable lmh-deploy checkpoint "
+                                  f"({type(e).__name__}); re-save or re-train it") from None
+
+
+def concat_runs(runs: list) -> GraphRun:
+    """Concatenate GraphRuns along the batch axis (axis 1 of ``[T, B, ...]``)."""
+    if len(runs) == 1:
+        return runs[0]
+    return GraphRun(np.concatenate([r.logits for r in runs], 1),
+                    {k: np.concatenate([r.spikes[k] for r in runs], 1) for k in runs[0].spikes})
+
+
+__all__ = ["Deployment", "concat_runs", "TimestepsError"]

@@ -1,0 +1,49 @@
+"""Evaluation helpers shared by lmh-run, lmh-verify and lmh-sweep: test data as arrays, accuracy
+after each step, firing statistics."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def load_eval_data(dataset: str, limit: int | None = None, root: str | None = None):
+    """The test split of ``dataset`` as float32 ``x`` (``[N, ...]`` or frames ``[T, N, ...]``) and
+    int64 labels ``y`` (the first ``limit`` samples)."""
+    from lmh_deploy.data import get_dataset
+
+    splits = get_dataset(dataset, root=root)
+    test = splits.test
+    n = len(test) if limit is None else min(int(limit), len(test))
+    if hasattr(test, "tensors"):
+        x, y = test.tensors[0][:n].numpy(), test.tensors[1][:n].numpy()
+    else:
+        items = [test[i] for i in range(n)]
+        x = np.stack([np.asarray(a) for a, _ in items])
+        y = np.asarray([int(b) for _, b in items])
+    x = np.asarray(x, np.float32)
+    if splits.frames:  # [N, T, ...] -> time-major [T, N, ...]
+        x = np.ascontiguousarray(np.swapaxes(x, 0, 1))
+    return x, np.asarray(y, np.int64)
+
+
+def accuracy_per_step(logits: np.ndarray, labels: np.ndarray) -> list:
+    """Accuracy after each step t of the cumulative mean logits,
+    ``argmax_k (1/t) sum_{u<=t} logits[u, :, k]`` (as in training), for t = 1..T."""
+    logits = np.asarray(logits, np.float32)
+    t = logits.shape[0]
+    cum = np.cumsum(logits, 0, dtype=np.float32) / np.arange(1, t + 1, dtype=np.float32).reshape(-1, 1, 1)
+    return [float(v) for v in (cum.argmax(-1) == np.asarray(labels)[None]).mean(1)]
+
+
+def spike_stats(spikes: dict, steps: int | None = None) -> dict:
+    """Over the first ``steps`` steps: mean spike count per neuron per step of each layer
+    (``firing_rate``) and total spike count per sample (``spikes_per_sample``; None when the
+    run recorded no spikes, e.g. an ONNX file exported without ``--with-spikes``)."""
+    if not spikes:
+        return {"firing_rate": {}, "spikes_per_sample": None}
+    rates, total, n = {}, 0.0, None
+    for name, s in spikes.items():
+        s = s[:steps] if steps else s
+        n = s.shape[1]
+        rates[name] = float(s.mean())
+        total += float(s.sum(dtype=np.float64))
+    return {"firing_rate": rates, "spikes_per_sample": total / n if n else 0.0}
