@@ -80,7 +80,7 @@ def run_sweep(dep, rts, ts, dataset="digits", limit=None, batch_size=256, per_t=
     """Run the sweep; returns ``{"meta": ..., "rows": [...]}`` (one row per runtime and T)."""
     from tqdm.auto import tqdm
 
-    from .evaluate import accuracy_per_step, load_eval_data, spike_stats
+    from .evaluate import accuracy_per_step, cross_entropy_per_step, load_eval_data, spike_stats
 
     x, y = load_eval_data(dataset, limit)
     t_max = max(ts)
@@ -95,11 +95,13 @@ def run_sweep(dep, rts, ts, dataset="digits", limit=None, batch_size=256, per_t=
         run = dep.run(rt, x, t_run, batch_size)
         wall = time.perf_counter() - t0
         acc = accuracy_per_step(run.logits, y)
+        ce = cross_entropy_per_step(run.logits, y)
         for t in (ts if not per_t else [t_run]):
             if t > t_run:
                 continue
             st = spike_stats(run.spikes, t)
             rows.append({"runtime": rt.name, "T": t, "accuracy": acc[t - 1],
+                         "cross_entropy": ce[t - 1],
                          "spikes_per_sample": st["spikes_per_sample"],
                          "firing_rate": st["firing_rate"], "run_T": t_run,
                          "run_wall_time_s": wall})
@@ -129,10 +131,11 @@ def rows_to_csv(rows: list) -> str:
     layers = sorted({k for r in rows for k in r["firing_rate"]})
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["runtime", "T", "accuracy", "spikes_per_sample"] + [f"rate_{k}" for k in layers])
+    w.writerow(["runtime", "T", "accuracy", "cross_entropy", "spikes_per_sample"] +
+               [f"rate_{k}" for k in layers])
     for r in rows:
         sps = "" if r["spikes_per_sample"] is None else repr(r["spikes_per_sample"])
-        w.writerow([r["runtime"], r["T"], repr(r["accuracy"]), sps] +
+        w.writerow([r["runtime"], r["T"], repr(r["accuracy"]), repr(r.get("cross_entropy", "")), sps] +
                    [repr(r["firing_rate"][k]) if k in r["firing_rate"] else "" for k in layers])
     return buf.getvalue()
 

@@ -7,6 +7,7 @@ with zero padding, border pixels included; and every runtime computes identical 
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -69,14 +70,23 @@ def test_split_parts_are_exact_and_fine():
 
 
 def test_layer_chain_merges_split_synapses():
-    """A split MLP is still a chain: each layer's weight is w_hi + w_lo in float64."""
+    """A split MLP is still a chain: each layer carries w_hi and w_lo, weight64 their exact sum,
+    and the layer list survives the one serializer (float32 arrays) unchanged."""
+    from lmh_deploy.graph.schema import layers_from_dict, layers_to_dict
+
     model = random_model("mlp", "lmh", 4, input_quantum=1 / 16, input_bound=1.0).eval()
     g = fold(model)
     chain = g.layer_chain()
     assert [c.name for c in chain] == ["sn0", "sn1", "fc2"]
-    for c, syn in zip(chain, ("fc0", "fc1", "fc2")):
-        assert c.synapse.attrs["split"] and c.synapse.arrays["weight"].dtype == np.float64
-        np.testing.assert_array_equal(c.synapse.arrays["weight"], g.synapse_weights(syn)[0])
+    arrays = {}
+    back = layers_from_dict(json.loads(json.dumps(layers_to_dict(chain, arrays))), arrays)
+    for c, c2, syn in zip(chain, back, ("fc0", "fc1", "fc2")):
+        assert c.synapse.attrs["split"] and c.weight64.dtype == np.float64
+        np.testing.assert_array_equal(c.weight64, g.synapse_weights(syn)[0])
+        np.testing.assert_array_equal(c.weight, g.op(f"{syn}_hi").arrays["weight"])
+        np.testing.assert_array_equal(c2.weight64, c.weight64)
+        # exact in float64: the sum keeps both parts (a float32 sum would drop w_lo)
+        assert np.any(c.weight64 != c.weight.astype(np.float32).astype(np.float64))
 
 
 CIFAR_NORM = {"mean": [125 / 255, 123 / 255, 114 / 255], "std": [0.2470, 0.2435, 0.2616], "scale": 255.0}

