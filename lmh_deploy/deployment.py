@@ -152,7 +152,7 @@ class Deployment:
         fn = rt.run_fn()
         x = np.asarray(x, dtype=np.float32)
         if rt.source != "model":  # a folded normalization: the deployed graph takes raw pixels
-            from lmh_deploy.graph.schema import raw_input
+            from lmh_deploy.graph.inputs import raw_input
 
             x = raw_input(x, self.input_norm)
         shape = self.input_shape

@@ -100,7 +100,7 @@ def weight_error_summary(graph) -> dict:
 def verify(path, fmt: str, runtimes=None, timesteps=None, dataset=None, limit=None,
            batch_size=256, fidelity_ts: str | None = None,
            max_accuracy_drop: float = MAX_ACCURACY_DROP,
-           min_spike_agreement: float = MIN_SPIKE_AGREEMENT) -> dict:
+           min_spike_agreement: float = MIN_SPIKE_AGREEMENT, data_dir: str | None = None) -> dict:
     """The report that ``lmh-verify --json`` writes; ``ok`` is False when a runtime differs from
     the reference or the fold fidelity check fails (``fidelity_failures``)."""
     from lmh_deploy.deployment import Deployment
@@ -129,7 +129,7 @@ def verify(path, fmt: str, runtimes=None, timesteps=None, dataset=None, limit=No
         except Exception:  # noqa: BLE001 - the dataset hint is optional
             pass
         ds = dataset or ckpt_ds or "digits"
-        x, y = load_eval_data(ds, limit)
+        x, y = load_eval_data(ds, limit, root=data_dir)
         ref = dep.run("reference", x, t, batch_size)
         results = {}
         for name in ["deployed-torch"] + [r.name for r in rts if r.name != "deployed-torch"]:

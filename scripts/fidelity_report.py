@@ -17,7 +17,7 @@ def measure(path, limit=None, split=True, timesteps=None):
     from lmh_deploy.evaluate import accuracy_per_step, load_eval_data
     from lmh_deploy.graph.fold import fold
     from lmh_deploy.graph.interpret import run_reference
-    from lmh_deploy.graph.schema import raw_input
+    from lmh_deploy.graph.inputs import raw_input
     from lmh_deploy.deployment import load_model_checked
 
     ck = load_checkpoint(path)

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _deploy_models import grid_inputs, random_model  # noqa: E402
 
-from lmh_deploy.graph.schema import raw_input  # noqa: E402
+from lmh_deploy.graph.inputs import raw_input  # noqa: E402
 from lmh_deploy.graph.fold import fold  # noqa: E402
 from lmh_deploy.graph.interpret import run_reference, run_torch  # noqa: E402
 
@@ -152,3 +152,37 @@ def test_resnet19_cifar_first_layer_error_below_1e5():
     assert first <= 1e-5, first
     assert g_one.meta["weight_error"]["conv0"] > 1e-4  # what one grid gives (3e-4)
     assert max(g.meta["weight_error"].values()) <= 1e-5
+
+
+@pytest.mark.slow
+def test_lmh_verify_reports_the_resnet19_cifar_first_layer_error(tmp_path, capsys):
+    """lmh-verify on a random ResNet-19 at 3x32x32 with the CIFAR-10 normalization (raw pixels
+    deployed), on two images of a fabricated CIFAR-10 test batch: first-layer error <= 1e-5."""
+    import os
+    import pickle
+
+    from _deploy_models import save_model
+
+    from lmh_deploy.cli import verify as cli_verify
+    from lmh_deploy.data.transforms import input_norm
+
+    d = tmp_path / "cifar-10-batches-py"
+    os.makedirs(d)
+    rng = np.random.default_rng(0)
+    for f in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+        with open(d / f, "wb") as fh:
+            pickle.dump({b"labels": [int(v) for v in rng.integers(0, 10, 2)],
+                         b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8)}, fh, protocol=2)
+    ck = save_model(random_model("resnet19", "lmh", 2, input_shape=(3, 32, 32),
+                                 input_norm=input_norm("cifar10")), tmp_path / "r19.pt")
+    js = tmp_path / "v.json"
+    rc = cli_verify.main([str(ck), "--format", "onnx", "--runtime", "deployed-torch", "--dataset",
+                          "cifar10", "--data-dir", str(tmp_path), "--limit", "2",
+                          "--fidelity-timesteps", "2", "--min-spike-agreement", "0.9",
+                          "--max-accuracy-drop", "100", "--json", str(js)])
+    out = capsys.readouterr().out
+    rep = json.loads(js.read_text())
+    name, err = rep["weight_error"]["first_layer"]
+    assert name == "conv0" and err <= 1e-5, err
+    assert f"first layer conv0 {err:.3g}" in out
+    assert rep["runtimes_exact"] and rc == 0, out

@@ -20,6 +20,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--timesteps", "-T", type=positive_int, metavar="T",
                    help="time steps (default: the trained T)")
     p.add_argument("--dataset", default=None, help="data set (default: the checkpoint's, else digits)")
+    p.add_argument("--data-dir", metavar="DIR", help="root of downloadable data sets (CIFAR, ...)")
     p.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="first N test samples (default: all)")
     p.add_argument("--batch-size", type=positive_int, default=256, metavar="B")
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
 def _main(args) -> int:
     rep = verify(args.checkpoint, args.format, args.runtime, args.timesteps, args.dataset,
                  args.limit, args.batch_size, args.fidelity_timesteps, args.max_accuracy_drop,
-                 args.min_spike_agreement)
+                 args.min_spike_agreement, data_dir=args.data_dir)
     if args.json:
         from lmh_deploy.atomic import atomic_write_text
 

@@ -18,7 +18,7 @@ Conventions
   one float32 addition, identical in every runtime (:meth:`DeployGraph.synapse_weights` gives
   the combined weight).
 * ``meta["input_norm"]`` (normalized image data sets): the graph's input is the raw pixel
-  ``u = (p - pixel_mean_c) / 256``, not the normalized image; :func:`raw_input` converts.
+  ``u = (p - pixel_mean_c) / 256``, not the normalized image; :func:`lmh_deploy.graph.inputs.raw_input` converts.
 * Op kinds (``DeployOp.kind``), each reading the named values in ``inputs``:
 
   ``synapse``  ``y = conv2d(x, W, stride, padding) + b`` or ``y = x @ W.T + b`` (attrs["op"]
@@ -388,20 +388,3 @@ def layers_from_dict(d: list, arrays: dict) -> list:
         out.append(Layer(e["name"], syn, spec, bool(e["flatten_before"])))
     return out
 
-
-def raw_input(x, input_norm: dict | None):
-    """Normalized images ``x = (p / scale - mean_c) / std_c`` (float, ``[..., C, H, W]``) -> the
-    raw pixels a graph with ``meta["input_norm"]`` takes: ``u = (p - pixel_mean_c) / 256``
-    (float32, exact), p recovered as ``round((x std_c + mean_c) scale)`` clipped to 0..scale.
-    ``input_norm`` None: ``x`` unchanged."""
-    if not input_norm:
-        return x
-    x = np.asarray(x, np.float64)
-    c = len(input_norm["mean"])
-    shp = (c, 1, 1) if x.ndim >= 3 and x.shape[-3] == c else (-1,)
-    mean = np.asarray(input_norm["mean"], np.float64).reshape(shp)
-    std = np.asarray(input_norm["std"], np.float64).reshape(shp)
-    s = float(input_norm.get("scale", 255.0))
-    pix = np.asarray(input_norm["pixel_mean"], np.float64).reshape(shp)
-    p = np.clip(np.round((x * std + mean) * s), 0, s)
-    return ((p - pix) / 256.0).astype(np.float32)
