@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmh_deploy.errors import LmhError
+from lmh_deploy.errors import FoldFidelityError
 
 
 def compare_runs(ref, other) -> dict:
@@ -32,10 +32,6 @@ def compare_runs(ref, other) -> dict:
 #: defaults of the fold-fidelity check (lmh-verify, lmh-export --validate)
 MAX_ACCURACY_DROP = 0.5      # percentage points, |trained - deployed| test accuracy
 MIN_SPIKE_AGREEMENT = 0.999  # fraction of identical spike counts, every layer
-
-
-class FoldFidelityError(LmhError):
-    """The deployed graph does not reproduce the trained module closely enough."""
 
 
 def fidelity_timesteps(trained_t: int, text: str | None) -> list:

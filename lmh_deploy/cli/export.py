@@ -21,7 +21,7 @@ def export_checkpoint(path, fmt: str, out=None, timesteps: int | None = None,
     """Fold checkpoint ``path`` and write it in format ``fmt`` to ``out`` (atomically).
 
     ``validate`` (a dict of :func:`validate_fold` options, or None): check the fold fidelity
-    first; a failed check raises :class:`~lmh_deploy.verify.FoldFidelityError` and no file is
+    first; a failed check raises :class:`~lmh_deploy.errors.FoldFidelityError` and no file is
     written."""
     from lmh_deploy.atomic import atomic_output
     from lmh_deploy.graph.fold import fold
@@ -47,7 +47,7 @@ def validate_fold(path, dataset: str | None = None, limit: int | None = 1000,
                   min_spike_agreement: float | None = None, batch_size: int = 256) -> dict:
     """The fold-fidelity check of ``lmh-export --validate``: trained module vs deployed graph on
     the first ``limit`` test samples of the checkpoint's data set, at the trained T and the swept
-    Ts. Returns the per-T figures; raises :class:`~lmh_deploy.verify.FoldFidelityError`."""
+    Ts. Returns the per-T figures; raises :class:`~lmh_deploy.errors.FoldFidelityError`."""
     from lmh_deploy.checkpoint import load_checkpoint
     from lmh_deploy.deployment import Deployment
     from lmh_deploy.evaluate import load_eval_data
