@@ -38,7 +38,7 @@ def main():
         ax.set_xlabel("time steps T at inference (trained at T=%s)" % ",".join(map(str, sorted(trained))))
         ax.grid(alpha=0.3)
     ax1.set_ylabel("test accuracy (%)")
-    ax2.set_ylabel("cross-entropy of the running-mean logits (nats)")
+    ax2.set_ylabel("cross-entropy of running-mean logits")
     ax1.legend(fontsize=8)
     fig.suptitle(f"{meta['dataset']} test split ({meta['samples']} images), runtime {a.runtime}",
                  fontsize=9)
