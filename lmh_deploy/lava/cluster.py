@@ -167,11 +167,22 @@ class _FixedOps:
         self.units = {}
         unit = {s: (self.qin if s == "input" else 1.0) for s in plan.sources}
         self.prepared = {}
+        # a split synapse (hi + lo, DeployGraph "add" with attrs split): the low part is far below
+        # the 8-bit weight step, so fixed point quantizes the exact float64 sum w_hi + w_lo once
+        # as one synapse (the hi op) and skips the lo op; the split add passes hi through
+        by_name = {op.name: op for op in plan.ops}
+        self.split_lo = {op.inputs[1] for op in plan.ops if op.kind == "add" and op.attrs.get("split")}
+        lo_of = {op.inputs[0]: by_name.get(op.inputs[1]) for op in plan.ops
+                 if op.kind == "add" and op.attrs.get("split")}
         for op in plan.ops:
             u = [unit[i] for i in op.inputs]
-            if op.kind == "synapse":
-                qw = fx.quantize_weights(np.asarray(op.arrays["weight"], np.float64) * u[0],
-                                         weight_exp)
+            if op.name in self.split_lo:
+                unit[op.name] = u[0]
+            elif op.kind == "synapse":
+                w64 = np.asarray(op.arrays["weight"], np.float64)
+                if lo_of.get(op.name) is not None:
+                    w64 = w64 + np.asarray(lo_of[op.name].arrays["weight"], np.float64)
+                qw = fx.quantize_weights(w64 * u[0], weight_exp)
                 bias = fx.to_units(op.arrays["bias"], qw.q)
                 self.prepared[op.name] = (qw.w.astype(np.int64), bias)
                 unit[op.name] = qw.q
@@ -180,6 +191,8 @@ class _FixedOps:
                 qw = fx.quantize_weights(f, weight_exp)
                 self.prepared[op.name] = (qw.w.astype(np.int64), qw.weight_exp)
                 unit[op.name] = qw.q
+            elif op.kind == "add" and op.attrs.get("split"):
+                unit[op.name] = u[0]
             elif op.kind == "add":
                 unit[op.name] = min(u)
             else:
@@ -196,7 +209,11 @@ class _FixedOps:
         unit = self.unit
         for op in self.plan.ops:
             x = [vals[i] for i in op.inputs]
-            if op.kind == "synapse":
+            if op.name in self.split_lo:  # folded into its hi op (see __init__)
+                y = None
+            elif op.kind == "add" and op.attrs.get("split"):
+                y = x[0]
+            elif op.kind == "synapse":
                 w, bias = self.prepared[op.name]
                 if op.attrs["op"] == "conv":
                     y = _int_conv(x[0], w, op.attrs["stride"], op.attrs["padding"])
