@@ -155,7 +155,19 @@ def describe(graph) -> NetDesc:
                                         f"a synapse must read spikes or the input")
         return o[1], o[2]
 
+    # a split synapse (fold: <s>_hi + <s>_lo into a split add <s>) is one projection, named <s>,
+    # with the deployed weights w_hi + w_lo (one synapse on a chip; its cost counted once)
+    by = {o.name: o for o in graph.ops}
+    split_of = {}  # hi op name -> split add op
+    split_lo = set()
+    for o in graph.ops:
+        if o.kind == "add" and o.attrs.get("split"):
+            split_of[o.inputs[0]] = o
+            split_lo.add(o.inputs[1])
     for op in graph.ops:
+        if op.name in split_lo:
+            origin[op.name] = ("cur",)
+            continue
         if op.kind == "neuron":
             spec = graph.neuron(op.name)
             pops.append(Population(op.name, tuple(shapes[op.name]), int(spec.levels),
@@ -174,12 +186,17 @@ def describe(graph) -> NetDesc:
             src, pool = source(op)
             src_shape = tuple(graph.input_shape) if src is None else tuple(shapes[src])
             in_shape = src_shape[:1] + tuple(d // pool for d in src_shape[1:])
-            common = dict(name=op.name, source=src, source_shape=src_shape, in_shape=in_shape,
-                          out_shape=tuple(shapes[op.name]), pool=pool, target=target_of(op.name))
+            add = split_of.get(op.name)
+            name = add.name if add is not None else op.name
+            common = dict(name=name, source=src, source_shape=src_shape, in_shape=in_shape,
+                          out_shape=tuple(shapes[op.name]), pool=pool, target=target_of(name))
             if op.kind == "scale":
                 projs.append(Projection(kind="identity", **common))
             else:
                 w = op.arrays["weight"]
+                if add is not None:
+                    w = (np.asarray(w, np.float64)
+                         + np.asarray(by[add.inputs[1]].arrays["weight"], np.float64))
                 conv = op.attrs["op"] == "conv"
                 projs.append(Projection(
                     kind="conv" if conv else "linear", weight_shape=tuple(w.shape),
