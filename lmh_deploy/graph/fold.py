@@ -56,6 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lmh_deploy.graph.inputs import input_affine as _input_affine
 from lmh_deploy.graph.schema import DeployGraph, DeployOp
 from lmh_deploy.errors import UnsupportedModelError
 from lmh_deploy.models import SpikingNet
@@ -151,26 +152,6 @@ def _round_synapse(w: np.ndarray, b: np.ndarray, vin: _Val, split: bool = True,
 
     bound = (_bound(wq, bq), _bound(wlo, 0.0) if wlo is not None else 0.0)
     return wq, bq, wlo, q_out, q_lo_out, bound, err
-
-
-def _input_affine(norm: dict, shape: tuple):
-    """Raw-pixel deployment of a normalized input ``x = (p / s - mean_c) / std_c`` (integer pixels
-    p, s = ``norm["scale"]``, 255 for 8-bit images). The deployed input is
-    ``u = (p - m_c) / 256`` with m_c = round(s mean_c): exact on the grid 2**-8, |u| <= 1, and 0
-    where the normalized image is m_c's normalized value. Then ``x = a_c u + d_c`` with
-    ``a_c = 256 / (s std_c)`` and ``d_c = (m_c / s - mean_c) / std_c`` (0 when s mean_c is an
-    integer, as for the package's data sets). Returns (a, d) as float64 [C], and m (int [C])."""
-    mean = np.asarray(norm["mean"], np.float64)
-    std = np.asarray(norm["std"], np.float64)
-    s = float(norm.get("scale", 255.0))
-    if mean.shape != (shape[0],) or std.shape != (shape[0],) or np.any(std <= 0):
-        raise UnsupportedModelError(f"input_norm needs one mean and one positive std per input "
-                                    f"channel ({shape[0]}), got {norm!r}")
-    if s > 256:
-        raise UnsupportedModelError(f"input_norm scale {s:g} > 256: raw pixels do not fit the "
-                                    f"2**-8 input grid")
-    m = np.round(mean * s)
-    return 256.0 / (s * std), (m / s - mean) / std, m.astype(np.int64)
 
 
 def _join_sum(name: str, ins, vals: dict, ops: list, raw: dict, consumers: dict,

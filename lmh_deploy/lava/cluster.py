@@ -167,16 +167,14 @@ class _FixedOps:
         self.units = {}
         unit = {s: (self.qin if s == "input" else 1.0) for s in plan.sources}
         self.prepared = {}
-        # a split synapse (hi + lo, DeployGraph "add" with attrs split): the low part is far below
-        # the 8-bit weight step, so fixed point quantizes the exact float64 sum w_hi + w_lo once
-        # as one synapse (the hi op) and skips the lo op; the split add passes hi through
+        # split synapse (hi + lo): lo is far below the 8-bit weight step; quantize w_hi + w_lo
+        # (exact in float64) once as the hi op, skip lo, the split add passes hi through
         by_name = {op.name: op for op in plan.ops}
-        self.split_lo = {op.inputs[1] for op in plan.ops if op.kind == "add" and op.attrs.get("split")}
-        lo_of = {op.inputs[0]: by_name.get(op.inputs[1]) for op in plan.ops
-                 if op.kind == "add" and op.attrs.get("split")}
+        lo_of = {o.inputs[0]: by_name.get(o.inputs[1]) for o in plan.ops if o.attrs.get("split")}
+        self.split_lo = {o.inputs[1] for o in plan.ops if o.attrs.get("split")}
         for op in plan.ops:
             u = [unit[i] for i in op.inputs]
-            if op.name in self.split_lo:
+            if op.name in self.split_lo or op.kind == "add" and op.attrs.get("split"):
                 unit[op.name] = u[0]
             elif op.kind == "synapse":
                 w64 = np.asarray(op.arrays["weight"], np.float64)
@@ -191,8 +189,6 @@ class _FixedOps:
                 qw = fx.quantize_weights(f, weight_exp)
                 self.prepared[op.name] = (qw.w.astype(np.int64), qw.weight_exp)
                 unit[op.name] = qw.q
-            elif op.kind == "add" and op.attrs.get("split"):
-                unit[op.name] = u[0]
             elif op.kind == "add":
                 unit[op.name] = min(u)
             else:
@@ -209,10 +205,8 @@ class _FixedOps:
         unit = self.unit
         for op in self.plan.ops:
             x = [vals[i] for i in op.inputs]
-            if op.name in self.split_lo:  # folded into its hi op (see __init__)
-                y = None
-            elif op.kind == "add" and op.attrs.get("split"):
-                y = x[0]
+            if op.name in self.split_lo or op.kind == "add" and op.attrs.get("split"):
+                y = None if op.name in self.split_lo else x[0]  # lo: folded into hi (__init__)
             elif op.kind == "synapse":
                 w, bias = self.prepared[op.name]
                 if op.attrs["op"] == "conv":
