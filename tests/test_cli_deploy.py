@@ -87,7 +87,9 @@ def test_export_impossible_timesteps(tmp_path, capsys):
     rc = export_cli.main(["--format", "onnx", str(ck), "-T", "0"])
     assert rc == 2 and not out.exists()  # argparse: one line, exit 2
     assert "error:" in capsys.readouterr().err
-    assert export_cli.main(["--format", "onnx", str(ck), "-T", "8"]) == 0 and out.exists()
+    # a random-weight model: its fold fidelity is not the point here (thresholds relaxed)
+    assert export_cli.main(["--format", "onnx", str(ck), "-T", "8", "--max-accuracy-drop", "100",
+                            "--min-spike-agreement", "0"]) == 0 and out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files
 
 

@@ -89,7 +89,8 @@ def _uniform(a, what, layer):
 
 def _merge_split(graph):
     """Each split synapse (``<s>_hi`` + ``<s>_lo``, split add ``<s>``) as one synapse ``<s>``
-    with float32 weights fl32(w_hi + w_lo): a target form has one weight per connection."""
+    with the high part's weights (a target form has one weight per connection; w_hi is on the
+    exact-sum grid, so every tool's sum is exact; the low part, below that grid, is dropped)."""
     from dataclasses import replace
 
     from lmh_deploy.graph.schema import DeployOp
@@ -98,9 +99,9 @@ def _merge_split(graph):
     parts, ops = {i for o in split.values() for i in o.inputs}, []
     for o in (o for o in graph.ops if o.name not in parts):
         if o.name in split:
-            hi, (w, b) = graph.op(o.inputs[0]), graph.synapse_weights(o.name)
-            o = DeployOp(o.name, "synapse", hi.inputs, {"weight": w.astype(np.float32),
-                         "bias": b.astype(np.float32)}, {k: v for k, v in hi.attrs.items() if k != "part"})
+            hi = graph.op(o.inputs[0])
+            o = DeployOp(o.name, "synapse", hi.inputs, dict(hi.arrays),
+                         {k: v for k, v in hi.attrs.items() if k != "part"})
         ops.append(o)
     return replace(graph, ops=ops) if split else graph
 
