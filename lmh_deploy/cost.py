@@ -121,9 +121,9 @@ class NetDesc:
 def describe(graph) -> NetDesc:
     """The :class:`NetDesc` of a :class:`~lmh_deploy.graph.schema.DeployGraph`.
 
-    The only function here that reads the graph. Follows every value back through ``flatten``
-    and ``sumpool`` to its population (or the analog input) and every synapse / shortcut forward
-    through ``add`` to the neuron it drives. Raises
+    The only reader of the graph: values back through ``flatten`` / ``sumpool`` to their
+    population (or the input), synapses / shortcuts forward through ``add`` to their neuron; a
+    split synapse (``<s>_hi`` + ``<s>_lo``) is one projection ``<s>`` (w_hi + w_lo).
     :class:`~lmh_deploy.errors.UnsupportedModelError` for an op it cannot place."""
     from lmh_deploy.errors import UnsupportedModelError
 
@@ -155,6 +155,8 @@ def describe(graph) -> NetDesc:
                                         f"a synapse must read spikes or the input")
         return o[1], o[2]
 
+    split_of = {o.inputs[0]: o for o in graph.ops if o.attrs.get("split")}
+    split_lo = {o.inputs[1] for o in split_of.values()}
     for op in graph.ops:
         if op.kind == "neuron":
             spec = graph.neuron(op.name)
@@ -170,24 +172,23 @@ def describe(graph) -> NetDesc:
             origin[op.name] = ("cur",)
         else:
             raise UnsupportedModelError(f"op {op.name!r} of kind {op.kind!r} has no cost rule")
-        if op.kind in ("synapse", "scale"):
+        if op.kind in ("synapse", "scale") and op.name not in split_lo:
             src, pool = source(op)
             src_shape = tuple(graph.input_shape) if src is None else tuple(shapes[src])
             in_shape = src_shape[:1] + tuple(d // pool for d in src_shape[1:])
-            common = dict(name=op.name, source=src, source_shape=src_shape, in_shape=in_shape,
-                          out_shape=tuple(shapes[op.name]), pool=pool, target=target_of(op.name))
+            name = split_of[op.name].name if op.name in split_of else op.name
+            common = dict(name=name, source=src, source_shape=src_shape, in_shape=in_shape,
+                          out_shape=tuple(shapes[op.name]), pool=pool, target=target_of(name))
             if op.kind == "scale":
                 projs.append(Projection(kind="identity", **common))
             else:
-                w = op.arrays["weight"]
-                conv = op.attrs["op"] == "conv"
+                w = graph.synapse_weights(name)[0] if name != op.name else op.arrays["weight"]
                 projs.append(Projection(
-                    kind="conv" if conv else "linear", weight_shape=tuple(w.shape),
+                    kind=op.attrs["op"], weight_shape=tuple(w.shape),
                     stride=int(op.attrs.get("stride", 1)), padding=int(op.attrs.get("padding", 0)),
                     groups=int(op.attrs.get("groups", 1)), weight=w,
                     current_bound=op.attrs.get("out_bound"), **common))
-    return NetDesc(tuple(pops), tuple(projs), tuple(graph.input_shape),
-                   float(graph.input_quantum))
+    return NetDesc(tuple(pops), tuple(projs), tuple(graph.input_shape), float(graph.input_quantum))
 
 
 # -- connectivity ---------------------------------------------------------------------------
@@ -395,6 +396,5 @@ def energy(totals: dict, e_ac: float = E_AC_PJ, e_mac: float = E_MAC_PJ) -> dict
 
 
 __all__ = ["E_AC_PJ", "E_MAC_PJ", "ENERGY_SOURCE", "NetDesc", "Population", "Projection",
-           "axis_fanin", "axis_fanout", "cost_report", "describe", "energy",
-           "events", "fanin", "fanout", "firing_rate", "grid_macs", "n_weights", "pool_adds",
-           "sops", "synapses"]
+           "axis_fanin", "axis_fanout", "cost_report", "describe", "energy", "events", "fanin",
+           "fanout", "firing_rate", "grid_macs", "n_weights", "pool_adds", "sops", "synapses"]

@@ -176,6 +176,10 @@ class Deployment:
         rt = runtime if isinstance(runtime, Runtime) else self.check_runtime(runtime)
         t = self.check_timesteps(timesteps or self.trained_timesteps)
         x = np.asarray(x, dtype=np.float32)
+        if rt.source != "model":  # a folded normalization: the deployed graph takes raw pixels
+            from lmh_deploy.graph.inputs import raw_input
+
+            x = raw_input(x, self.input_norm)
         shape = self.input_shape
         frames = shape is not None and x.ndim == len(shape) + 2
         n = x.shape[1] if frames else x.shape[0]
@@ -192,6 +196,18 @@ class Deployment:
                 runs.append(fn(src, xb, t))
                 bar.update(min(batch_size, n - i))
         return concat_runs(runs)
+
+    @property
+    def input_norm(self) -> dict | None:
+        """The input normalization folded into the deployed graph (``DeployGraph.meta``, or an
+        exported file's ``lmh.input_norm`` metadata), or None."""
+        if self.is_checkpoint:
+            return self.graph.meta.get("input_norm")
+        import json
+
+        meta = getattr(self._file_handle, "meta", {}) or {}
+        raw = meta.get("lmh.input_norm") or meta.get("input_norm")
+        return json.loads(raw) if isinstance(raw, str) else raw
 
     @property
     def input_shape(self) -> tuple | None:

@@ -22,6 +22,11 @@ class ExportFormatError(LmhError, ValueError):
     """Unknown export format, or a form the model cannot be written in."""
 
 
+class FoldFidelityError(LmhError, ValueError):
+    """The deployed graph does not reproduce the trained module closely enough (lmh-verify,
+    lmh-export --validate): accuracy moved or a layer's spike agreement fell below a threshold."""
+
+
 class MissingDependencyError(LmhError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
 

@@ -37,6 +37,19 @@ def accuracy_per_step(logits: np.ndarray, labels: np.ndarray) -> list:
     return [float(v) for v in (cum.argmax(-1) == np.asarray(labels)[None]).mean(1)]
 
 
+def cross_entropy_per_step(logits: np.ndarray, labels: np.ndarray) -> list:
+    """Mean cross-entropy (nats) of the cumulative mean logits after each step t = 1..T:
+    ``mean_n -log softmax((1/t) sum_{u<=t} logits[u, n])[y_n]`` (float64 log-sum-exp)."""
+    logits = np.asarray(logits, np.float64)
+    t = logits.shape[0]
+    cum = np.cumsum(logits, 0) / np.arange(1, t + 1).reshape(-1, 1, 1)
+    m = cum.max(-1, keepdims=True)
+    lse = (m[..., 0] + np.log(np.exp(cum - m).sum(-1)))
+    y = np.asarray(labels)
+    picked = np.take_along_axis(cum, y[None, :, None].repeat(t, 0), -1)[..., 0]
+    return [float(v) for v in (lse - picked).mean(1)]
+
+
 def spike_stats(spikes: dict, steps: int | None = None) -> dict:
     """Over the first ``steps`` steps: mean spike count per neuron per step of each layer
     (``firing_rate``) and total spike count per sample (``spikes_per_sample``; None when the

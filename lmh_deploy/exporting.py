@@ -18,14 +18,16 @@ from lmh_deploy.runtimes import get_writer
 
 def export_graph(graph, fmt: str, out, timesteps: int | None = None, validate: bool = True,
                  sample=None, report=None, data_dir=None, data_options=None,
-                 progress: bool | None = False, **options) -> Path:
+                 progress: bool | None = False, fidelity: dict | None = None, **options) -> Path:
     """Write DeployGraph ``graph`` in format ``fmt`` to ``out`` atomically; with ``validate`` run
     the written file on ``sample`` (default :func:`~lmh_deploy.verify.validation_sample` of
     ``graph.meta["dataset"]`` read from ``data_dir`` with the loader's ``data_options``) against
     the reference first (:class:`~lmh_deploy.verify.ExportValidationError`: nothing written).
     ``report``: a dict that receives the validation report under ``"validation"``. ``progress``:
     a tqdm bar over the stages write / sample / validate (True always, False never, None on a
-    terminal)."""
+    terminal). ``fidelity``: options of :func:`~lmh_deploy.verify.validate_fold` (``path``: the
+    trained checkpoint) to check the fold fidelity in the same validation (FoldFidelityError:
+    nothing written)."""
     from tqdm.auto import tqdm
 
     from lmh_deploy.atomic import atomic_output
@@ -55,7 +57,7 @@ def export_graph(graph, fmt: str, out, timesteps: int | None = None, validate: b
             x = np.asarray(x, np.float32)
             if options.get("frames") and x.ndim == len(graph.input_shape) + 1:
                 x = np.ascontiguousarray(np.broadcast_to(x, (timesteps or graph.timesteps,) + x.shape))
-            rep = validate_export(graph, tmp, fmt, x, timesteps)
+            rep = validate_export(graph, tmp, fmt, x, timesteps, fidelity=fidelity)
             bar.update()
             if report is not None:
                 report["validation"] = rep
@@ -65,11 +67,13 @@ def export_graph(graph, fmt: str, out, timesteps: int | None = None, validate: b
 def export_checkpoint(path, fmt: str, out=None, timesteps: int | None = None,
                       validate: bool = True, report=None, dataset: str | None = None,
                       data_dir=None, data_options=None, progress: bool | None = False,
-                      **options) -> Path:
+                      fidelity: dict | None = None, **options) -> Path:
     """Fold checkpoint ``path`` and write it in format ``fmt`` to ``out`` (default: beside it,
     suffix ``.<fmt>``), validated unless ``validate=False`` (see :func:`export_graph`) on the
     test split of ``dataset`` (default: the one the checkpoint was trained on; the file records
-    it) read from ``data_dir``."""
+    it) read from ``data_dir``: the file against the reference, and the fold fidelity (trained
+    module vs deployed graph, :func:`~lmh_deploy.verify.validate_fold` with the options
+    ``fidelity``)."""
     from lmh_deploy.evaluate import trained_dataset
     from lmh_deploy.guards import check_outputs
     from lmh_deploy.deployment import load_model_checked
@@ -95,8 +99,11 @@ def export_checkpoint(path, fmt: str, out=None, timesteps: int | None = None,
         # named explicitly: a data set that cannot be read is an error, not random inputs
         sample = validation_sample(graph, dataset or graph.meta.get("dataset"), data_dir=data_dir,
                                    options=data_options, strict=True)
+    fid = dict(fidelity or {}, path=path) if validate and _validates(fmt) and not (
+        options.get("lossy_lif") or options.get("target")) else None
     return export_graph(graph, fmt, out, timesteps, validate, sample=sample, report=report,
-                        data_dir=data_dir, data_options=data_options, progress=progress, **options)
+                        data_dir=data_dir, data_options=data_options, progress=progress,
+                        fidelity=fid, **options)
 
 
 def _validates(fmt: str) -> bool:

@@ -364,12 +364,14 @@ class SpikingNet(nn.Module):
 
 
 def default_config(arch="mlp", neuron="lmh", timesteps=4, num_classes=10, input_shape=(1, 8, 8),
-                   levels=2, bn="tdbn", input_quantum=None, input_bound=None,
+                   levels=2, bn="tdbn", input_quantum=None, input_bound=None, input_norm=None,
                    **neuron_extra) -> dict:
     """A complete model config (what the checkpoint stores to rebuild the model).
 
     ``input_quantum`` / ``input_bound``: the deployed input grid (see the fold), when the data
-    set knows it; ``neuron_extra`` goes to the neuron section (per_channel, theta, ...)."""
+    set knows it; ``input_norm``: the normalization of 8-bit image data (``DataSplits.input_norm``;
+    the fold then deploys raw pixels); ``neuron_extra`` goes to the neuron section (per_channel,
+    theta, ...)."""
     ncfg = {"kind": neuron}
     if neuron == "lmht":
         ncfg["levels"] = levels
@@ -378,6 +380,10 @@ def default_config(arch="mlp", neuron="lmh", timesteps=4, num_classes=10, input_
            "input_shape": list(input_shape), "neuron": ncfg, "bn": bn}
     if input_quantum is not None:
         cfg["input_quantum"], cfg["input_bound"] = float(input_quantum), float(input_bound)
+    if input_norm:
+        cfg["input_norm"] = {"mean": [float(v) for v in input_norm["mean"]],
+                             "std": [float(v) for v in input_norm["std"]],
+                             "scale": float(input_norm.get("scale", 255.0))}
     return cfg
 
 

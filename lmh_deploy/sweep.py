@@ -86,7 +86,7 @@ def run_sweep(dep, rts, ts, dataset=None, limit=None, batch_size=256, per_t=Fals
     ``{"meta": ..., "rows": [...]}`` (one row per runtime and T)."""
     from tqdm.auto import tqdm
 
-    from .evaluate import accuracy_per_step, load_eval_data, spike_stats
+    from .evaluate import accuracy_per_step, cross_entropy_per_step, load_eval_data, spike_stats
 
     from .evaluate import resolve_dataset
 
@@ -108,11 +108,13 @@ def run_sweep(dep, rts, ts, dataset=None, limit=None, batch_size=256, per_t=Fals
         run = dep.run(rt, x, t_run, batch_size)
         wall = time.perf_counter() - t0
         acc = accuracy_per_step(run.logits, y)
+        ce = cross_entropy_per_step(run.logits, y)
         for t in (ts if not per_t else [t_run]):
             if t > t_run:
                 continue
             st = spike_stats(run.spikes, t)
             rows.append({"runtime": rt.name, "T": t, "accuracy": acc[t - 1],
+                         "cross_entropy": ce[t - 1],
                          "spikes_per_sample": st["spikes_per_sample"],
                          **_cost(desc, run.spikes, t, frames),
                          "firing_rate": st["firing_rate"], "run_T": t_run,
@@ -165,11 +167,11 @@ def rows_to_csv(rows: list) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     cost = ["sops_per_sample", "snn_energy_pj"]
-    w.writerow(["runtime", "T", "accuracy", "spikes_per_sample"] + cost +
+    w.writerow(["runtime", "T", "accuracy", "cross_entropy", "spikes_per_sample"] + cost +
                [f"rate_{k}" for k in layers])
     for r in rows:
         opt = ["" if r.get(k) is None else repr(r[k]) for k in ["spikes_per_sample"] + cost]
-        w.writerow([r["runtime"], r["T"], repr(r["accuracy"])] + opt +
+        w.writerow([r["runtime"], r["T"], repr(r["accuracy"]), repr(r.get("cross_entropy", ""))] + opt +
                    [repr(r["firing_rate"][k]) if k in r["firing_rate"] else "" for k in layers])
     return buf.getvalue()
 

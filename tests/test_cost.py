@@ -219,9 +219,12 @@ def _sops_by_ones(graph, spikes):
     from lmh_deploy.graph.interpret import NumpyBackend as be
 
     by_name = {o.name: o for o in graph.ops}
+    # a split synapse (<s>_hi + <s>_lo into the split add <s>) is one projection named <s>
+    split = {o.inputs[0]: o.name for o in graph.ops if o.kind == "add" and o.attrs.get("split")}
+    lo = {o.inputs[1] for o in graph.ops if o.kind == "add" and o.attrs.get("split")}
     out = {}
     for op in graph.ops:
-        if op.kind not in ("synapse", "scale"):
+        if op.kind not in ("synapse", "scale") or op.name in lo:
             continue
         chain, v = [], op.inputs[0]
         while v != "input" and by_name[v].kind in ("flatten", "sumpool"):
@@ -239,7 +242,7 @@ def _sops_by_ones(graph, spikes):
             b = np.zeros(w.shape[0], np.float32)
             y = (be.conv(s, w, b, op.attrs["stride"], op.attrs["padding"])
                  if op.attrs["op"] == "conv" else be.linear(s, w, b))
-        out[op.name] = float(np.asarray(y, np.float64).sum()) / s.shape[0]
+        out[split.get(op.name, op.name)] = float(np.asarray(y, np.float64).sum()) / s.shape[0]
     return out
 
 

@@ -97,7 +97,7 @@ def test_counts_between_layers_and_theta_folded():
     model = build_model(default_config("mlp", "lmht", levels=4, timesteps=2)).eval()
     g = fold(model, input_quantum=1 / 16, input_bound=1.0)
     w_trained = model.layers["fc2"].layer.weight.detach().numpy().astype(np.float64)
-    w_deployed = g.op("fc2").arrays["weight"].astype(np.float64)
+    w_deployed = g.synapse_weights("fc2")[0]
     np.testing.assert_allclose(w_deployed, 0.5 * w_trained, atol=1e-4)
     ref = run_reference(g, np.zeros((2, 1, 8, 8)) + 0.5)
     for s in ref.spikes.values():
@@ -141,7 +141,9 @@ def test_residual_add_is_exact_in_any_fused_order(arch, shape, neuron, kw):
     float32 in a shuffled order equals the exact (float64) sum and the reference's float32 sum."""
     torch.manual_seed(2)
     model = _randomize(build_model(default_config(arch, neuron, timesteps=2, input_shape=shape, **kw)), 3)
-    g = fold(model, input_quantum=2 ** -4, input_bound=2.0)
+    # one grid per synapse (split=False): a split synapse (hi + lo, one float32 rounding) joins a
+    # residual add as a fixed-grid input, exact as an elementwise add (test_fold_fidelity.py)
+    g = fold(model, input_quantum=2 ** -4, input_bound=2.0, split=False)
     adds = [op for op in g.ops if op.kind == "add"]
     assert adds and any(g.op(i).kind == "scale" for op in adds for i in op.inputs)
     x = np.random.RandomState(1).randint(-32, 33, (2,) + shape) / 16.0

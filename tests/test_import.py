@@ -21,10 +21,10 @@ FIX = Path(__file__).parent / "fixtures" / "import"
 CASES = sorted(p.name[:-len("_ref.pt")] for p in FIX.glob("*_ref.pt"))
 #: the fixtures' inputs are multiples of 1/16 in [-2, 2]: the deployed input grid
 GRID = ["--input-quantum", "0.0625", "--input-bound", "2"]
-#: cases whose deployed graph differs from their code by a few spikes: the fold rounds the
-#: first layer's weights to its exact-sum grid (2^-13 here, conv bias + BN + gain L = 4 folded);
-#: DESIGN §2's exact high/low split of analog-input layers removes this (then drop the xfail)
-FIRST_LAYER_GRID = {"lmht_vgg16_hybrid"}
+#: cases whose deployed graph differs from their code by a few spikes (none since the fold splits
+#: every synapse into exact hi + lo parts, DESIGN §2: lmht_vgg16_hybrid's 2^-13 first-layer grid
+#: used to flip 5 spike counts; test_first_layer_grid_case_is_exact_with_the_split)
+FIRST_LAYER_GRID: set = set()
 
 
 def _ref(case):
@@ -98,10 +98,10 @@ def test_exported_nir_matches_their_code(case, tmp_path):
     _deployed_check(case, tmp_path, "nir")
 
 
-def test_first_layer_grid_case_is_off_by_few_spikes_only(tmp_path):
-    """The xfail above, measured on the reference interpreter (which the ONNX and NIR files equal
-    exactly): 5 of 17,792 spike counts differ from their code, all in the first two neuron
-    layers, behind the analog input's coarse weight grid."""
+def test_first_layer_grid_case_is_exact_with_the_split(tmp_path):
+    """Measured on the reference interpreter (which the ONNX and NIR files equal exactly): the
+    analog first layer's hi grid is 2^-13 (one grid flipped 5 of 17,792 spike counts, in
+    layer1.2 and layer1.6); with the exact low part every spike count equals their code's."""
     from lmh_deploy.deployment import Deployment
 
     case = "lmht_vgg16_hybrid"
@@ -110,10 +110,12 @@ def test_first_layer_grid_case_is_off_by_few_spikes_only(tmp_path):
     nmap = load_checkpoint(path)["train_config"]["neuron_map"]
     with Deployment(path) as dep:
         run = dep.run("reference", ref["x"].numpy())
-        assert dep.graph.ops[0].attrs["weight_grid"] == 2.0 ** -13
+        hi = dep.graph.ops[0]
+        assert hi.attrs["weight_grid"] == 2.0 ** -13 and hi.attrs.get("part") == "hi"
+        assert dep.graph.ops[1].attrs.get("part") == "lo"
     bad = {t: int((run.spikes[o] != ref["spikes"][t].numpy()).sum()) for t, o in nmap.items()}
     assert sum(ref["spikes"][t].numel() for t in nmap) == 17792
-    assert {t: n for t, n in bad.items() if n} == {"layer1.2": 1, "layer1.6": 4}
+    assert {t: n for t, n in bad.items() if n} == {}
 
 
 # ---- conventions carried into the config --------------------------------------------------------

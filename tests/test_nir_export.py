@@ -149,7 +149,7 @@ def test_metadata_and_layered_description(trained, tmp_path):
     assert lay.layers[0].flatten_before and lay.layers[-1].neuron is None
     assert lay.timesteps == 4 and lay.levels == 4
     for L, (syn, neu) in zip(lay.layers, (("fc0", "sn0"), ("fc1", "sn1"))):
-        np.testing.assert_array_equal(L.weight, graph.op(syn).arrays["weight"])
+        np.testing.assert_array_equal(L.weight64, graph.synapse_weights(syn)[0])
         spec = graph.neuron(neu)
         assert L.neuron.levels == spec.levels and L.neuron.theta == spec.theta
         assert L.neuron.v0 == spec.v0

@@ -48,7 +48,7 @@ def test_norse_lif_gain_folded_into_synapse():
     ng, lossy = targets.export_target(g, "norse", dt=1e-3)
     spec = g.neuron("sn0")
     lam = float(np.asarray(spec.params["lam_s"]).flat[0])
-    w = np.asarray(g.op("fc0").arrays["weight"], np.float64)
+    w = np.asarray(g.op("fc0_hi").arrays["weight"], np.float64)  # target forms: the hi part
     if lam < 1:
         assert isinstance(ng.nodes["sn0"], nir.LIF) and np.all(ng.nodes["sn0"].r == 1)
         np.testing.assert_allclose(ng.nodes["fc0"].weight, (w / (1 - lam)).astype(np.float32))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
+
 import pytest
 
 pytest.importorskip("onnxruntime")
@@ -139,3 +141,14 @@ def test_default_model_sweep_to_32_writes_every_T(tmp_path):
     rows = (tmp_path / "s" / "sweep.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2 * 32
     assert (tmp_path / "s" / "sweep.png").stat().st_size > 10_000
+
+
+def test_cross_entropy_of_running_mean_logits_by_hand():
+    from lmh_deploy.evaluate import cross_entropy_per_step
+
+    ln3 = float(np.log(3.0))
+    logits = np.array([[[0.0, ln3]], [[0.0, -ln3]]], np.float32)  # [T=2, B=1, K=2]
+    ce = cross_entropy_per_step(logits, np.array([0]))
+    np.testing.assert_allclose(ce, [np.log(4.0), np.log(2.0)], rtol=1e-6)
+    ce1 = cross_entropy_per_step(logits, np.array([1]))
+    np.testing.assert_allclose(ce1, [np.log(4.0 / 3.0), np.log(2.0)], rtol=1e-6)

@@ -43,6 +43,8 @@ def model_config_for(cfg: dict, data) -> dict:
         extra["lif_decay"] = float(cfg["lif_decay"])
     if data.input_quantum is not None:
         extra["input_quantum"], extra["input_bound"] = data.input_quantum, data.input_bound
+    if getattr(data, "input_norm", None):
+        extra["input_norm"] = data.input_norm
     return default_config(arch=cfg["arch"], neuron=cfg["neuron"], timesteps=cfg["timesteps"],
                           num_classes=data.num_classes, input_shape=data.input_shape,
                           levels=cfg["levels"] if cfg["levels"] is not None else 2, bn=cfg["bn"], **extra)

@@ -76,3 +76,22 @@ def positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return v
+
+
+def nonneg_float(text: str) -> float:
+    """argparse type: a float >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return v
+
+
+def unit_float(text: str) -> float:
+    """argparse type: a fraction in [0, 1]."""
+    v = nonneg_float(text)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in 0..1, got {text!r}")
+    return v

@@ -44,6 +44,13 @@ def build_parser():
     p.add_argument("--form", choices=("temporal", "unrolled"),
                    help="NIR only: temporal (streaming; time-invariant models) or unrolled "
                         "(stateless, every model); default: temporal when possible")
+    p.add_argument("--limit", type=positive_int, default=1000, metavar="N",
+                   help="validation: the fold fidelity (trained module vs deployed graph: accuracy "
+                        "and per-layer spike agreement at the trained T and the swept Ts) is "
+                        "checked on the first N test samples of --dataset")
+    from lmh_deploy.cli.verify import add_fidelity_options
+
+    add_fidelity_options(p)
     p.add_argument("--lossy-lif", action=BoolFlag, default=False,
                    help="NIR only: write LIF layers as plain nir.LIF for third-party importers "
                         "(LOSSY: hard reset to 0 instead of subtracting theta, v(0)=0; not validated)")
@@ -85,13 +92,21 @@ def _main(args) -> int:
                                     f"{', '.join(TARGETS)}")
         options.update(target=args.target, dt=args.dt)
     report: dict = {}
+    fidelity = {"dataset": args.dataset, "limit": args.limit, "data_dir": args.data_dir,
+                "data_options": data_options(args), "fidelity_ts": args.fidelity_timesteps,
+                "max_accuracy_drop": args.max_accuracy_drop,
+                "min_spike_agreement": args.min_spike_agreement}
     out = export_checkpoint(args.checkpoint, args.format, args.output, args.timesteps,
                             args.validate, report, args.dataset, args.data_dir, data_options(args),
-                            args.progress, **options)
+                            args.progress, fidelity=fidelity, **options)
     if "validation" in report:
         from lmh_deploy.verify import format_validation
 
         print(f"validated: {format_validation(report['validation'])}")
+        for t, g in report["validation"].get("fold_fidelity", {}).items():
+            worst = min((v for v in g["spike_agreement"].values() if v is not None), default=1.0)
+            print(f"fold fidelity at T={t}: accuracy trained {g['accuracy_trained']:.4f} / "
+                  f"deployed {g['accuracy_deployed']:.4f}; worst layer {worst:.6f} identical spikes")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     if args.target:
         from lmh_deploy.nir.targets import load_target

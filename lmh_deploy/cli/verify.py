@@ -9,7 +9,7 @@ import sys
 from lmh_deploy.cli.common import positive_int, run_cli
 from lmh_deploy.cli.options import add_data_args, add_progress, data_options, make_parser
 from lmh_deploy.guards import check_outputs
-from lmh_deploy.verify import format_report, verify
+from lmh_deploy.verify import MAX_ACCURACY_DROP, MIN_SPIKE_AGREEMENT, format_report, verify
 
 
 def build_parser():
@@ -30,7 +30,23 @@ def build_parser():
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON (atomically)")
     add_progress(p)
     add_data_args(p)
+    add_fidelity_options(p)
     return p
+
+
+def add_fidelity_options(p) -> None:
+    """The fold-fidelity thresholds (lmh-verify, lmh-export --validate)."""
+    from lmh_deploy.cli.common import nonneg_float, unit_float
+
+    p.add_argument("--max-accuracy-drop", type=nonneg_float, default=MAX_ACCURACY_DROP,
+                   metavar="POINTS", help="fail when the deployed test accuracy differs from the "
+                   f"trained module's by more than this (percentage points; default {MAX_ACCURACY_DROP})")
+    p.add_argument("--min-spike-agreement", type=unit_float, default=MIN_SPIKE_AGREEMENT,
+                   metavar="FRAC", help="fail when a layer keeps fewer identical spikes (trained "
+                   f"module vs deployed graph) than this fraction (default {MIN_SPIKE_AGREEMENT})")
+    p.add_argument("--fidelity-timesteps", metavar="TS",
+                   help="the swept Ts checked besides the trained T, e.g. 8,16 or 1-32 "
+                        "(default: 2T)")
 
 
 def main(argv=None) -> int:
@@ -40,7 +56,9 @@ def main(argv=None) -> int:
 def _main(args) -> int:
     check_outputs([("--json", args.json)], [("checkpoint", args.checkpoint)])
     rep = verify(args.checkpoint, args.format, args.runtime, args.timesteps, args.dataset,
-                 args.limit, args.batch_size, args.data_dir, data_options(args), args.progress)
+                 args.limit, args.batch_size, args.data_dir, data_options(args), args.progress,
+                 fidelity_ts=args.fidelity_timesteps, max_accuracy_drop=args.max_accuracy_drop,
+                 min_spike_agreement=args.min_spike_agreement)
     if args.json:
         from lmh_deploy.atomic import atomic_write_text
 

@@ -24,6 +24,8 @@ from torch.utils.data import Dataset
 #: name -> "module:function" of its loader. Constant table: extend it by editing this file.
 LOADERS: dict[str, str] = {
     "digits": "lmh_deploy.data.digits:load_digits",
+    "mnist5k": "lmh_deploy.data.mnist5k:load_mnist5k",
+    "mnist5k-14": "lmh_deploy.data.mnist5k:load_mnist5k_14",
     "cifar10": "lmh_deploy.data.cifar:load_cifar10",
     "cifar100": "lmh_deploy.data.cifar:load_cifar100",
     "tinyimagenet": "lmh_deploy.data.imagefolder:load_tinyimagenet",
@@ -52,6 +54,10 @@ class DataSplits:
     # None: the fold's defaults (2**-8, 8.0). See lmh_deploy.graph.schema.
     input_quantum: float | None = None
     input_bound: float | None = None
+    # Normalized 8-bit images x = (p / scale - mean_c) / std_c: {"mean": [C], "std": [C],
+    # "scale": 255}. The fold then deploys the raw pixels (p - round(scale mean_c)) / 256 (exact on
+    # the grid 2**-8, bound 1) and folds the normalization into the first layer.
+    input_norm: dict | None = None
 
 
 def get_dataset(name: str, root: str | None = None, seed: int = 0, **options) -> DataSplits:

@@ -136,9 +136,12 @@ def _load(name: str, root, seed: int = 0, augment: bool = True, autoaugment: boo
     if root is None:
         raise DatasetError(f"{name} needs --data-dir pointing at {SPEC[name]['archive']} or its "
                            f"extracted {SPEC[name]['dir']}/ (no download here)")
+    from .transforms import input_norm
+
     return DataSplits(name=name, train=cifar_dataset(root, name, True, augment, autoaugment, cutout),
                       test=cifar_dataset(root, name, False), num_classes=SPEC[name]["classes"],
-                      input_shape=(3, 32, 32), frames=False)
+                      input_shape=(3, 32, 32), frames=False, input_quantum=2.0 ** -8,
+                      input_bound=1.0, input_norm=input_norm(name))
 
 
 def load_cifar10(root=None, seed: int = 0, **options):

@@ -155,8 +155,11 @@ def _load(name: str, root, seed: int = 0, size: int | None = None, augment: bool
     size = size or (64 if name == "tinyimagenet" else 224)
     train = folder_dataset(root, name, True, size, augment, autoaugment, cutout)
     test = folder_dataset(root, name, False, size)
+    from .transforms import input_norm
+
     return DataSplits(name=name, train=train, test=test, num_classes=train.num_classes,
-                      input_shape=(3, size, size), frames=False)
+                      input_shape=(3, size, size), frames=False, input_quantum=2.0 ** -8,
+                      input_bound=1.0, input_norm=input_norm(name))
 
 
 def load_tinyimagenet(root=None, seed: int = 0, **options):

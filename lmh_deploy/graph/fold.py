@@ -6,7 +6,15 @@ For every node of the model, in order:
   ``W' = W * gamma / sqrt(var + eps)``, ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``;
   the factor carried by its input (theta of the neuron that produced it, 1/k^2 of an average
   pool, the LM-HT input gain) is multiplied into W'; then W' and b' are rounded to the layer's
-  exact-sum grid (see :mod:`lmh_deploy.graph.schema`).
+  exact-sum grid (see :mod:`lmh_deploy.graph.schema`). A single grid makes the weight step
+  (output step / input step) coarse where the input grid is fine (analog inputs: fan-in x weight
+  levels x input levels < 2**23), so the rounding residual goes to a second synapse on its own
+  exact grid: ``<name>_hi`` + ``<name>_lo`` and an ``add`` named ``<name>`` (two exact partial
+  sums, one float32 addition: identical in every runtime).
+* A normalized input ``x = (p/255 - mean_c)/std_c`` (config ``input_norm``) is deployed as raw
+  pixels ``u = (p - m_c)/256`` (m_c = round(255 mean_c)): ``x = a_c u + d_c`` is folded into the
+  first synapse (W' = W a_c, b' = b + sum W d_c); the zero padding of the normalized image is
+  u = 0, exact when d_c = 0 (means on k/255, as the package's data sets use).
 * ``neuron``: sigmoid maps evaluated (by the module itself, in torch float32, so the deployed
   constants are bit-identical to the trained ones); its output is spike counts.
 * ``avgpool`` becomes a sum pool whose ``1/k^2`` is folded into the next synapse.
@@ -48,6 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lmh_deploy.graph.inputs import input_affine as _input_affine
 from lmh_deploy.graph.schema import DeployGraph, DeployOp
 from lmh_deploy.errors import UnsupportedModelError
 from lmh_deploy.models import SpikingNet
@@ -59,6 +68,8 @@ from lmh_deploy.neurons import (LIFNeuron, LMHNeuron, LMHTNeuron, ReparamLMHTNeu
 EXACT_BITS = 23
 DEFAULT_INPUT_QUANTUM = 2.0 ** -8
 DEFAULT_INPUT_BOUND = 8.0
+#: the grid of raw 8-bit pixels u = (p - m) / 256 (inputs with a folded normalization)
+RAW_INPUT_QUANTUM = 2.0 ** -8
 
 
 @dataclass
@@ -66,6 +77,7 @@ class _Val:
     factor: float  # true value = factor * stored value
     grid: float    # stored values are integer multiples of grid
     bound: float   # |stored value| <= bound
+    analog: bool = False  # derived from the graph input (not spike counts)
 
 
 def _pow2_at_least(x: float) -> float:
@@ -97,29 +109,60 @@ def _worst(w: np.ndarray, b: np.ndarray, vin: _Val) -> float:
     return float(np.max(np.abs(rows).sum(1) * vin.bound + np.abs(b))) if rows.size else 0.0
 
 
-def _round_synapse(w: np.ndarray, b: np.ndarray, vin: _Val,
-                   min_grid: float = 0.0) -> tuple[np.ndarray, np.ndarray, _Val]:
-    """Choose the weight grid q_w (a power of two) so that sum_i |w_i| |x_i| + |b| < 2**23 q_w q_x
-    for every output, then round. ``min_grid`` forces an output grid at least that coarse (a
-    residual add's common grid, :func:`_join_sum`). Returns float32 arrays and the output value
-    description."""
-    worst = _worst(w, b, vin)
-    q_out = max(_pow2_at_least(max(worst, 1e-30) * 1.001 / 2.0 ** EXACT_BITS), min_grid)
+def _grid_for(rows_abs_sum: np.ndarray, b_abs: np.ndarray, vin: _Val) -> float:
+    """The output grid q_out (a power of two) with sum_i |w_i| bound + |b| < 2**23 q_out."""
+    worst = float(np.max(rows_abs_sum * vin.bound + b_abs)) if rows_abs_sum.size else 0.0
+    return _pow2_at_least(max(worst, 1e-30) * 1.001 / 2.0 ** EXACT_BITS)
+
+
+def _round_synapse(w: np.ndarray, b: np.ndarray, vin: _Val, split: bool = True,
+                   min_grid: float = 0.0):
+    """Round folded float64 weights ``w`` [O, ...] and bias ``b`` [O] onto exact-sum grids.
+
+    High part: the weight grid q_w = q_out / q_in, q_out the power of two with
+    ``sum_i |w_i| bound_in + |b| < 2**23 q_out`` for every output (at least ``min_grid``: a
+    residual add's common grid, :func:`_join_sum`), so every partial sum of
+    ``x @ w_hi + b`` is exact in float32 (any order). Low part (``split``): the residual
+    ``w - w_hi`` (|.| <= q_w / 2) rounded to its own such grid q_lo = q_out_lo / q_in, a factor
+    ~2**24 / fan-in finer; ``x @ w_lo`` is exact too, and the layer's current is the one float32
+    addition ``fl(hi + lo)`` -- the float32 rounding of the exact sum, identical in every runtime.
+    Returns ``(w_hi, b, w_lo or None, q_out, q_out_lo, (bound_hi, bound_lo), weight_error)``:
+    float32 arrays, the two output grids (q_out_lo = q_out without a low part), the bounds of
+    |hi| and |lo| and the largest |w_hi + w_lo - w| relative to max |w|.
+    """
+    rows = np.abs(w.reshape(w.shape[0], -1)).sum(1)
+    q_out = max(_grid_for(rows, np.abs(b), vin), min_grid)
     q_w = q_out / vin.grid
     wq = (np.round(w / q_w) * q_w).astype(np.float32)
     bq = (np.round(b / q_out) * q_out).astype(np.float32)
-    bound = float(np.max(np.abs(wq.reshape(wq.shape[0], -1)).astype(np.float64).sum(1) * vin.bound
-                         + np.abs(bq)))
-    return wq, bq, _Val(1.0, q_out, bound)
+    resid = w - wq.astype(np.float64)
+    wlo, q_lo_out = None, q_out
+    if split and np.any(resid != 0):
+        q_lo_out = _grid_for(np.abs(resid.reshape(w.shape[0], -1)).sum(1), np.zeros(w.shape[0]), vin)
+        q_lo = q_lo_out / vin.grid
+        wlo = (np.round(resid / q_lo) * q_lo).astype(np.float32)
+        if not np.any(wlo):
+            wlo, q_lo_out = None, q_out
+    dep = wq.astype(np.float64) + (wlo.astype(np.float64) if wlo is not None else 0.0)
+    scale = float(np.max(np.abs(w))) if w.size else 0.0
+    err = float(np.max(np.abs(dep - w))) / scale if scale > 0 else 0.0
+    def _bound(a, bias):
+        rows = np.abs(a.reshape(a.shape[0], -1)).astype(np.float64).sum(1)
+        return float(np.max(rows * vin.bound + np.abs(bias))) if rows.size else 0.0
+
+    bound = (_bound(wq, bq), _bound(wlo, 0.0) if wlo is not None else 0.0)
+    return wq, bq, wlo, q_out, q_lo_out, bound, err
 
 
-def _join_sum(name: str, ins, vals: dict, ops: list, raw: dict, consumers: dict) -> list:
+def _join_sum(name: str, ins, vals: dict, ops: list, raw: dict, consumers: dict,
+              weight_error: dict | None = None) -> list:
     """Put the inputs of residual add ``name`` on one power-of-two grid ``g`` with
     ``sum of bounds < 2**23 g`` (module docstring), so that any fused evaluation of
     ``conv + bias + shortcut`` is exact. A synapse read by this add only is re-rounded to ``g``;
     a shortcut carrying ``theta * counts`` becomes a ``scale`` op whose factor is a multiple of
     ``g``. Other inputs keep their grid (``g`` must not exceed it; if it would, the add keeps the
-    finer grid and is exact as an elementwise add only). Returns the add's input names."""
+    finer grid and is exact as an elementwise add only). A split synapse (``hi + lo``, one
+    float32 rounding) is such a fixed input. Returns the add's input names."""
     terms = []
     for i in ins:
         v = vals[i]
@@ -138,12 +181,13 @@ def _join_sum(name: str, ins, vals: dict, ops: list, raw: dict, consumers: dict)
         v = vals[i]
         if kind == "synapse" and joint:
             w, b, vin = raw[i]
-            wq, bq, vout = _round_synapse(w, b, vin, min_grid=g)
+            wq, bq, _, q_out, _, bound, err = _round_synapse(w, b, vin, split=False, min_grid=g)
             k = next(j for j, op in enumerate(ops) if op.name == i)
             ops[k].arrays.update(weight=wq, bias=bq)
-            ops[k].attrs.update(weight_grid=vout.grid / vin.grid, out_grid=vout.grid,
-                                out_bound=vout.bound)
-            vals[i] = vout
+            ops[k].attrs.update(weight_grid=q_out / vin.grid, out_grid=q_out, out_bound=bound[0])
+            vals[i] = _Val(1.0, q_out, bound[0])
+            if weight_error is not None:
+                weight_error[i] = err
         elif kind == "scale":
             f = np.float32(v.factor)
             if joint:  # theta_q * count is exact on g: |theta_q| * L < 2**23 g
@@ -185,21 +229,40 @@ def _neuron_op(name, src, mod) -> DeployOp:
 
 
 def fold(model: SpikingNet, input_quantum: float | None = None,
-         input_bound: float | None = None) -> DeployGraph:
+         input_bound: float | None = None, split: bool = True) -> DeployGraph:
     """Fold ``model`` (eval mode) into a DeployGraph. See the module docstring for the rules.
-    A neuron with a non-finite parameter is refused (NonFiniteNeuronError, one line)."""
+    A neuron with a non-finite parameter is refused (NonFiniteNeuronError, one line).
+
+    ``split`` (default): every synapse whose weights do not fall on one exact-sum grid becomes
+    ``<name>_hi`` + ``<name>_lo`` synapses and an ``add`` named ``<name>`` (DESIGN §2); False
+    keeps one grid (coarser weights). A config ``input_norm`` (normalized 8-bit images) makes
+    the deployed input the raw pixels ``u = (p - m) / 256`` (see :func:`_input_affine`) and
+    folds the normalization into the first layer; ``meta["input_norm"]`` records it for
+    :func:`lmh_deploy.deploy_graph.raw_input`. ``meta["weight_error"]`` maps each synapse to
+    max |w_deployed - w| / max |w|."""
     check_finite_neurons(model, "(cannot deploy it)")
     cfg = model.config
     if cfg.get("bn", "tdbn") not in ("tdbn", None):
         raise UnsupportedModelError(
             f"per-step BN (bn={cfg.get('bn')!r}) gives time-varying weights and cannot be folded; "
             f"train with --bn tdbn to deploy")
-    q_in = float(input_quantum or cfg.get("input_quantum", DEFAULT_INPUT_QUANTUM))
-    b_in = float(input_bound or cfg.get("input_bound", DEFAULT_INPUT_BOUND))
+    norm = cfg.get("input_norm")
+    if norm:
+        q_in, b_in = RAW_INPUT_QUANTUM, 1.0
+    else:
+        q_in = float(input_quantum or cfg.get("input_quantum", DEFAULT_INPUT_QUANTUM))
+        b_in = float(input_bound or cfg.get("input_bound", DEFAULT_INPUT_BOUND))
     if not (q_in > 0 and math.log2(q_in).is_integer()):
         raise UnsupportedModelError(f"input_quantum must be a power of two, got {q_in}")
-    vals = {"input": _Val(1.0, q_in, b_in)}
+    vals = {"input": _Val(1.0, q_in, b_in, analog=True)}
+    # values that are an affine image of the normalized input: name -> (a [C], d [C], hw or None)
+    aff = {}
+    border_error = 0.0
+    if norm:
+        a_c, d_c, m_c = _input_affine(norm, tuple(model.input_shape))
+        aff["input"] = (a_c, d_c, None)
     ops: list[DeployOp] = []
+    weight_error: dict = {}
     pending_gain: dict[str, float] = {}  # synapse name -> gain of the LM-HT neuron reading it
     raw: dict[str, tuple] = {}  # synapse name -> (unrounded W', b', input value): re-rounded at adds
     consumers: dict[str, list] = {}
@@ -213,6 +276,10 @@ def fold(model: SpikingNet, input_quantum: float | None = None,
             gain = float(getattr(mod, "gain", torch.tensor(1.0)).item())
             if gain != 1.0:
                 pending_gain[node.inputs[0]] = gain
+        if node.kind not in ("synapse", "flatten", "avgpool") and \
+                any(i in aff or i == "input" and norm for i in node.inputs):
+            raise UnsupportedModelError(f"{node.name!r} reads the normalized input directly; only "
+                                        f"a conv/linear (after pooling/flatten) can fold it")
 
     with torch.no_grad():
         for node in model.nodes:
@@ -221,17 +288,43 @@ def fold(model: SpikingNet, input_quantum: float | None = None,
                 vin = vals[ins[0]]
                 syn = model.layers[name]
                 w, b = _fold_bn(syn)
+                if ins[0] in aff:  # x = a_c u + d_c per input channel c
+                    a, d, hw = aff[ins[0]]
+                    if hw is None:
+                        shp = (1, -1) + (1,) * (w.ndim - 2)
+                        ca, cd = a.reshape(shp), d.reshape(shp)
+                    else:
+                        ca, cd = np.repeat(a, hw)[None], np.repeat(d, hw)[None]
+                    wd = w * cd
+                    b = b + wd.reshape(w.shape[0], -1).sum(1)
+                    if w.ndim == 4 and int(node.attrs.get("padding", 0)) > 0:
+                        border_error = max(border_error, float(np.abs(wd).reshape(w.shape[0], -1)
+                                                               .sum(1).max()))
+                    w = w * ca
                 gain = pending_gain.get(name, 1.0)
                 w = w * (vin.factor * gain)
                 b = b * gain
-                raw[name] = (w, b, vin)
-                wq, bq, vout = _round_synapse(w, b, vin)
-                attrs = {"op": node.attrs["op"], "weight_grid": vout.grid / vin.grid,
-                         "out_grid": vout.grid, "out_bound": vout.bound}
+                wq, bq, wlo, q_out, q_lo_out, bound, err = _round_synapse(w, b, vin, split)
+                weight_error[name] = err
+                if wlo is None:  # one grid: a residual add may re-round it to its common grid
+                    raw[name] = (w, b, vin)
+                attrs = {"op": node.attrs["op"], "weight_grid": q_out / vin.grid,
+                         "out_grid": q_out, "out_bound": bound[0]}
                 if node.attrs["op"] == "conv":
                     attrs.update(stride=int(node.attrs["stride"]), padding=int(node.attrs["padding"]))
-                ops.append(DeployOp(name, "synapse", ins, {"weight": wq, "bias": bq}, attrs))
-                vals[name] = vout
+                if wlo is None:
+                    ops.append(DeployOp(name, "synapse", ins, {"weight": wq, "bias": bq}, attrs))
+                else:
+                    lo_attrs = dict(attrs, weight_grid=q_lo_out / vin.grid, out_grid=q_lo_out,
+                                    out_bound=bound[1], part="lo")
+                    ops.append(DeployOp(f"{name}_hi", "synapse", ins, {"weight": wq, "bias": bq},
+                                        dict(attrs, part="hi")))
+                    ops.append(DeployOp(f"{name}_lo", "synapse", ins,
+                                        {"weight": wlo, "bias": np.zeros_like(bq)}, lo_attrs))
+                    ops.append(DeployOp(name, "add", (f"{name}_hi", f"{name}_lo"),
+                                        attrs={"split": True}))
+                # hi + lo is rounded once (to float32), read by neurons / adds only
+                vals[name] = _Val(1.0, q_lo_out, bound[0] + bound[1])
             elif node.kind == "neuron":
                 vin = vals[ins[0]]
                 mod = model.layers[name]
@@ -245,7 +338,7 @@ def fold(model: SpikingNet, input_quantum: float | None = None,
                 ops.append(op)
                 vals[name] = _Val(float(op.attrs["theta"]), 1.0, float(op.attrs["levels"]))
             elif node.kind == "add":
-                new_ins = _join_sum(name, ins, vals, ops, raw, consumers)
+                new_ins = _join_sum(name, ins, vals, ops, raw, consumers, weight_error)
                 va, vc = vals[new_ins[0]], vals[new_ins[1]]
                 grid = min(va.grid, vc.grid)  # one grid when joined (see _join_sum)
                 ops.append(DeployOp(name, "add", tuple(new_ins)))
@@ -260,15 +353,27 @@ def fold(model: SpikingNet, input_quantum: float | None = None,
                         f"there) or a residual add (an explicit scale op)")
                 ops.append(DeployOp(name, "sumpool", ins, attrs={"kernel": k}))
                 v = vals[ins[0]]
-                vals[name] = _Val(v.factor / (k * k), v.grid, v.bound * k * k)
+                vals[name] = _Val(v.factor / (k * k), v.grid, v.bound * k * k, v.analog)
+                if ins[0] in aff:
+                    aff[name] = aff[ins[0]]
             elif node.kind == "flatten":
                 ops.append(DeployOp(name, "flatten", ins))
                 vals[name] = vals[ins[0]]
+                if ins[0] in aff:
+                    a, d, _ = aff[ins[0]]
+                    shp = model.shapes[ins[0]]
+                    aff[name] = (a, d, int(np.prod(shp[1:])))
             else:
                 raise UnsupportedModelError(f"node {name!r} of kind {node.kind!r} cannot be folded")
 
     meta = {"source_config": cfg, "arch": cfg.get("arch"), "neuron": cfg.get("neuron", {}),
-            "convention": "spike counts between layers; exact-sum power-of-two weight grid"}
+            "convention": "spike counts between layers; exact-sum power-of-two weight grid",
+            "weight_error": weight_error}
+    if norm:
+        meta["input_norm"] = {"mean": [float(v) for v in norm["mean"]],
+                              "std": [float(v) for v in norm["std"]],
+                              "scale": float(norm.get("scale", 255.0)),
+                              "pixel_mean": [int(v) for v in m_c], "border_error": border_error}
     return DeployGraph(ops=ops, output=model.output_name, timesteps=model.timesteps,
                        input_shape=tuple(model.input_shape), num_classes=int(cfg["num_classes"]),
                        input_quantum=q_in, input_bound=b_in, meta=meta)

@@ -115,6 +115,11 @@ def run_graph(graph: DeployGraph, x, backend, timesteps: int | None = None, reco
             y = run_neuron(backend, graph.neuron(op.name), ins[0], len(shapes[op.name]) + 1)
             if record:
                 spikes[op.name] = y
+        elif op.kind == "add" and op.attrs.get("split"):
+            # hi + lo of a split synapse as hi - (-lo): the same float32 rounding (IEEE x - (-y)
+            # is x + y), but no graph optimizer fuses a Sub into a convolution's accumulator
+            # (onnxruntime's NCHWc transform would sum lo's products onto hi: other bits)
+            y = [a - (-c) for a, c in zip(ins[0], ins[1])]
         elif op.kind == "add":
             y = [a + c for a, c in zip(ins[0], ins[1])]
         elif op.kind == "scale":

@@ -12,13 +12,21 @@ Conventions
   Summation order then cannot change a result, so every runtime computes bit-identical currents
   and therefore identical spikes. The input is rounded to ``input_quantum`` and clipped to
   ``±input_bound`` (a fixed-point sensor input) by every runtime.
+* A synapse fed by a fine analog grid (the first layer) would get coarse weights on one grid;
+  the fold splits every synapse into ``<name>_hi`` (bias included) and ``<name>_lo`` synapses on
+  two exact grids (attrs["part"]) joined by an ``add`` named ``<name>``: two exact partial sums,
+  one float32 addition, identical in every runtime (:meth:`DeployGraph.synapse_weights` gives
+  the combined weight).
+* ``meta["input_norm"]`` (normalized image data sets): the graph's input is the raw pixel
+  ``u = (p - pixel_mean_c) / 256``, not the normalized image; :func:`lmh_deploy.graph.inputs.raw_input` converts.
 * Op kinds (``DeployOp.kind``), each reading the named values in ``inputs``:
 
   ``synapse``  ``y = conv2d(x, W, stride, padding) + b`` or ``y = x @ W.T + b`` (attrs["op"]
                is "conv" or "linear"); BN, theta of the input and average-pool factors folded.
   ``neuron``   spiking layer; attrs["model"] is "lmh" (LM-H; LIF and radical LM-H included) or
                "lmht" (M-HT / LM-HT). See :class:`NeuronSpec`.
-  ``add``      ``y = a + b`` (residual currents).
+  ``add``      ``y = a + b`` (residual currents; with attrs["split"] the one float32 addition
+               joining a split synapse's ``<name>_hi`` and ``<name>_lo`` partial sums).
   ``scale``    ``y = f * x`` (identity shortcut carrying theta * counts), arrays["factor"].
   ``sumpool``  ``k x k`` sum pooling, stride k (the 1/k^2 is folded into the next synapse).
   ``flatten``  ``[B, C, H, W] -> [B, C*H*W]``.
@@ -117,6 +125,15 @@ class Layer:
                     doc="the synapse bias [out]")
 
     @property
+    def weight64(self) -> np.ndarray:
+        """The deployed weight in float64: ``weight + weight_lo`` for a split synapse (exact in
+        float64). A runtime that sums ``weight64 @ s`` in float64 and adds the bias before one
+        rounding to float32 reproduces the reference's ``fl32(hi + lo)``."""
+        w = np.asarray(self.synapse.arrays["weight"], np.float64)
+        lo = self.synapse.arrays.get("weight_lo")
+        return w if lo is None else w + np.asarray(lo, np.float64)
+
+    @property
     def op(self) -> str:
         """"linear" or "conv"."""
         return self.synapse.attrs.get("op", "linear")
@@ -197,15 +214,42 @@ class DeployGraph:
                 shp[o.name] = x
         return shp
 
+    def synapse_weights(self, name: str) -> tuple:
+        """The deployed weight and bias of synapse ``name`` as float64: ``w_hi + w_lo`` (exact)
+        for a split synapse (an ``add`` of ``<name>_hi`` and ``<name>_lo``), else its own."""
+        o = self.op(name)
+        if o.kind == "add" and o.attrs.get("split"):
+            hi, lo = self.op(o.inputs[0]), self.op(o.inputs[1])
+            return (hi.arrays["weight"].astype(np.float64) + lo.arrays["weight"].astype(np.float64),
+                    hi.arrays["bias"].astype(np.float64) + lo.arrays["bias"].astype(np.float64))
+        if o.kind != "synapse":
+            raise KeyError(f"{name!r} is a {o.kind} op, not a synapse")
+        return o.arrays["weight"].astype(np.float64), o.arrays["bias"].astype(np.float64)
+
     def layer_chain(self) -> list:
         """The graph as a plain layer chain ``[flatten] synapse neuron ... synapse (readout)``:
         a list of :class:`Layer` (named after the neuron op; the readout after its synapse).
-        Graphs that are not such a chain (residual adds, pools, ...) raise
-        :class:`~lmh_deploy.errors.UnsupportedModelError` naming the op."""
+        A split synapse (``<s>_hi``, ``<s>_lo``, ``add`` ``<s>``) is one layer named ``<s>``
+        whose synapse carries ``weight`` (hi), ``weight_lo`` and the bias, attrs["split"] True
+        (:attr:`Layer.weight64` is their exact sum). Graphs that are not such a chain (residual
+        adds, pools, ...) raise :class:`~lmh_deploy.errors.UnsupportedModelError` naming the op."""
         from lmh_deploy.errors import UnsupportedModelError
 
         layers, pending, flat, prev = [], None, False, "input"
-        for op in self.ops:
+        ops, i = list(self.ops), 0
+        while i < len(ops):
+            op = ops[i]
+            if (op.kind == "synapse" and op.attrs.get("part") == "hi" and i + 2 < len(ops)
+                    and ops[i + 1].attrs.get("part") == "lo" and ops[i + 2].kind == "add"
+                    and ops[i + 2].inputs == (op.name, ops[i + 1].name)
+                    and ops[i + 1].inputs == op.inputs):
+                lo, add = ops[i + 1], ops[i + 2]
+                attrs = {k: v for k, v in op.attrs.items() if k != "part"}
+                op = DeployOp(add.name, "synapse", op.inputs,
+                              {"weight": op.arrays["weight"], "weight_lo": lo.arrays["weight"],
+                               "bias": op.arrays["bias"]}, dict(attrs, split=True))
+                i += 2
+            i += 1
             if op.inputs != (prev,):
                 raise UnsupportedModelError(f"op {op.name!r} reads {list(op.inputs)}: only layer "
                                             f"chains (no residual adds) run here")
@@ -286,17 +330,23 @@ def to_dict(graph: DeployGraph, arrays: dict | None = None, skip_kinds: tuple = 
         if o.kind in skip_kinds:
             o = DeployOp(o.name, o.kind, o.inputs, {}, o.attrs)
         ops.append(op_to_dict(o, arrays))
-    return {"ops": ops, "output": graph.output, "timesteps": graph.timesteps,
-            "input_shape": list(graph.input_shape), "num_classes": graph.num_classes,
-            "input_quantum": graph.input_quantum, "input_bound": graph.input_bound}
+    d = {"ops": ops, "output": graph.output, "timesteps": graph.timesteps,
+         "input_shape": list(graph.input_shape), "num_classes": graph.num_classes,
+         "input_quantum": graph.input_quantum, "input_bound": graph.input_bound}
+    if graph.meta.get("input_norm"):
+        d["input_norm"] = graph.meta["input_norm"]
+    return d
 
 
 def from_dict(d: dict, arrays: dict | None = None, meta: dict | None = None) -> DeployGraph:
     """Inverse of :func:`to_dict`; ``arrays`` supplies the arrays written out of line."""
+    meta = dict(meta or {})
+    if d.get("input_norm"):
+        meta["input_norm"] = d["input_norm"]
     return DeployGraph(ops=[op_from_dict(o, arrays) for o in d["ops"]], output=d["output"],
                        timesteps=int(d["timesteps"]), input_shape=tuple(d["input_shape"]),
                        num_classes=int(d["num_classes"]), input_quantum=float(d["input_quantum"]),
-                       input_bound=float(d["input_bound"]), meta=dict(meta or {}))
+                       input_bound=float(d["input_bound"]), meta=meta)
 
 
 def neuron_op(name: str, spec: NeuronSpec, inputs: tuple = ("input",)) -> DeployOp:
@@ -337,3 +387,4 @@ def layers_from_dict(d: list, arrays: dict) -> list:
         spec = None if e["neuron"] is None else spec_of(op_from_dict(e["neuron"], arrays))
         out.append(Layer(e["name"], syn, spec, bool(e["flatten_before"])))
     return out
+

@@ -167,11 +167,20 @@ class _FixedOps:
         self.units = {}
         unit = {s: (self.qin if s == "input" else 1.0) for s in plan.sources}
         self.prepared = {}
+        # split synapse (hi + lo): lo is far below the 8-bit weight step; quantize w_hi + w_lo
+        # (exact in float64) once as the hi op, skip lo, the split add passes hi through
+        by_name = {op.name: op for op in plan.ops}
+        lo_of = {o.inputs[0]: by_name.get(o.inputs[1]) for o in plan.ops if o.attrs.get("split")}
+        self.split_lo = {o.inputs[1] for o in plan.ops if o.attrs.get("split")}
         for op in plan.ops:
             u = [unit[i] for i in op.inputs]
-            if op.kind == "synapse":
-                qw = fx.quantize_weights(np.asarray(op.arrays["weight"], np.float64) * u[0],
-                                         weight_exp)
+            if op.name in self.split_lo or op.kind == "add" and op.attrs.get("split"):
+                unit[op.name] = u[0]
+            elif op.kind == "synapse":
+                w64 = np.asarray(op.arrays["weight"], np.float64)
+                if lo_of.get(op.name) is not None:
+                    w64 = w64 + np.asarray(lo_of[op.name].arrays["weight"], np.float64)
+                qw = fx.quantize_weights(w64 * u[0], weight_exp)
                 bias = fx.to_units(op.arrays["bias"], qw.q)
                 self.prepared[op.name] = (qw.w.astype(np.int64), bias)
                 unit[op.name] = qw.q
@@ -196,7 +205,9 @@ class _FixedOps:
         unit = self.unit
         for op in self.plan.ops:
             x = [vals[i] for i in op.inputs]
-            if op.kind == "synapse":
+            if op.name in self.split_lo or op.kind == "add" and op.attrs.get("split"):
+                y = None if op.name in self.split_lo else x[0]  # lo: folded into hi (__init__)
+            elif op.kind == "synapse":
                 w, bias = self.prepared[op.name]
                 if op.attrs["op"] == "conv":
                     y = _int_conv(x[0], w, op.attrs["stride"], op.attrs["padding"])

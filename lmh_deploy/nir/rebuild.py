@@ -68,7 +68,29 @@ def metadata_ops(prog) -> dict:
         return {}
 
 
+def _mark_split_synapses(ops: list) -> None:
+    """A two-input ``Scale(1)`` summing two synapses of the same input and kind is the fold's
+    split synapse (``<s>_hi`` + ``<s>_lo``, :func:`lmh_deploy.graph.fold._round_synapse`): mark
+    the add ``split`` (inputs ordered hi, lo: the part with the larger max |w|; the float32 sum
+    is commutative) so every runtime evaluates it as the DeployGraph does."""
+    by = {o.name: o for o in ops}
+    for o in ops:
+        if o.kind != "add" or len(o.inputs) != 2:
+            continue
+        a, c = (by.get(i) for i in o.inputs)
+        if not (a is not None and c is not None and a.kind == c.kind == "synapse"
+                and a.inputs == c.inputs and a.attrs == c.attrs
+                and np.shape(a.arrays["weight"]) == np.shape(c.arrays["weight"])):
+            continue
+        if np.max(np.abs(c.arrays["weight"])) > np.max(np.abs(a.arrays["weight"])):
+            a, c = c, a
+        o.inputs = (a.name, c.name)
+        o.attrs = dict(o.attrs, split=True)
+        a.attrs, c.attrs = dict(a.attrs, part="hi"), dict(c.attrs, part="lo")
+
+
 def _graph(prog, ops: list, output: str) -> DeployGraph:
+    _mark_split_synapses(ops)
     md = prog.metadata
     t = int(md.get("trained_timesteps", md.get("timesteps", 1)))
     q, b = md.get("input_quantum"), md.get("input_bound")

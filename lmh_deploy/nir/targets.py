@@ -87,6 +87,25 @@ def _uniform(a, what, layer):
     return float(a.flat[0])
 
 
+def _merge_split(graph):
+    """Each split synapse (``<s>_hi`` + ``<s>_lo``, split add ``<s>``) as one synapse ``<s>``
+    with the high part's weights (a target form has one weight per connection; w_hi is on the
+    exact-sum grid, so every tool's sum is exact; the low part, below that grid, is dropped)."""
+    from dataclasses import replace
+
+    from lmh_deploy.graph.schema import DeployOp
+
+    split = {o.name: o for o in graph.ops if o.kind == "add" and o.attrs.get("split")}
+    parts, ops = {i for o in split.values() for i in o.inputs}, []
+    for o in (o for o in graph.ops if o.name not in parts):
+        if o.name in split:
+            hi = graph.op(o.inputs[0])
+            o = DeployOp(o.name, "synapse", hi.inputs, dict(hi.arrays),
+                         {k: v for k, v in hi.attrs.items() if k != "part"})
+        ops.append(o)
+    return replace(graph, ops=ops) if split else graph
+
+
 def export_target(graph, target: str, dt: float | None = None):
     """DeployGraph -> (``nir.NIRGraph`` in ``target``'s form, [lossy notes]).
 
@@ -94,7 +113,7 @@ def export_target(graph, target: str, dt: float | None = None):
     nir = require("nir", "nir")
     if target not in TARGETS:
         raise ExportFormatError(f"unknown NIR target {target!r}; choose one of {', '.join(TARGETS)}")
-    tg = TARGETS[target]
+    tg, graph = TARGETS[target], _merge_split(graph)
     dt = float(dt) if dt is not None else tg.dt
     if not (math.isfinite(dt) and dt > 0):
         raise ExportFormatError(f"--dt must be a positive number of seconds, got {dt!r}")

@@ -9,6 +9,7 @@ INPUT_SHAPE = "lmh.input_shape"              # per-sample shape, JSON list
 NUM_CLASSES = "lmh.num_classes"
 INPUT_QUANTUM = "lmh.input_quantum"          # q of x_q = clip(round(x/q), -B/q, B/q)*q
 INPUT_BOUND = "lmh.input_bound"              # B
+INPUT_NORM = "lmh.input_norm"                # JSON: normalization folded in (input = raw pixels), or null
 LEVELS = "lmh.levels"                        # largest spike count
 TIME_INVARIANT = "lmh.time_invariant"        # "true" / "false"
 OMEGA_PERIOD = "lmh.omega_period"            # LM-HT window T (runs need multiples), 0 if none

@@ -315,6 +315,7 @@ def export_onnx(graph: DeployGraph, timesteps: int | None = None, frames: bool =
         key.NUM_CLASSES: str(graph.num_classes),
         key.INPUT_QUANTUM: repr(graph.input_quantum),
         key.INPUT_BOUND: repr(graph.input_bound),
+        key.INPUT_NORM: json.dumps(graph.meta.get("input_norm")),
         key.LEVELS: str(graph.levels),
         key.TIME_INVARIANT: str(graph.time_invariant).lower(),
         key.OMEGA_PERIOD: str(graph.omega_period or 0),

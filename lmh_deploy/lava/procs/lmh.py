@@ -91,7 +91,8 @@ class PyLMHModelFloat(_LMHModelBase):
         r = param_row(i, self._tables[0].shape[0])
         mu_d, mu_s, lam_s, lam_d = (t[r] for t in self._tables)
         p = nm.LMHParams(mu_d=mu_d, mu_s=mu_s, lam_s=lam_s, lam_d=lam_d, theta=self._theta)
-        current = np.asarray(a, dtype=np.float32) + self._bias
+        # the exact float64 sum W s + b, rounded once (a split layer's fl32(hi + lo))
+        current = (np.asarray(a, dtype=np.float64) + self._bias).astype(np.float32)
         s, (self.v_d, self.v_s) = nm.lmh_step(NumpyOps, (self.v_d, self.v_s), current, p)
         return s
 

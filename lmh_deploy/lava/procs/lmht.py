@@ -104,7 +104,8 @@ class _FloatFormat:
         return self.lam[r]
 
     def current(self, a):
-        return np.asarray(a, dtype=np.float32) + self.bias
+        # the exact float64 sum W s + b, rounded once (a split layer's fl32(hi + lo))
+        return (np.asarray(a, dtype=np.float64) + self.bias).astype(np.float32)
 
     def clamp(self, v):
         return v
