@@ -1,8 +1,7 @@
 """Acceptance: committed trained ResNet-20 checkpoints (tests/data/fidelity/) deploy faithfully.
 
 Committed (optimizer state stripped, scripts/strip_checkpoint.py): ResNet-20 LM-H T=4 on
-mnist5k-14 (5 epochs, SGD) and on digits (10 epochs, AdamW); the 28 x 28 mnist5k one could not be
-trained on the shared CPU in time (see the README).
+mnist5k (28 x 28), mnist5k-14 (14 x 14) and digits (8 x 8).
 
 For each: the deployed graph's test accuracy equals the trained module's and every layer keeps
 >= 99.9 % identical spikes (trained module vs deployed graph, whole test split, trained T), the
@@ -21,15 +20,7 @@ CKPTS = sorted(DATA.glob("*.pt"))
 pytestmark = pytest.mark.slow
 
 
-#: measured below the 99.9 % bar: worst layer sn12 99.884 % identical spikes (accuracy equal, no
-#: prediction changed; one grid: 99.471 %). The rest is float32 summation order in the trained
-#: module's own conv + BN, amplified over 19 layers -- not the fold's rounding (5e-11 of the weights).
-BELOW_BAR = {"resnet20_digits_lmh": "worst layer sn12 keeps 99.884 % identical spikes < 99.9 %"}
-
-
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(
-    reason=BELOW_BAR[p.stem], strict=True)) if p.stem in BELOW_BAR else p for p in CKPTS],
-    ids=[p.stem for p in CKPTS])
+@pytest.mark.parametrize("path", CKPTS, ids=[p.stem for p in CKPTS])
 def test_trained_resnet20_deploys_with_equal_accuracy(path):
     from lmh_deploy.checkpoint import load_checkpoint
     from lmh_deploy.deployment import Deployment
@@ -52,9 +43,40 @@ def test_trained_resnet20_deploys_with_equal_accuracy(path):
     assert fid["accuracy_deployed"] == fid["accuracy_trained"]
     assert check_fidelity({t: fid}, max_accuracy_drop=0.0, min_spike_agreement=0.999) == []
     assert max(we.values()) < 1e-5
+    # the deployed graph against the trained module's exact (float64) arithmetic: it differs only
+    # by one float32 rounding of each current, so flipped spikes are rare ties, as rare as between
+    # the trained module's own float32 and float64 runs (measured: 99.989 % / 99.994 % / 100 %
+    # identical in the worst layer for mnist5k / mnist5k-14 / digits)
+    import copy
+
+    import numpy as np
+    import torch
+
+    m64 = copy.deepcopy(dep.model).double().eval()
+    same, total = {}, {}
+    for i in range(0, len(y), 200):
+        ref = dep.run("reference", x[i:i + 200], t)
+        with torch.no_grad():
+            _, sp = m64.run(torch.from_numpy(x[i:i + 200]).double(), timesteps=t, record=True)
+        for k in ref.spikes:
+            same[k] = same.get(k, 0) + int(np.sum(sp[k].numpy() == ref.spikes[k]))
+            total[k] = total.get(k, 0) + ref.spikes[k].size
+    worst64 = min(same[k] / total[k] for k in same)
+    print(f"  deployed vs trained module in float64: worst layer {worst64:.6f}")
+    assert worst64 >= 0.9998
 
 
 
 def test_committed_checkpoints_are_small():
     assert CKPTS, "no committed checkpoint in tests/data/fidelity"
     assert all(p.stat().st_size < 1.3e6 for p in CKPTS)
+
+
+def test_committed_checkpoints_cover_the_three_input_grids():
+    """The acceptance's three trained ResNet-20s: MNIST at 28 x 28 (k/256) and 14 x 14 (k/1024),
+    and digits (8 x 8, k/16)."""
+    from lmh_deploy.checkpoint import load_checkpoint
+
+    found = {(c["train_config"]["dataset"], c["train_config"]["arch"])
+             for c in map(load_checkpoint, CKPTS)}
+    assert {("mnist5k", "resnet20"), ("mnist5k-14", "resnet20"), ("digits", "resnet20")} <= found

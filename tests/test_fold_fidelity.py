@@ -46,8 +46,11 @@ def test_split_parts_are_exact_and_fine():
         assert np.log2(qw).is_integer() and np.log2(qo).is_integer()
         assert np.all(np.mod(w / qw, 1) == 0)
         assert op.attrs["out_bound"] / qo < 2.0 ** 24  # every partial sum exact in float32
-        if op.attrs.get("part") == "lo":
-            assert not op.arrays["bias"].any()
+        b = op.arrays["bias"].astype(np.float64)
+        assert np.all(np.mod(b / qo, 1) == 0)  # the bias on the part's output grid
+        if op.attrs.get("part") == "lo":  # b_lo: the residual of b_hi, below the high grid
+            hi = g.op(op.name[:-3] + "_hi")
+            assert np.abs(b).max() <= hi.attrs["out_grid"] / 2 and qo < hi.attrs["out_grid"]
     # first layer: one grid 2**-10 input levels leaves a coarse weight step; the split does not
     e_one, e = g_one.meta["weight_error"]["conv0"], g.meta["weight_error"]["conv0"]
     assert e_one > 1e-4 and e < 1e-6, (e_one, e)
@@ -55,6 +58,12 @@ def test_split_parts_are_exact_and_fine():
     w_true = (syn.layer.weight.detach().double() * (syn.bn.weight.detach().double() /
               torch.sqrt(syn.bn.running_var.double() + syn.bn.eps)).view(-1, 1, 1, 1)).numpy()
     np.testing.assert_allclose(g.synapse_weights("conv0")[0], w_true, rtol=0, atol=1e-6 * np.abs(w_true).max())
+    # the bias too: b_hi + b_lo within the low grid of the folded bias (b_hi alone: q_out / 2)
+    bn = syn.bn
+    b_true = (bn.bias.detach().double() - bn.running_mean.double() * bn.weight.detach().double()
+              / torch.sqrt(bn.running_var.double() + bn.eps)).numpy()
+    lo_grid = g.op("conv0_lo").attrs["out_grid"]
+    assert np.abs(g.synapse_weights("conv0")[1] - b_true).max() <= lo_grid / 2 * 1.0001
     # spikes: numpy and torch runtimes identical; the trained module closer to the split graph
     x = (np.round(np.random.RandomState(0).rand(64, 1, 14, 14) * 1024) / 1024).astype(np.float32)
     ref, tor = run_reference(g, x), run_torch(g, x)

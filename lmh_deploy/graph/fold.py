@@ -126,9 +126,12 @@ def _round_synapse(w: np.ndarray, b: np.ndarray, vin: _Val, split: bool = True,
     ``w - w_hi`` (|.| <= q_w / 2) rounded to its own such grid q_lo = q_out_lo / q_in, a factor
     ~2**24 / fan-in finer; ``x @ w_lo`` is exact too, and the layer's current is the one float32
     addition ``fl(hi + lo)`` -- the float32 rounding of the exact sum, identical in every runtime.
-    Returns ``(w_hi, b, w_lo or None, q_out, q_out_lo, (bound_hi, bound_lo), weight_error)``:
-    float32 arrays, the two output grids (q_out_lo = q_out without a low part), the bounds of
-    |hi| and |lo| and the largest |w_hi + w_lo - w| relative to max |w|.
+    The bias is split the same way: ``b_hi`` on q_out in the high part, the residual
+    ``b - b_hi`` (|.| <= q_out / 2, on q_out_lo) in the low part -- without it the bias alone
+    would carry an error of up to q_out / 2, far above float32's rounding of the current.
+    Returns ``(w_hi, b_hi, w_lo or None, b_lo or None, q_out, q_out_lo, (bound_hi, bound_lo),
+    weight_error)``: float32 arrays, the two output grids (q_out_lo = q_out without a low part),
+    the bounds of |hi| and |lo| and the largest |w_hi + w_lo - w| relative to max |w|.
     """
     rows = np.abs(w.reshape(w.shape[0], -1)).sum(1)
     q_out = max(_grid_for(rows, np.abs(b), vin), min_grid)
@@ -136,13 +139,15 @@ def _round_synapse(w: np.ndarray, b: np.ndarray, vin: _Val, split: bool = True,
     wq = (np.round(w / q_w) * q_w).astype(np.float32)
     bq = (np.round(b / q_out) * q_out).astype(np.float32)
     resid = w - wq.astype(np.float64)
-    wlo, q_lo_out = None, q_out
-    if split and np.any(resid != 0):
-        q_lo_out = _grid_for(np.abs(resid.reshape(w.shape[0], -1)).sum(1), np.zeros(w.shape[0]), vin)
+    bresid = b - bq.astype(np.float64)
+    wlo, blo, q_lo_out = None, None, q_out
+    if split and (np.any(resid != 0) or np.any(bresid != 0)):
+        q_lo_out = _grid_for(np.abs(resid.reshape(w.shape[0], -1)).sum(1), np.abs(bresid), vin)
         q_lo = q_lo_out / vin.grid
         wlo = (np.round(resid / q_lo) * q_lo).astype(np.float32)
-        if not np.any(wlo):
-            wlo, q_lo_out = None, q_out
+        blo = (np.round(bresid / q_lo_out) * q_lo_out).astype(np.float32)
+        if not (np.any(wlo) or np.any(blo)):
+            wlo, blo, q_lo_out = None, None, q_out
     dep = wq.astype(np.float64) + (wlo.astype(np.float64) if wlo is not None else 0.0)
     scale = float(np.max(np.abs(w))) if w.size else 0.0
     err = float(np.max(np.abs(dep - w))) / scale if scale > 0 else 0.0
@@ -150,8 +155,8 @@ def _round_synapse(w: np.ndarray, b: np.ndarray, vin: _Val, split: bool = True,
         rows = np.abs(a.reshape(a.shape[0], -1)).astype(np.float64).sum(1)
         return float(np.max(rows * vin.bound + np.abs(bias))) if rows.size else 0.0
 
-    bound = (_bound(wq, bq), _bound(wlo, 0.0) if wlo is not None else 0.0)
-    return wq, bq, wlo, q_out, q_lo_out, bound, err
+    bound = (_bound(wq, bq), _bound(wlo, blo) if wlo is not None else 0.0)
+    return wq, bq, wlo, blo, q_out, q_lo_out, bound, err
 
 
 def _join_sum(name: str, ins, vals: dict, ops: list, raw: dict, consumers: dict,
@@ -181,7 +186,7 @@ def _join_sum(name: str, ins, vals: dict, ops: list, raw: dict, consumers: dict,
         v = vals[i]
         if kind == "synapse" and joint:
             w, b, vin = raw[i]
-            wq, bq, _, q_out, _, bound, err = _round_synapse(w, b, vin, split=False, min_grid=g)
+            wq, bq, _, _, q_out, _, bound, err = _round_synapse(w, b, vin, split=False, min_grid=g)
             k = next(j for j, op in enumerate(ops) if op.name == i)
             ops[k].arrays.update(weight=wq, bias=bq)
             ops[k].attrs.update(weight_grid=q_out / vin.grid, out_grid=q_out, out_bound=bound[0])
@@ -304,7 +309,7 @@ def fold(model: SpikingNet, input_quantum: float | None = None,
                 gain = pending_gain.get(name, 1.0)
                 w = w * (vin.factor * gain)
                 b = b * gain
-                wq, bq, wlo, q_out, q_lo_out, bound, err = _round_synapse(w, b, vin, split)
+                wq, bq, wlo, blo, q_out, q_lo_out, bound, err = _round_synapse(w, b, vin, split)
                 weight_error[name] = err
                 if wlo is None:  # one grid: a residual add may re-round it to its common grid
                     raw[name] = (w, b, vin)
@@ -320,7 +325,7 @@ def fold(model: SpikingNet, input_quantum: float | None = None,
                     ops.append(DeployOp(f"{name}_hi", "synapse", ins, {"weight": wq, "bias": bq},
                                         dict(attrs, part="hi")))
                     ops.append(DeployOp(f"{name}_lo", "synapse", ins,
-                                        {"weight": wlo, "bias": np.zeros_like(bq)}, lo_attrs))
+                                        {"weight": wlo, "bias": blo}, lo_attrs))
                     ops.append(DeployOp(name, "add", (f"{name}_hi", f"{name}_lo"),
                                         attrs={"split": True}))
                 # hi + lo is rounded once (to float32), read by neurons / adds only

@@ -134,6 +134,14 @@ class Layer:
         return w if lo is None else w + np.asarray(lo, np.float64)
 
     @property
+    def bias64(self) -> np.ndarray:
+        """The deployed bias in float64: ``bias + bias_lo`` for a split synapse (exact in
+        float64; add it to ``weight64 @ s`` before the one rounding to float32)."""
+        b = np.asarray(self.synapse.arrays["bias"], np.float64)
+        lo = self.synapse.arrays.get("bias_lo")
+        return b if lo is None else b + np.asarray(lo, np.float64)
+
+    @property
     def op(self) -> str:
         """"linear" or "conv"."""
         return self.synapse.attrs.get("op", "linear")
@@ -230,8 +238,8 @@ class DeployGraph:
         """The graph as a plain layer chain ``[flatten] synapse neuron ... synapse (readout)``:
         a list of :class:`Layer` (named after the neuron op; the readout after its synapse).
         A split synapse (``<s>_hi``, ``<s>_lo``, ``add`` ``<s>``) is one layer named ``<s>``
-        whose synapse carries ``weight`` (hi), ``weight_lo`` and the bias, attrs["split"] True
-        (:attr:`Layer.weight64` is their exact sum). Graphs that are not such a chain (residual
+        whose synapse carries ``weight`` / ``bias`` (hi) and ``weight_lo`` / ``bias_lo``,
+        attrs["split"] True (:attr:`Layer.weight64`, :attr:`Layer.bias64`: their exact sums). Graphs that are not such a chain (residual
         adds, pools, ...) raise :class:`~lmh_deploy.errors.UnsupportedModelError` naming the op."""
         from lmh_deploy.errors import UnsupportedModelError
 
@@ -247,7 +255,8 @@ class DeployGraph:
                 attrs = {k: v for k, v in op.attrs.items() if k != "part"}
                 op = DeployOp(add.name, "synapse", op.inputs,
                               {"weight": op.arrays["weight"], "weight_lo": lo.arrays["weight"],
-                               "bias": op.arrays["bias"]}, dict(attrs, split=True))
+                               "bias": op.arrays["bias"], "bias_lo": lo.arrays["bias"]},
+                              dict(attrs, split=True))
                 i += 2
             i += 1
             if op.inputs != (prev,):

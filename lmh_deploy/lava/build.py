@@ -242,9 +242,9 @@ def build_network(layers, payload: np.ndarray, timesteps: int, *, fixed_point: b
     q = 1.0
     for i, layer in enumerate(layers):
         # a split synapse's w_hi + w_lo (exact in float64; Dense sums in float64 and the neuron
-        # adds the bias before one rounding to float32: the reference's fl32(hi + lo))
+        # adds the bias b_hi + b_lo before one rounding to float32: the reference's fl32(hi + lo))
         w = np.asarray(getattr(layer, "weight64", layer.weight), dtype=np.float64)
-        bias = np.asarray(layer.bias, dtype=np.float32)
+        bias = np.asarray(getattr(layer, "bias64", layer.bias), dtype=np.float64)
         nbits = 24 if graded else 0
         if fixed_point:
             qw = fx.quantize_weights(w * (input_quantum if i == 0 else 1.0), weight_exp)

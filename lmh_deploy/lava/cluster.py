@@ -180,8 +180,11 @@ class _FixedOps:
                 w64 = np.asarray(op.arrays["weight"], np.float64)
                 if lo_of.get(op.name) is not None:
                     w64 = w64 + np.asarray(lo_of[op.name].arrays["weight"], np.float64)
+                b64 = np.asarray(op.arrays["bias"], np.float64)
+                if lo_of.get(op.name) is not None:
+                    b64 = b64 + np.asarray(lo_of[op.name].arrays["bias"], np.float64)
                 qw = fx.quantize_weights(w64 * u[0], weight_exp)
-                bias = fx.to_units(op.arrays["bias"], qw.q)
+                bias = fx.to_units(b64, qw.q)
                 self.prepared[op.name] = (qw.w.astype(np.int64), bias)
                 unit[op.name] = qw.q
             elif op.kind == "scale":

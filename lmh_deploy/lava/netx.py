@@ -80,7 +80,7 @@ def netx_layers(graph) -> list:
         c = _neuron_consts(L.neuron) if L.neuron is not None else \
             {"gain": 1.0, "u_keep": 0.0, "v_keep": 0.0, "bias_gain": 1.0}  # readout: v = u + b
         w = np.asarray(L.weight, np.float64) * in_scale * c["gain"]   # per input unit
-        b = np.asarray(L.bias, np.float64) * c["gain"] * c["bias_gain"]
+        b = np.asarray(getattr(L, "bias64", L.bias), np.float64) * c["gain"] * c["bias_gain"]
         wmax = float(np.abs(w).max()) or 1.0
         if L.neuron is not None:
             vth = int(np.clip(np.floor(127.0 * float(L.neuron.theta) / wmax), 1, VTH_MAX))

@@ -146,7 +146,7 @@ def run_lava(layers, x, timesteps: int | None = None, *, fixed_point: bool = Fal
     if fixed_point:  # integer currents in units of q
         ro = ro * built.readout_q
     # float: W s + b is exact in float64 (exact-sum grids), rounded once as the reference does
-    logits = (ro.astype(np.float64) + np.asarray(layers[-1].bias, dtype=np.float32)).astype(np.float32)
+    logits = (ro.astype(np.float64) + np.asarray(getattr(layers[-1], "bias64", layers[-1].bias), np.float64)).astype(np.float32)
     spikes, offsets = {}, {"readout": sched["readout"]}
     for i, data in enumerate(spike_data):
         name = _layer_name(layers[i], i)

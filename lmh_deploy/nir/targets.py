@@ -99,8 +99,11 @@ def _merge_split(graph):
     parts, ops = {i for o in split.values() for i in o.inputs}, []
     for o in (o for o in graph.ops if o.name not in parts):
         if o.name in split:
-            hi = graph.op(o.inputs[0])
-            o = DeployOp(o.name, "synapse", hi.inputs, dict(hi.arrays),
+            hi, lo = graph.op(o.inputs[0]), graph.op(o.inputs[1])
+            arrays = dict(hi.arrays, bias=(np.asarray(hi.arrays["bias"], np.float64)
+                                           + np.asarray(lo.arrays["bias"], np.float64)
+                                           ).astype(np.float32))
+            o = DeployOp(o.name, "synapse", hi.inputs, arrays,
                          {k: v for k, v in hi.attrs.items() if k != "part"})
         ops.append(o)
     return replace(graph, ops=ops) if split else graph

@@ -80,7 +80,7 @@ class PyLMHModelFloat(_LMHModelBase):
     def _setup(self, p):
         self._tables = [np.asarray(p[k], dtype=np.float32) for k in LMH_PARAMS]
         self._theta = np.float32(p["theta"])
-        self._bias = np.asarray(p["bias"], dtype=np.float32)
+        self._bias = np.asarray(p["bias"], dtype=np.float64)
         self._v0 = np.asarray(p["v0"], dtype=np.float32)
 
     def _reset(self):

@@ -95,7 +95,7 @@ class _FloatFormat:
         self.lam = np.asarray(p["lam"], dtype=np.float32)
         self.rows = self.lam.shape[0]
         self.theta = np.float32(p["theta"])
-        self.bias = np.asarray(p["bias"], dtype=np.float32)
+        self.bias = np.asarray(p["bias"], dtype=np.float64)
         self.v0 = np.asarray(p["v0"], dtype=np.float32)
         om = p["omega"]
         self.omega_rows = None if om is None else [[np.float32(w) for w in row] for row in om]
