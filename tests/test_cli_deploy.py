@@ -168,13 +168,23 @@ def test_check_fidelity_thresholds_by_hand():
 
 @pytest.fixture(scope="module")
 def chaotic(tmp_path_factory):
-    """A random-weight ResNet-20 on digits: a few of its spikes sit on the threshold, so float32
-    summation order flips some (agreement < 1, > 0.99)."""
+    """A random-weight ResNet-20 on digits."""
     return save_model(random_model("resnet20", "lmh", 4, input_quantum=1 / 16, input_bound=1.0),
                       tmp_path_factory.mktemp("rn") / "rn.pt")
 
 
-def test_verify_fails_on_fold_fidelity_with_one_line(chaotic, tmp_path, capsys):
+@pytest.fixture
+def coarse_fold(monkeypatch):
+    """The fold of before issue 13 (one weight grid per synapse, no low part): its rounding
+    flips some of a ResNet-20's spikes (agreement < 1, > 0.9), which the checks must catch."""
+    from lmh_deploy.graph import fold as fold_mod
+
+    one_grid = fold_mod._round_synapse
+    monkeypatch.setattr(fold_mod, "_round_synapse",
+                        lambda w, b, vin, split=True, min_grid=0.0: one_grid(w, b, vin, False, min_grid))
+
+
+def test_verify_fails_on_fold_fidelity_with_one_line(chaotic, coarse_fold, tmp_path, capsys):
     js = tmp_path / "v.json"
     args = [str(chaotic), "--format", "onnx", "--dataset", "digits", "--limit", "40"]
     rc = cli_verify.main(args + ["--json", str(js)])
@@ -183,9 +193,9 @@ def test_verify_fails_on_fold_fidelity_with_one_line(chaotic, tmp_path, capsys):
     worst = min(min(v for v in f["spike_agreement"].values())
                 for f in rep["fold_fidelity_sweep"].values())
     assert set(rep["fold_fidelity_sweep"]) == {"4", "8"}  # the trained T and 2T
-    assert 0.99 < worst < 1.0 and rep["runtimes_exact"]
+    assert 0.9 < worst < 1.0 and rep["runtimes_exact"]
     assert "weight rounding error" in out and rep["weight_error"]["first_layer"][0] == "conv0"
-    assert rep["weight_error"]["first_layer"][1] < 1e-5
+    assert rep["weight_error"]["first_layer"][1] > 1e-6  # the coarse fold's rounding, reported
     assert rc == (1 if rep["fidelity_failures"] else 0)
     rc = cli_verify.main(args + ["--min-spike-agreement", "1.0", "--fidelity-timesteps", "6"])
     out = capsys.readouterr().out
@@ -194,7 +204,7 @@ def test_verify_fails_on_fold_fidelity_with_one_line(chaotic, tmp_path, capsys):
     assert last.startswith("fold fidelity check failed: at T=4 layer") and "< --min-spike-agreement 100%" in last
 
 
-def test_export_validate_leaves_no_file_on_failure(chaotic, ckpt, tmp_path, capsys):
+def test_export_validate_leaves_no_file_on_failure(chaotic, coarse_fold, ckpt, tmp_path, capsys):
     out = tmp_path / "m.onnx"
     rc = export_cli.main(["-f", "onnx", str(chaotic), "-o", str(out), "--validate", "--dataset",
                           "digits", "--limit", "30", "--min-spike-agreement", "1.0"])
@@ -204,3 +214,56 @@ def test_export_validate_leaves_no_file_on_failure(chaotic, ckpt, tmp_path, caps
     ok = tmp_path / "ok.onnx"
     assert export_cli.main(["-f", "onnx", str(ckpt), "-o", str(ok), "--validate", "--limit", "60"]) == 0
     assert ok.exists()
+
+
+def test_fold_fidelity_streams_batches_with_the_same_figures(chaotic):
+    """fold_fidelity compares batch by batch (memory: one batch): any batch size gives the
+    figures of one whole-set comparison."""
+    from lmh_deploy.deployment import Deployment
+    from lmh_deploy.evaluate import load_eval_data
+    from lmh_deploy.verify import compare_runs, fold_fidelity
+
+    x, y = load_eval_data("digits", 50)
+    with Deployment(chaotic) as dep:
+        whole = compare_runs(dep.run("reference", x, 4, 50), dep.run("torch", x, 4, 50))
+        for bs in (7, 50):
+            f = fold_fidelity(dep, x, y, [4], batch_size=bs)[4]
+            assert f["spike_agreement"] == pytest.approx(whole["spike_agreement"], abs=0)
+            assert f["max_abs_logit_diff"] == whole["max_abs_logit_diff"]
+
+
+def test_export_fidelity_needs_the_model_s_own_data(tmp_path, capsys):
+    """The fold-fidelity part of export validation runs on the data the checkpoint was trained
+    on. A checkpoint that records none (built by the API), or whose data is not on this machine
+    (CIFAR without --data-dir), is still exported and checked against the reference, with a
+    one-line note; data named on the command line that cannot be read, or that does not fit the
+    model, is an error and leaves no file."""
+    from lmh_deploy.checkpoint import load_checkpoint
+
+    small = save_model(random_model("mlp", "lmh", 4, input_shape=(1, 4, 4)), tmp_path / "s.pt")
+    out = tmp_path / "s.onnx"
+    assert export_cli.main(["-f", "onnx", str(small), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert out.exists() and "records no training data set" in err and "--dataset" in err
+    # explicit data set of another input shape: one-line error, no file
+    bad = tmp_path / "bad.onnx"
+    line = _one_line_error(capsys, 2, export_cli.main(["-f", "onnx", str(small), "-o", str(bad),
+                                                       "--dataset", "digits"]))
+    assert "[1, 8, 8]" in line and "[1, 4, 4]" in line and not bad.exists()
+    assert cli_verify.main([str(small), "--format", "onnx", "--dataset", "digits"]) == 2
+    assert "the model takes [1, 4, 4]" in capsys.readouterr().err
+    # trained on CIFAR-10, whose files are not here
+    ck = load_checkpoint(save_model(random_model("cnn", "lmh", 4, input_shape=(3, 32, 32)),
+                                    tmp_path / "c.pt"))
+    ck["train_config"] = {"dataset": "cifar10"}
+    import torch
+
+    torch.save(ck, tmp_path / "c.pt")
+    out = tmp_path / "c.onnx"
+    assert export_cli.main(["-f", "onnx", str(tmp_path / "c.pt"), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert out.exists() and "cifar10 needs --data-dir" in err and "fold fidelity not checked" in err
+    gone = tmp_path / "c2.onnx"
+    rc = export_cli.main(["-f", "onnx", str(tmp_path / "c.pt"), "-o", str(gone),
+                          "--data-dir", str(tmp_path / "nowhere")])
+    assert rc == 2 and not gone.exists()

@@ -95,7 +95,7 @@ def _main(args) -> int:
     fidelity = {"dataset": args.dataset, "limit": args.limit, "data_dir": args.data_dir,
                 "data_options": data_options(args), "fidelity_ts": args.fidelity_timesteps,
                 "max_accuracy_drop": args.max_accuracy_drop,
-                "min_spike_agreement": args.min_spike_agreement}
+                "min_spike_agreement": args.min_spike_agreement, "progress": args.progress}
     out = export_checkpoint(args.checkpoint, args.format, args.output, args.timesteps,
                             args.validate, report, args.dataset, args.data_dir, data_options(args),
                             args.progress, fidelity=fidelity, **options)
@@ -107,6 +107,8 @@ def _main(args) -> int:
             worst = min((v for v in g["spike_agreement"].values() if v is not None), default=1.0)
             print(f"fold fidelity at T={t}: accuracy trained {g['accuracy_trained']:.4f} / "
                   f"deployed {g['accuracy_deployed']:.4f}; worst layer {worst:.6f} identical spikes")
+        if "fold_fidelity_skipped" in report["validation"]:
+            print(f"note: {report['validation']['fold_fidelity_skipped']}", file=sys.stderr)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     if args.target:
         from lmh_deploy.nir.targets import load_target
