@@ -205,8 +205,10 @@ class Deployment:
             return self.graph.meta.get("input_norm")
         import json
 
-        meta = getattr(self._file_handle, "meta", {}) or {}
+        h = self._file_handle
+        meta = getattr(h, "meta", None) or getattr(h, "metadata", None) or {}  # ONNX / NIR
         raw = meta.get("lmh.input_norm") or meta.get("input_norm")
+        raw = raw.decode() if isinstance(raw, bytes) else raw
         return json.loads(raw) if isinstance(raw, str) else raw
 
     @property

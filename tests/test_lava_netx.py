@@ -151,5 +151,6 @@ def test_lmh_verify_lava_trained_residual_digits_cnn(tmp_path):
     assert out.returncode == 0 and "OK: every runtime computes the reference's spikes exactly" in text, text
     from lmh_deploy.deployment import load_model_checked
 
-    adds = [o.inputs for o in fold(load_model_checked(ckpt)).ops if o.kind == "add"]
+    adds = [o.inputs for o in fold(load_model_checked(ckpt)).ops
+            if o.kind == "add" and not o.attrs.get("split")]  # residual adds, not hi + lo
     assert len(adds) == 2                      # identity shortcut and 1x1-conv shortcut

@@ -177,12 +177,9 @@ class _FixedOps:
             if op.name in self.split_lo or op.kind == "add" and op.attrs.get("split"):
                 unit[op.name] = u[0]
             elif op.kind == "synapse":
-                w64 = np.asarray(op.arrays["weight"], np.float64)
-                if lo_of.get(op.name) is not None:
-                    w64 = w64 + np.asarray(lo_of[op.name].arrays["weight"], np.float64)
-                b64 = np.asarray(op.arrays["bias"], np.float64)
-                if lo_of.get(op.name) is not None:
-                    b64 = b64 + np.asarray(lo_of[op.name].arrays["bias"], np.float64)
+                lo = lo_of.get(op.name)  # w_hi + w_lo and b_hi + b_lo, exact in float64
+                w64, b64 = (np.asarray(op.arrays[k], np.float64) + (
+                    0.0 if lo is None else np.asarray(lo.arrays[k], np.float64)) for k in ("weight", "bias"))
                 qw = fx.quantize_weights(w64 * u[0], weight_exp)
                 bias = fx.to_units(b64, qw.q)
                 self.prepared[op.name] = (qw.w.astype(np.int64), bias)

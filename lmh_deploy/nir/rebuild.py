@@ -102,7 +102,15 @@ def _graph(prog, ops: list, output: str) -> DeployGraph:
     k = prog.nodes[prog.outputs[0]].out_shape
     return DeployGraph(ops=ops, output=output, timesteps=t, input_shape=tuple(shape),
                        num_classes=int(np.prod(k)), input_quantum=float(q), input_bound=float(b),
-                       meta={"from_nir": True, "form": prog.form})
+                       meta={"from_nir": True, "form": prog.form,
+                             **({"input_norm": norm} if (norm := _input_norm(md)) else {})})
+
+
+def _input_norm(md: dict) -> dict | None:
+    """The normalization folded into the first layer (metadata ``input_norm``, JSON), or None."""
+    raw = md.get("input_norm")
+    raw = raw.decode() if isinstance(raw, bytes) else raw
+    return json.loads(raw) if isinstance(raw, str) and raw else None
 
 
 def _stateless_op(prog, n: str, name: str, srcs: list) -> DeployOp:

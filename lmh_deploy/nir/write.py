@@ -332,6 +332,8 @@ def export_nir(graph: DeployGraph, form: str = "auto", lossy_lif: bool = False,
             "levels": int(graph.levels), "input_quantum": float(graph.input_quantum),
             "input_bound": float(graph.input_bound), "input_shape": np.array(graph.input_shape),
             "num_classes": int(graph.num_classes), "dataset": str(graph.meta.get("dataset") or ""),
+            # the input is raw pixels when a normalization was folded into the first layer
+            "input_norm": json.dumps(graph.meta.get("input_norm")),
             META_DEPLOY: json.dumps(to_dict(graph, skip_kinds=("synapse",)))}
     return nir.NIRGraph(nodes=b.nodes, edges=b.edges, metadata=meta, type_check=False)
 
