@@ -173,6 +173,15 @@ class Deployment:
             batch_size: int = 256, progress: bool | None = False) -> GraphRun:
         """Run ``x`` (``[N, ...]`` static or ``[T, N, ...]`` frames) in batches; one GraphRun.
         ``progress``: a tqdm bar over the samples (True always, None only on a terminal)."""
+        return concat_runs(list(self._batches(runtime, x, timesteps, batch_size, progress, False)))
+
+    def batches(self, runtime: str | Runtime, x, timesteps: int | None = None,
+                batch_size: int = 256, progress: bool | None = False):
+        """:meth:`run` one batch at a time: yields a GraphRun per ``batch_size`` samples, so the
+        memory a whole evaluation needs is one batch's (logits and spike counts are not kept)."""
+        return self._batches(runtime, x, timesteps, batch_size, progress, True)
+
+    def _batches(self, runtime, x, timesteps, batch_size, progress, streamed):
         rt = runtime if isinstance(runtime, Runtime) else self.check_runtime(runtime)
         t = self.check_timesteps(timesteps or self.trained_timesteps)
         x = np.asarray(x, dtype=np.float32)
@@ -183,19 +192,21 @@ class Deployment:
         shape = self.input_shape
         frames = shape is not None and x.ndim == len(shape) + 2
         n = x.shape[1] if frames else x.shape[0]
-        check_run(self, x, frames, t, batch_size)  # finite inputs; memory estimate before any work
+        # finite inputs; memory estimate before any work
+        check_run(self, x, frames, t, batch_size, streamed)
         src = self.source(rt, t)
         fn = rt.run_fn()
-        runs = []
-        from tqdm.auto import tqdm
 
-        with tqdm(total=n, desc=rt.name, unit="sample", leave=False,
-                  disable={True: False, False: True, None: None}[progress]) as bar:
-            for i in range(0, n, batch_size):
-                xb = x[:, i:i + batch_size] if frames else x[i:i + batch_size]
-                runs.append(fn(src, xb, t))
-                bar.update(min(batch_size, n - i))
-        return concat_runs(runs)
+        def gen():
+            from tqdm.auto import tqdm
+
+            with tqdm(total=n, desc=rt.name, unit="sample", leave=False,
+                      disable={True: False, False: True, None: None}[progress]) as bar:
+                for i in range(0, n, batch_size):
+                    xb = x[:, i:i + batch_size] if frames else x[i:i + batch_size]
+                    yield fn(src, xb, t)
+                    bar.update(min(batch_size, n - i))
+        return gen()
 
     @property
     def input_norm(self) -> dict | None:
@@ -252,7 +263,7 @@ def run_file(path, dataset=None, runtime=None, timesteps=None, limit=None, batch
     else digits) and return the result dict that ``lmh-run --json`` writes."""
     import time
 
-    from lmh_deploy.evaluate import accuracy_per_step, load_eval_data, resolve_dataset, spike_stats
+    from lmh_deploy.evaluate import SpikeTally, accuracy_per_step, load_eval_data, resolve_dataset
 
     dataset = resolve_dataset(path, dataset)
     with Deployment(path) as dep:
@@ -264,11 +275,14 @@ def run_file(path, dataset=None, runtime=None, timesteps=None, limit=None, batch
             opts.setdefault("frames", t)
         x, y = load_eval_data(dataset, limit, data_dir, **opts)
         t0 = time.perf_counter()
-        run = dep.run(rt, x, t, batch_size, progress=progress)
+        logits, tally = [], SpikeTally()
+        for run in dep.batches(rt, x, t, batch_size, progress=progress):  # memory: one batch
+            logits.append(run.logits)
+            tally.add(run.spikes)
         wall = time.perf_counter() - t0
         trained = dep.trained_timesteps
-    acc = accuracy_per_step(run.logits, y)
+    acc = accuracy_per_step(np.concatenate(logits, 1), y)
     return {"file": str(path), "runtime": rt.name, "dataset": dataset, "timesteps": t,
             "trained_timesteps": trained, "samples": int(len(y)),
-            "accuracy_per_step": acc, "accuracy": acc[-1], **spike_stats(run.spikes),
+            "accuracy_per_step": acc, "accuracy": acc[-1], **tally.stats(),
             "wall_time_s": wall}

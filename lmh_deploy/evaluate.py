@@ -50,19 +50,43 @@ def cross_entropy_per_step(logits: np.ndarray, labels: np.ndarray) -> list:
     return [float(v) for v in (lse - picked).mean(1)]
 
 
+class SpikeTally:
+    """:func:`spike_stats` accumulated over batches (``add`` each batch's spike counts
+    ``{layer: [T, B, ...]}``; ``stats()`` the figures of the whole set)."""
+
+    def __init__(self, steps: int | None = None):
+        self.steps = steps
+        self.sums: dict = {}
+        self.sizes: dict = {}
+        self.samples = 0
+        self.recorded = False
+
+    def add(self, spikes: dict) -> "SpikeTally":
+        n = None
+        for name, s in spikes.items():
+            s = s[:self.steps] if self.steps else s
+            n = s.shape[1]
+            self.sums[name] = self.sums.get(name, 0.0) + float(s.sum(dtype=np.float64))
+            self.sizes[name] = self.sizes.get(name, 0) + int(s.size)
+        if spikes:
+            self.recorded = True
+            self.samples += int(n)
+        return self
+
+    def stats(self) -> dict:
+        if not self.recorded:
+            return {"firing_rate": {}, "spikes_per_sample": None}
+        rates = {k: self.sums[k] / self.sizes[k] if self.sizes[k] else 0.0 for k in self.sums}
+        total = sum(self.sums.values())
+        return {"firing_rate": rates,
+                "spikes_per_sample": total / self.samples if self.samples else 0.0}
+
+
 def spike_stats(spikes: dict, steps: int | None = None) -> dict:
     """Over the first ``steps`` steps: mean spike count per neuron per step of each layer
     (``firing_rate``) and total spike count per sample (``spikes_per_sample``; None when the
     run recorded no spikes, e.g. an ONNX file exported without ``--with-spikes``)."""
-    if not spikes:
-        return {"firing_rate": {}, "spikes_per_sample": None}
-    rates, total, n = {}, 0.0, None
-    for name, s in spikes.items():
-        s = s[:steps] if steps else s
-        n = s.shape[1]
-        rates[name] = float(s.mean())
-        total += float(s.sum(dtype=np.float64))
-    return {"firing_rate": rates, "spikes_per_sample": total / n if n else 0.0}
+    return SpikeTally(steps).add(spikes).stats()
 
 
 #: the data set of a file that names none

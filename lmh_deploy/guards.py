@@ -337,10 +337,12 @@ def check_memory(need: int, what: str, fix: str) -> None:
                             f"available; {fix}")
 
 
-def check_run(dep, x, frames: bool, timesteps: int, batch_size: int) -> None:
+def check_run(dep, x, frames: bool, timesteps: int, batch_size: int,
+              streamed: bool = False) -> None:
     """Before a :class:`~lmh_deploy.deployment.Deployment` run: every input sample finite, and
     the memory estimate (:func:`run_memory_estimate`; layer sizes from the folded graph, the NIR
-    file's declared shapes, or the input alone for ONNX) within :func:`available_memory`."""
+    file's declared shapes, or the input alone for ONNX) within :func:`available_memory`.
+    ``streamed``: the results are consumed batch by batch (one batch's results kept)."""
     check_finite_inputs(np.swapaxes(x, 0, 1) if frames else x, "input data")
     n = int(x.shape[1] if frames else x.shape[0])
     size = int(np.prod(x.shape[2:] if frames else x.shape[1:], dtype=np.int64))
@@ -355,7 +357,8 @@ def check_run(dep, x, frames: bool, timesteps: int, batch_size: int) -> None:
             classes = int(g.num_classes)
     else:
         neurons = int(getattr(dep, "_declared", 0) or 0)
-    need = run_memory_estimate(int(timesteps), n, int(batch_size), size, neurons, classes)
+    need = run_memory_estimate(int(timesteps), min(n, int(batch_size)) if streamed else n,
+                               int(batch_size), size, neurons, classes)
     check_memory(need, f"a run of T={timesteps} on {n} samples in batches of {batch_size}",
                  "lower --timesteps, --batch-size or --limit")
 
