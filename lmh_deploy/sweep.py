@@ -17,6 +17,8 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .errors import TimestepsError
 
 
@@ -86,7 +88,7 @@ def run_sweep(dep, rts, ts, dataset=None, limit=None, batch_size=256, per_t=Fals
     ``{"meta": ..., "rows": [...]}`` (one row per runtime and T)."""
     from tqdm.auto import tqdm
 
-    from .evaluate import accuracy_per_step, cross_entropy_per_step, load_eval_data, spike_stats
+    from .evaluate import SpikeTally, accuracy_per_step, cross_entropy_per_step, load_eval_data
 
     from .evaluate import resolve_dataset
 
@@ -104,19 +106,26 @@ def run_sweep(dep, rts, ts, dataset=None, limit=None, batch_size=256, per_t=Fals
                disable={True: False, False: True, None: None}[progress])
     for rt, t_run in bar:
         bar.set_postfix_str(f"{rt.name} T={t_run}")
+        prefixes = [t for t in (ts if not per_t else [t_run]) if t <= t_run]
         t0 = time.perf_counter()
-        run = dep.run(rt, x, t_run, batch_size)
+        logits = []
+        tallies = {t: SpikeTally(t) for t in prefixes}
+        costs = {t: _CostMean() for t in prefixes}
+        for run in dep.batches(rt, x, t_run, batch_size):  # memory: one batch's spikes
+            logits.append(run.logits)
+            for t in prefixes:
+                tallies[t].add(run.spikes)
+                costs[t].add(_cost(desc, run.spikes, t, frames), run.logits.shape[1])
         wall = time.perf_counter() - t0
-        acc = accuracy_per_step(run.logits, y)
-        ce = cross_entropy_per_step(run.logits, y)
-        for t in (ts if not per_t else [t_run]):
-            if t > t_run:
-                continue
-            st = spike_stats(run.spikes, t)
+        logits = np.concatenate(logits, 1)
+        acc = accuracy_per_step(logits, y)
+        ce = cross_entropy_per_step(logits, y)
+        for t in prefixes:
+            st = tallies[t].stats()
             rows.append({"runtime": rt.name, "T": t, "accuracy": acc[t - 1],
                          "cross_entropy": ce[t - 1],
                          "spikes_per_sample": st["spikes_per_sample"],
-                         **_cost(desc, run.spikes, t, frames),
+                         **costs[t].mean(),
                          "firing_rate": st["firing_rate"], "run_T": t_run,
                          "run_wall_time_s": wall})
     bar.close()
@@ -142,6 +151,22 @@ def _cost(desc, spikes, t, frames) -> dict:
     r = cost_report(desc, spikes, t, frames)
     return {"sops_per_sample": r["totals"]["sops_per_sample"],
             "snn_energy_pj": r["energy"]["snn_pj"], "ann_energy_pj": r["energy"]["ann_pj"]}
+
+
+class _CostMean:
+    """Per-sample cost figures of :func:`_cost` averaged over batches, weighted by batch size
+    (each figure is a mean over samples, so this is the whole set's figure)."""
+
+    def __init__(self):
+        self.sums, self.n = {}, 0
+
+    def add(self, figures: dict, samples: int) -> None:
+        for k, v in figures.items():
+            self.sums[k] = None if v is None else (self.sums.get(k) or 0.0) + v * samples
+        self.n += int(samples)
+
+    def mean(self) -> dict:
+        return {k: None if v is None else v / self.n for k, v in self.sums.items()}
 
 
 def _meta(dep, dataset, samples, ts, per_t) -> dict:

@@ -59,3 +59,23 @@ def test_streamed_run_needs_one_batch_of_memory(ckpt, monkeypatch):
         assert sum(r.logits.shape[1] for r in runs) == 360
     res = run_file(ckpt, "digits", "reference", batch_size=8)
     assert res["samples"] == 360
+
+
+def test_sweep_streams_with_the_same_rows(ckpt):
+    """lmh-sweep's rows (accuracy, cross-entropy, spikes, SOPs and energy per sample at every
+    prefix T) do not depend on the batch size it streams with."""
+    from lmh_deploy.sweep import plan, run_sweep
+
+    rows = {}
+    for bs in (11, 256):
+        dep, rts, ts = plan(ckpt, "reference", "1-6")
+        with dep:
+            rows[bs] = run_sweep(dep, rts, ts, "digits", limit=60, batch_size=bs,
+                                 progress=False)["rows"]
+    assert [r["T"] for r in rows[11]] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(rows[11], rows[256]):
+        assert a["accuracy"] == b["accuracy"]
+        assert a["cross_entropy"] == pytest.approx(b["cross_entropy"], rel=1e-6)
+        for k in ("spikes_per_sample", "sops_per_sample", "snn_energy_pj", "ann_energy_pj"):
+            assert a[k] == pytest.approx(b[k], rel=1e-9), k
+        assert a["sops_per_sample"] > 0
