@@ -323,8 +323,7 @@ def validate_fold(path, dataset: str | None = None, limit: int | None = 1000,
 
     ds = dataset or trained_dataset(path)
     if ds is None:  # a model never trained on a data set has no accuracy to keep
-        raise DatasetError(f"{path} records no training data set; pass --dataset to check the "
-                           f"fold fidelity")
+        raise DatasetError(f"{path} records no training data set; pass --dataset to check it")
     with Deployment(path) as dep:
         x, y = load_model_data(dep, ds, limit, data_dir, data_options)
         ts = fidelity_timesteps(dep.trained_timesteps, fidelity_ts)
@@ -376,8 +375,7 @@ def validate_export(graph, path, fmt: str, x, timesteps: int | None = None,
                 raise  # named by the user: a data set that cannot be read is an error
             # the checkpoint's own data set is not on this machine (a deployment host): the file
             # is still checked against the reference; say what was not checked and how to
-            rep["fold_fidelity_skipped"] = (f"{e}".rstrip(".") + "; fold fidelity not checked "
-                                            "(pass --data-dir to check it)")
+            rep["fold_fidelity_skipped"] = f"fold fidelity not checked: {e}"
     return rep
 
 

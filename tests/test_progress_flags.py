@@ -24,7 +24,9 @@ def test_export_progress(ck, tmp_path, capsys, flag):
     if flag == "--progress":
         assert "lmh-export onnx:" in err and "/3 " in err, err
     else:  # --no-progress, and the default off a terminal (pytest captures: not a tty)
-        assert err == ""
+        # no bar; the one note says this random model records no data set for the fold check
+        assert "lmh-export" not in err and "\r" not in err
+        assert [ln for ln in err.splitlines() if not ln.startswith("note: fold fidelity")] == []
     assert out.exists()
 
 
