@@ -23,13 +23,14 @@ from .errors import TimestepsError
 
 
 
-def parse_timesteps(text: str, maximum: int = 4096) -> list[int]:
+def parse_timesteps(text: str, maximum: int = 4096, option: str = "--timesteps") -> list[int]:
     """``"1-32"``, ``"1,2,4,8"``, ``"1-8,16,32"`` -> sorted distinct step counts.
 
-    Raises :class:`TimestepsError` for an empty or malformed list, a reversed range or T < 1."""
+    Raises :class:`TimestepsError` (naming ``option``) for an empty or malformed list, a
+    reversed range or T outside 1..``maximum``."""
     text = str(text).strip()
     if not text:
-        raise TimestepsError("empty --timesteps; give a range or a list, e.g. 1-32 or 1,2,4,8")
+        raise TimestepsError(f"empty {option}; give a range or a list, e.g. 1-32 or 1,2,4,8")
     out = set()
     for part in text.split(","):
         part = part.strip()
@@ -40,14 +41,15 @@ def parse_timesteps(text: str, maximum: int = 4096) -> list[int]:
             else:
                 lo = hi = int(part)
         except ValueError:
-            raise TimestepsError(f"malformed --timesteps {text!r}: {part!r} is not N or A-B "
+            raise TimestepsError(f"malformed {option} {text!r}: {part!r} is not N or A-B "
                                  f"(e.g. 1-32 or 1,2,4,8)") from None
         if lo > hi:
-            raise TimestepsError(f"reversed range {part!r} in --timesteps; write {hi}-{lo}")
+            fix = f"write {hi}-{lo}" if hi >= 1 else "write A-B with 1 <= A <= B"
+            raise TimestepsError(f"reversed range {part!r} in {option}; {fix}")
         vals = range(lo, hi + 1)
         for v in vals:
             if v < 1 or v > maximum:
-                raise TimestepsError(f"time step count {v} in --timesteps {text!r} is out of "
+                raise TimestepsError(f"time step count {v} in {option} {text!r} is out of "
                                      f"range 1..{maximum}")
             out.add(v)
     return sorted(out)
