@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def plan(path, runtimes: str | None, timesteps: str):
         rts = parse_runtimes(runtimes)
         for rt in rts:
             dep.check_runtime(rt.name)
-        for t in ts:
+        for t in sorted(ts, reverse=True):  # the largest first: its fix covers the others
             try:
                 dep.check_timesteps(t)
             except TimestepsError as e:
@@ -190,7 +191,8 @@ def _meta(dep, dataset, samples, ts, per_t) -> dict:
 
 
 def rows_to_csv(rows: list) -> str:
-    layers = sorted({k for r in rows for k in r["firing_rate"]})
+    layers = sorted({k for r in rows for k in r["firing_rate"]},
+                    key=lambda k: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", k)])
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     cost = ["sops_per_sample", "snn_energy_pj"]
