@@ -359,7 +359,7 @@ def check_run(dep, x, frames: bool, timesteps: int, batch_size: int,
         neurons = int(getattr(dep, "_declared", 0) or 0)
     need = run_memory_estimate(int(timesteps), min(n, int(batch_size)) if streamed else n,
                                int(batch_size), size, neurons, classes)
-    check_memory(need, f"a run of T={timesteps} on {n} samples in batches of {batch_size}",
+    check_memory(need, f"a run of T={timesteps} on {n} samples in batches of {min(batch_size, n)}",
                  "lower --timesteps, --batch-size or --limit")
 
 

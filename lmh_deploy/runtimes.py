@@ -69,7 +69,7 @@ RUNTIMES: dict[str, Runtime] = {
                            description="any NIR file node by node as lmh-nir/2 reads (no neuron "
                                        "recognition, float32 per node)"),
     "nir-torch": Runtime("nir-torch", "nir", "lmh_deploy.nir.run_torch:run_nir_torch",
-                         suffixes=(".nir",),
+                         load="lmh_deploy.nir.run_torch:load_nir_torch", suffixes=(".nir",),
                          description="the exported NIR file as a torch module wired by nirtorch"),
     "snntorch": Runtime("snntorch", "nir", "lmh_deploy.nir.targets:run_snntorch",
                    load="lmh_deploy.nir.targets:load_target", exact=False,

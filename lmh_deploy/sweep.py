@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -23,13 +24,14 @@ from .errors import TimestepsError
 
 
 
-def parse_timesteps(text: str, maximum: int = 4096) -> list[int]:
+def parse_timesteps(text: str, maximum: int = 4096, option: str = "--timesteps") -> list[int]:
     """``"1-32"``, ``"1,2,4,8"``, ``"1-8,16,32"`` -> sorted distinct step counts.
 
-    Raises :class:`TimestepsError` for an empty or malformed list, a reversed range or T < 1."""
+    Raises :class:`TimestepsError` (naming ``option``) for an empty or malformed list, a
+    reversed range or T outside 1..``maximum``."""
     text = str(text).strip()
     if not text:
-        raise TimestepsError("empty --timesteps; give a range or a list, e.g. 1-32 or 1,2,4,8")
+        raise TimestepsError(f"empty {option}; give a range or a list, e.g. 1-32 or 1,2,4,8")
     out = set()
     for part in text.split(","):
         part = part.strip()
@@ -40,14 +42,15 @@ def parse_timesteps(text: str, maximum: int = 4096) -> list[int]:
             else:
                 lo = hi = int(part)
         except ValueError:
-            raise TimestepsError(f"malformed --timesteps {text!r}: {part!r} is not N or A-B "
+            raise TimestepsError(f"malformed {option} {text!r}: {part!r} is not N or A-B "
                                  f"(e.g. 1-32 or 1,2,4,8)") from None
         if lo > hi:
-            raise TimestepsError(f"reversed range {part!r} in --timesteps; write {hi}-{lo}")
+            fix = f"write {hi}-{lo}" if hi >= 1 else "write A-B with 1 <= A <= B"
+            raise TimestepsError(f"reversed range {part!r} in {option}; {fix}")
         vals = range(lo, hi + 1)
         for v in vals:
             if v < 1 or v > maximum:
-                raise TimestepsError(f"time step count {v} in --timesteps {text!r} is out of "
+                raise TimestepsError(f"time step count {v} in {option} {text!r} is out of "
                                      f"range 1..{maximum}")
             out.add(v)
     return sorted(out)
@@ -70,7 +73,7 @@ def plan(path, runtimes: str | None, timesteps: str):
         rts = parse_runtimes(runtimes)
         for rt in rts:
             dep.check_runtime(rt.name)
-        for t in ts:
+        for t in sorted(ts, reverse=True):  # the largest first: its fix covers the others
             try:
                 dep.check_timesteps(t)
             except TimestepsError as e:
@@ -188,7 +191,8 @@ def _meta(dep, dataset, samples, ts, per_t) -> dict:
 
 
 def rows_to_csv(rows: list) -> str:
-    layers = sorted({k for r in rows for k in r["firing_rate"]})
+    layers = sorted({k for r in rows for k in r["firing_rate"]},
+                    key=lambda k: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", k)])
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     cost = ["sops_per_sample", "snn_energy_pj"]

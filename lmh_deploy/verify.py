@@ -89,7 +89,8 @@ def fidelity_timesteps(trained_t: int, text: str | None) -> list:
     """The Ts the fidelity is checked at: ``text`` ("4,8", "1-32"; None: T and 2T)."""
     from lmh_deploy.sweep import parse_timesteps
 
-    return sorted(set([trained_t] + (parse_timesteps(text) if text else [2 * trained_t])))
+    extra = parse_timesteps(text, option="--fidelity-timesteps") if text is not None else [2 * trained_t]
+    return sorted(set([trained_t] + extra))
 
 
 def fold_fidelity(dep, x, y, ts, batch_size=64, progress: bool | None = False) -> dict:
@@ -124,18 +125,27 @@ def fold_fidelity(dep, x, y, ts, batch_size=64, progress: bool | None = False) -
 def check_fidelity(fid: dict, max_accuracy_drop: float = MAX_ACCURACY_DROP,
                    min_spike_agreement: float = MIN_SPIKE_AGREEMENT) -> list:
     """One line per violation in a :func:`fold_fidelity` result (empty: the fold is faithful)."""
-    bad = []
+    bad, layers = [], []
     for t, f in sorted(fid.items()):
         drop = 100.0 * abs(f["accuracy_trained"] - f["accuracy_deployed"])
         if drop > max_accuracy_drop:
             bad.append(f"at T={t} the deployed accuracy {100 * f['accuracy_deployed']:.2f}% differs "
                        f"from the trained {100 * f['accuracy_trained']:.2f}% by {drop:.2f} points "
                        f"> --max-accuracy-drop {max_accuracy_drop:g}")
-        for layer, a in f["spike_agreement"].items():
-            if a is not None and a < min_spike_agreement:
-                bad.append(f"at T={t} layer {layer} keeps {100 * a:.3f}% identical spikes < "
-                           f"--min-spike-agreement {100 * min_spike_agreement:g}%")
+        layers += [(a, t, layer) for layer, a in f["spike_agreement"].items()
+                   if a is not None and a < min_spike_agreement]
+    for a, t, layer in sorted(layers, key=lambda r: r[0]):  # the worst layer first
+        bad.append(f"at T={t} layer {layer} keeps {_percent(a, min_spike_agreement)} identical "
+                   f"spikes < --min-spike-agreement {100 * min_spike_agreement:g}%")
     return bad
+
+
+def _percent(a: float, bound: float) -> str:
+    """``a`` in percent with the fewest decimals (3 to 8) that tell it from ``bound``."""
+    for d in range(3, 9):
+        if f"{100 * a:.{d}f}" != f"{100 * bound:.{d}f}":
+            break
+    return f"{100 * a:.{d}f}%"
 
 
 def fidelity_error(bad: list) -> FoldFidelityError:
@@ -222,8 +232,9 @@ def verify(path, fmt: str, runtimes=None, timesteps=None, dataset=None, limit=No
         fidelity["accuracy_trained"] = accuracy_per_step(logits["torch"], y)[-1]
         fidelity["accuracy_deployed"] = accuracy_per_step(logits["reference"], y)[-1]
         sweep = {int(t): fidelity}
-        sweep.update(fold_fidelity(dep, x, y, [u for u in fidelity_timesteps(t, fidelity_ts)
-                                               if u != t], batch_size, progress))
+        # the trained T and the swept Ts (as lmh-export checks), besides this run's T
+        sweep.update(fold_fidelity(dep, x, y, [u for u in fidelity_timesteps(
+            dep.trained_timesteps, fidelity_ts) if u != t], batch_size, progress))
         weights = weight_error_summary(dep.graph)
     failures = check_fidelity(sweep, max_accuracy_drop, min_spike_agreement)
     exact = all(r["identical"] for r in results.values() if r["exact_required"])

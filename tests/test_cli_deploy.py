@@ -164,6 +164,14 @@ def test_check_fidelity_thresholds_by_hand():
     assert check_fidelity(fid, 0.3 + 1e-9, 0.965) == []
     msg = str(fidelity_error(check_fidelity(fid, 0.0, 1.0)))
     assert msg.startswith("fold fidelity check failed: at T=4 the deployed accuracy") and "(and 3 more)" in msg
+    # layers: the worst first, with the decimals that tell it from the threshold
+    assert check_fidelity(fid, 100, 1.0)[0].startswith("at T=4 layer sn1 keeps 96.510%")
+    near = {4: {"accuracy_trained": 0.9, "accuracy_deployed": 0.9,
+                "spike_agreement": {"sn0": 0.9999996, "sn1": 0.99999, "sn2": 0.9998}}}
+    assert check_fidelity(near, 100, 1.0) == [
+        "at T=4 layer sn2 keeps 99.980% identical spikes < --min-spike-agreement 100%",
+        "at T=4 layer sn1 keeps 99.999% identical spikes < --min-spike-agreement 100%",
+        "at T=4 layer sn0 keeps 99.99996% identical spikes < --min-spike-agreement 100%"]
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +209,8 @@ def test_verify_fails_on_fold_fidelity_with_one_line(chaotic, coarse_fold, tmp_p
     out = capsys.readouterr().out
     assert rc == 1
     last = out.strip().splitlines()[-1]
-    assert last.startswith("fold fidelity check failed: at T=4 layer") and "< --min-spike-agreement 100%" in last
+    assert last.startswith("fold fidelity check failed: at T=") and " layer " in last
+    assert "< --min-spike-agreement 100%" in last
 
 
 def test_export_validate_leaves_no_file_on_failure(chaotic, coarse_fold, ckpt, tmp_path, capsys):

@@ -152,3 +152,43 @@ def test_cross_entropy_of_running_mean_logits_by_hand():
     np.testing.assert_allclose(ce, [np.log(4.0), np.log(2.0)], rtol=1e-6)
     ce1 = cross_entropy_per_step(logits, np.array([1]))
     np.testing.assert_allclose(ce1, [np.log(4.0 / 3.0), np.log(2.0)], rtol=1e-6)
+
+
+def test_csv_layer_columns_in_natural_order():
+    from lmh_deploy.sweep import rows_to_csv
+
+    row = {"runtime": "reference", "T": 1, "accuracy": 0.5, "cross_entropy": 1.0,
+           "spikes_per_sample": 1.0, "firing_rate": {k: 0.1 for k in ("sn10", "sn2", "sn0", "sn1")}}
+    header = rows_to_csv([row]).splitlines()[0].split(",")
+    assert [h for h in header if h.startswith("rate_")] == ["rate_sn0", "rate_sn1", "rate_sn2",
+                                                            "rate_sn10"]
+
+
+def test_unrolled_nir_timesteps_advice_is_valid():
+    """An unrolled file runs exactly its T; an LM-HT one (metadata omega_period) names the
+    multiple rule before suggesting a re-export at a T the exporter would refuse."""
+    import pytest as _pt
+
+    from lmh_deploy.errors import TimestepsError
+    from lmh_deploy.nir.file import check_file_timesteps
+
+    assert check_file_timesteps("unrolled", 2, 2, 2) == 2
+    with _pt.raises(TimestepsError, match="multiple of 2"):
+        check_file_timesteps("unrolled", 2, 1, 2)
+    with _pt.raises(TimestepsError, match="runs exactly that many steps; for T=4 re-export"):
+        check_file_timesteps("unrolled", 2, 4, 2)
+    assert check_file_timesteps("temporal", None, 7) == 7
+
+
+def test_sweep_beyond_an_onnx_file_names_the_largest_T(tmp_path):
+    import pytest as _pt
+
+    from _deploy_models import random_model, save_model
+    from lmh_deploy.errors import TimestepsError
+    from lmh_deploy.exporting import export_checkpoint
+    from lmh_deploy.sweep import plan
+
+    ck = save_model(random_model("mlp", "lmh", 4), tmp_path / "m.pt")
+    f = export_checkpoint(ck, "onnx", tmp_path / "m.onnx", validate=False)
+    with _pt.raises(TimestepsError, match=r"T=8 cannot be swept.*--timesteps 8"):
+        plan(f, None, "1-8")

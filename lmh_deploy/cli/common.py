@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import sys
 
 from lmh_deploy.errors import LmhError, os_error_message
@@ -53,12 +56,44 @@ def run_cli(parser: argparse.ArgumentParser, argv, body) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, or a bad option (one line already printed): its status
         return int(e.code or 0)
+    with _interruptible() as stopped:
+        try:
+            return body(args)
+        except Exception as e:  # noqa: BLE001 - user errors become one line; bugs propagate
+            if not is_user_error(e):
+                raise
+            return fail(parser.prog, e)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (below): outputs were unwound, not kept
+            what = stopped[0] if stopped else "interrupted"
+            print(f"{parser.prog}: {what}; no partial output kept", file=sys.stderr)
+            return 143 if stopped else 130
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """While a command runs, SIGTERM raises KeyboardInterrupt like Ctrl-C does, so every open
+    atomic output (:func:`lmh_deploy.atomic.atomic_output`) deletes its temporary file; yields a
+    list that holds "terminated" once SIGTERM arrived. Outside the main thread: no handler."""
+    stopped: list = []
+    owner = os.getpid()
+
+    def on_term(signum, frame):
+        if os.getpid() != owner:  # a forked worker (Lava, data loaders): die as by default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        stopped.append("terminated")
+        raise KeyboardInterrupt
+
     try:
-        return body(args)
-    except Exception as e:  # noqa: BLE001 - user errors become one line; bugs propagate
-        if not is_user_error(e):
-            raise
-        return fail(parser.prog, e)
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread (e.g. a command called from a worker thread)
+        yield stopped
+        return
+    try:
+        yield stopped
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def fail(prog: str, err: BaseException) -> int:

@@ -48,6 +48,9 @@ def build_parser():
                    help="validation: the fold fidelity (trained module vs deployed graph: accuracy "
                         "and per-layer spike agreement at the trained T and the swept Ts) is "
                         "checked on the first N test samples of --dataset")
+    p.add_argument("--batch-size", type=positive_int, default=64, metavar="B",
+                   help="validation: samples per batch of the fold-fidelity check (its memory; "
+                        "default 64)")
     from lmh_deploy.cli.verify import add_fidelity_options
 
     add_fidelity_options(p)
@@ -95,7 +98,8 @@ def _main(args) -> int:
     fidelity = {"dataset": args.dataset, "limit": args.limit, "data_dir": args.data_dir,
                 "data_options": data_options(args), "fidelity_ts": args.fidelity_timesteps,
                 "max_accuracy_drop": args.max_accuracy_drop,
-                "min_spike_agreement": args.min_spike_agreement, "progress": args.progress}
+                "min_spike_agreement": args.min_spike_agreement, "progress": args.progress,
+                "batch_size": args.batch_size}
     out = export_checkpoint(args.checkpoint, args.format, args.output, args.timesteps,
                             args.validate, report, args.dataset, args.data_dir, data_options(args),
                             args.progress, fidelity=fidelity, **options)

@@ -44,9 +44,23 @@ def add_fidelity_options(p) -> None:
     p.add_argument("--min-spike-agreement", type=unit_float, default=MIN_SPIKE_AGREEMENT,
                    metavar="FRAC", help="fail when a layer keeps fewer identical spikes (trained "
                    f"module vs deployed graph) than this fraction (default {MIN_SPIKE_AGREEMENT})")
-    p.add_argument("--fidelity-timesteps", metavar="TS",
+    p.add_argument("--fidelity-timesteps", metavar="TS", type=_timesteps_list,
                    help="the swept Ts checked besides the trained T, e.g. 8,16 or 1-32 "
                         "(default: 2T)")
+
+
+def _timesteps_list(text: str) -> str:
+    """argparse type of --fidelity-timesteps: checked here (one line naming the option)."""
+    import argparse
+
+    from lmh_deploy.errors import TimestepsError
+    from lmh_deploy.sweep import parse_timesteps
+
+    try:
+        parse_timesteps(text, option="--fidelity-timesteps")
+    except TimestepsError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def main(argv=None) -> int:

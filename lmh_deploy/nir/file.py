@@ -61,10 +61,13 @@ def read_graph(source):
                             f"corrupt or not written by nir 1.0") from None
 
 
-def check_file_timesteps(form: str, exported_t: int | None, timesteps) -> int:
-    """A temporal (streaming) file runs any number of steps; an unrolled one exactly its T."""
-    check_timesteps(timesteps)
+def check_file_timesteps(form: str, exported_t: int | None, timesteps,
+                         period: int | None = None) -> int:
+    """A temporal (streaming) file runs any number of steps; an unrolled one exactly its T.
+    ``period`` (metadata ``omega_period``, LM-HT with a learned Omega): T a multiple of it."""
+    check_timesteps(timesteps, period)
     if form == "unrolled" and exported_t is not None and timesteps != exported_t:
-        raise TimestepsError(f"this NIR file is the unrolled form for T={exported_t}; re-export "
-                             f"with lmh-export --format nir --timesteps {timesteps}")
+        raise TimestepsError(f"this NIR file is the unrolled form for T={exported_t} and runs "
+                             f"exactly that many steps; for T={timesteps} re-export with "
+                             f"lmh-export --format nir --timesteps {timesteps}, or run the checkpoint")
     return int(timesteps)

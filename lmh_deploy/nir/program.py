@@ -77,7 +77,8 @@ class NirProgram:
         return None if s is None else tuple(int(v) for v in s)
 
     def check_timesteps(self, timesteps: int) -> int:
-        return check_file_timesteps(self.form, self.timesteps, timesteps)
+        return check_file_timesteps(self.form, self.timesteps, timesteps,
+                                    int(self.metadata.get("omega_period", 0) or 0) or None)
 
     def in_edges(self, name):
         return [(i, a) for i, (a, b) in enumerate(self.edges) if b == name]

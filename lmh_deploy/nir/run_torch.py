@@ -201,10 +201,29 @@ def build_torch_module(source, device="cpu"):
     return module, prog, rec, unrolled
 
 
+class NirTorchModel:
+    """A NIR file built once into its nirtorch module (:func:`load_nir_torch`), so that running
+    it batch after batch does not rebuild the module (seconds) per batch."""
+
+    def __init__(self, source, device="cpu"):
+        self.device = device
+        self.module, self.prog, self.rec, self.unrolled = build_torch_module(source, device)
+
+
+def load_nir_torch(path, device="cpu") -> NirTorchModel:
+    """The registry's loader of the ``nir-torch`` runtime: :class:`NirTorchModel` of ``path``."""
+    return NirTorchModel(path, device)
+
+
 def run_nir_torch(source, x, timesteps: int | None = None, device="cpu") -> GraphRun:
-    """The nirtorch path: same contract as :func:`lmh_deploy.nir.run_numpy.run_nir`."""
+    """The nirtorch path: same contract as :func:`lmh_deploy.nir.run_numpy.run_nir`.
+    ``source``: a NIR file or graph (built here), or a :class:`NirTorchModel` (built once)."""
     torch = require("torch", "nir")
-    module, prog, rec, unrolled = build_torch_module(source, device)
+    if not isinstance(source, NirTorchModel):
+        source = NirTorchModel(source, device)
+    module, prog, rec, unrolled = source.module, source.prog, source.rec, source.unrolled
+    device = source.device
+    rec.clear()  # the recorder of the previous batch
     be = TorchNirBackend(device)
     shape = prog.nodes[prog.inputs[0]].out_shape
     x = torch.as_tensor(np.asarray(x, np.float32), device=be.device)

@@ -329,7 +329,8 @@ def export_nir(graph: DeployGraph, form: str = "auto", lossy_lif: bool = False,
     meta = {"format": FORMAT_TAG, "format_version": FORMAT_VERSION, "convention": CONVENTION,
             "form": form, "lossy": "hard reset, v(0)=0: not the trained model" if lossy_lif
             else "none", "timesteps": int(T), "trained_timesteps": int(graph.timesteps),
-            "levels": int(graph.levels), "input_quantum": float(graph.input_quantum),
+            "levels": int(graph.levels), "omega_period": int(graph.omega_period or 0),
+            "input_quantum": float(graph.input_quantum),
             "input_bound": float(graph.input_bound), "input_shape": np.array(graph.input_shape),
             "num_classes": int(graph.num_classes), "dataset": str(graph.meta.get("dataset") or ""),
             # the input is raw pixels when a normalization was folded into the first layer
