@@ -18,9 +18,15 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
+
+#: set by the command line's Ctrl-C / SIGTERM handler (:mod:`lmh_deploy.cli.common`): once set,
+#: no atomic output is committed -- even where the handler's KeyboardInterrupt was swallowed (a
+#: signal that lands in a finalizer or weakref callback: Python ignores exceptions raised there)
+STOP_REQUESTED = threading.Event()
 
 
 def current_umask() -> int:
@@ -124,6 +130,8 @@ def atomic_output(path: str | os.PathLike):
         raise _about(e, path) from None
     try:
         yield Path(tmp)
+        if STOP_REQUESTED.is_set():  # stopped meanwhile: do not commit (the except deletes tmp)
+            raise KeyboardInterrupt
         _fsync_file(Path(tmp))
         os.chmod(tmp, _target_mode(path))
         os.replace(tmp, path)

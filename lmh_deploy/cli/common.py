@@ -58,42 +58,62 @@ def run_cli(parser: argparse.ArgumentParser, argv, body) -> int:
         return int(e.code or 0)
     with _interruptible() as stopped:
         try:
-            return body(args)
+            rc = body(args)
         except Exception as e:  # noqa: BLE001 - user errors become one line; bugs propagate
             if not is_user_error(e):
                 raise
             return fail(parser.prog, e)
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (below): outputs were unwound, not kept
-            what = stopped[0] if stopped else "interrupted"
-            print(f"{parser.prog}: {what}; no partial output kept", file=sys.stderr)
-            return 143 if stopped else 130
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (below): outputs were unwound, not kept
+            return _stopped(parser.prog, stopped or ["interrupted"])
+        if stopped:  # the signal's KeyboardInterrupt was swallowed (it hit a finalizer)
+            return _stopped(parser.prog, stopped)
+        return rc
+
+
+def _stopped(prog: str, stopped: list) -> int:
+    print(f"{prog}: {stopped[0]}; no partial output kept", file=sys.stderr)
+    return 143 if stopped[0] == "terminated" else 130
 
 
 @contextlib.contextmanager
 def _interruptible():
-    """While a command runs, SIGTERM raises KeyboardInterrupt like Ctrl-C does, so every open
-    atomic output (:func:`lmh_deploy.atomic.atomic_output`) deletes its temporary file; yields a
-    list that holds "terminated" once SIGTERM arrived. Outside the main thread: no handler."""
+    """While a command runs, Ctrl-C and SIGTERM raise KeyboardInterrupt and set
+    :data:`lmh_deploy.atomic.STOP_REQUESTED`, so every open atomic output deletes its temporary
+    file and none is committed afterwards; yields a list that receives "interrupted" or
+    "terminated". Outside the main thread: no handlers."""
+    from lmh_deploy.atomic import STOP_REQUESTED
+
     stopped: list = []
     owner = os.getpid()
+    words = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
-    def on_term(signum, frame):
+    def on_signal(signum, frame):
         if os.getpid() != owner:  # a forked worker (Lava, data loaders): die as by default
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
             return
-        stopped.append("terminated")
+        stopped.append(words[signum])
+        STOP_REQUESTED.set()
         raise KeyboardInterrupt
 
+    def unraisable(info):  # our KeyboardInterrupt raised inside a finalizer: no traceback,
+        if stopped and issubclass(info.exc_type, KeyboardInterrupt):  # STOP_REQUESTED rules
+            return
+        hook(info)
+
     try:
-        previous = signal.signal(signal.SIGTERM, on_term)
+        previous = {s: signal.signal(s, on_signal) for s in words}
     except ValueError:  # not the main thread (e.g. a command called from a worker thread)
         yield stopped
         return
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield stopped
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
+        sys.unraisablehook = hook
+        STOP_REQUESTED.clear()
 
 
 def fail(prog: str, err: BaseException) -> int:
