@@ -48,6 +48,15 @@ def _resolve(spec: str):
     return getattr(importlib.import_module(module), func)
 
 
+def _target_runtime(tool: str) -> Runtime:
+    """The runtime of a third-party tool's NIR target form (lossy: verification only)."""
+    return Runtime(tool, "nir", f"lmh_deploy.nir.targets:run_{tool}",
+                   load="lmh_deploy.nir.targets:load_target", exact=False,
+                   export_options={"target": tool}, verify_default=False,
+                   description=f"the {tool} target form (lmh-export --target {tool}) in {tool}'s "
+                               "own NIR importer and simulator (lossy: verification)")
+
+
 #: name -> Runtime. Constant table: extend it by adding a line here.
 RUNTIMES: dict[str, Runtime] = {
     "torch": Runtime("torch", "model", "lmh_deploy.torch_model:run_trained_model",
@@ -71,26 +80,7 @@ RUNTIMES: dict[str, Runtime] = {
     "nir-torch": Runtime("nir-torch", "nir", "lmh_deploy.nir.run_torch:run_nir_torch",
                          load="lmh_deploy.nir.run_torch:load_nir_torch", suffixes=(".nir",),
                          description="the exported NIR file as a torch module wired by nirtorch"),
-    "snntorch": Runtime("snntorch", "nir", "lmh_deploy.nir.targets:run_snntorch",
-                   load="lmh_deploy.nir.targets:load_target", exact=False,
-                   export_options={"target": "snntorch"}, verify_default=False,
-                   description="the snntorch target form (lmh-export --target snntorch) in snntorch's "
-                               "own NIR importer and simulator (lossy: verification)"),
-    "spikingjelly": Runtime("spikingjelly", "nir", "lmh_deploy.nir.targets:run_spikingjelly",
-                   load="lmh_deploy.nir.targets:load_target", exact=False,
-                   export_options={"target": "spikingjelly"}, verify_default=False,
-                   description="the spikingjelly target form (lmh-export --target spikingjelly) in spikingjelly's "
-                               "own NIR importer and simulator (lossy: verification)"),
-    "norse": Runtime("norse", "nir", "lmh_deploy.nir.targets:run_norse",
-                   load="lmh_deploy.nir.targets:load_target", exact=False,
-                   export_options={"target": "norse"}, verify_default=False,
-                   description="the norse target form (lmh-export --target norse) in norse's "
-                               "own NIR importer and simulator (lossy: verification)"),
-    "sinabs": Runtime("sinabs", "nir", "lmh_deploy.nir.targets:run_sinabs",
-                   load="lmh_deploy.nir.targets:load_target", exact=False,
-                   export_options={"target": "sinabs"}, verify_default=False,
-                   description="the sinabs target form (lmh-export --target sinabs) in sinabs's "
-                               "own NIR importer and simulator (lossy: verification)"),
+    **{tool: _target_runtime(tool) for tool in ("snntorch", "spikingjelly", "norse", "sinabs")},
     "lava": Runtime("lava", "nir", "lmh_deploy.lava.nir:run_lava_nir",
                     load="lmh_deploy.lava.nir:load_nir_layers", suffixes=(".nir",),
                     verify_default=False,

@@ -293,26 +293,24 @@ def plot(result: dict, path, fmt: str = "png") -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7.5, loc="lower right")
     col = 1
+    def count_panel(ax, curves, ylabel, title):
+        """A panel of per-sample counts against T (from 0, trained T marked)."""
+        _series(ax, curves, styles, markers)
+        ax.axvline(t_tr, color="gray", linestyle="--", linewidth=1)
+        ax.set_xlabel("time steps T at inference")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=9)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        return ax
+
     if spikes:
-        ax2 = axes[0, col]
+        count_panel(axes[0, col], spikes, "spikes per sample (all layers)",
+                    "activity").legend(fontsize=7.5, loc="upper left")
         col += 1
-        _series(ax2, spikes, styles, markers)
-        ax2.axvline(t_tr, color="gray", linestyle="--", linewidth=1)
-        ax2.set_xlabel("time steps T at inference")
-        ax2.set_ylabel("spikes per sample (all layers)")
-        ax2.set_title("activity", fontsize=9)
-        ax2.set_ylim(bottom=0)
-        ax2.grid(alpha=0.3)
-        ax2.legend(fontsize=7.5, loc="upper left")
     if sops:
-        ax3 = axes[0, col]
-        _series(ax3, sops, styles, markers)
-        ax3.axvline(t_tr, color="gray", linestyle="--", linewidth=1)
-        ax3.set_xlabel("time steps T at inference")
-        ax3.set_ylabel("SOPs per sample (spike count x fan-out)")
-        ax3.set_title("cost (energy: 45 nm estimate, 0.9 pJ/AC, 4.6 pJ/MAC)", fontsize=9)
-        ax3.set_ylim(bottom=0)
-        ax3.grid(alpha=0.3)
+        ax3 = count_panel(axes[0, col], sops, "SOPs per sample (spike count x fan-out)",
+                          "cost (energy: 45 nm estimate, 0.9 pJ/AC, 4.6 pJ/MAC)")
         energy = _curves(rows, "snn_energy_pj")
         ax4 = ax3.twinx()
         for i, (names, pts) in enumerate(energy):  # one legend entry: the curves follow the SOPs

@@ -71,15 +71,6 @@ def load_model_data(dep_or_graph, ds: str, limit, data_dir=None, options=None):
     return x, y
 
 
-def _batches(dep, x, batch_size: int):
-    """Slices of ``x`` (``[N, ...]``, or frames ``[T, N, ...]``) of ``batch_size`` samples."""
-    shape = dep.input_shape
-    frames = shape is not None and np.ndim(x) == len(shape) + 2
-    n = x.shape[1] if frames else x.shape[0]
-    for i in range(0, n, batch_size):
-        yield x[:, i:i + batch_size] if frames else x[i:i + batch_size]
-
-
 #: defaults of the fold-fidelity check (lmh-verify, lmh-export --validate)
 MAX_ACCURACY_DROP = 0.5      # percentage points, |trained - deployed| test accuracy
 MIN_SPIKE_AGREEMENT = 0.999  # fraction of identical spike counts, every layer
@@ -108,9 +99,8 @@ def fold_fidelity(dep, x, y, ts, batch_size=64, progress: bool | None = False) -
         agree, lt, ld = Agreement(), [], []
         with tqdm(total=len(y), desc=f"fold fidelity T={t}", unit="sample", leave=False,
                   disable={True: False, False: True, None: None}[progress]) as bar:
-            for xb in _batches(dep, x, batch_size):
-                ref = dep.run("reference", xb, t, batch_size)
-                trained = dep.run("torch", xb, t, batch_size)
+            for ref, trained in zip(dep.batches("reference", x, t, batch_size),
+                                    dep.batches("torch", x, t, batch_size)):
                 agree.add(ref, trained)
                 ld.append(ref.logits)
                 lt.append(trained.logits)
@@ -210,14 +200,13 @@ def verify(path, fmt: str, runtimes=None, timesteps=None, dataset=None, limit=No
         n = len(y)
         with tqdm(total=n, desc="lmh-verify", unit="sample", leave=False,
                   disable={True: False, False: True, None: None}[progress]) as bar:
-            for xb in _batches(dep, x, batch_size):  # memory: one batch's spikes
-                ref = dep.run("reference", xb, t, batch_size)
+            streams = [dep.batches(n, x, t, batch_size) for n in ["reference"] + names + ["torch"]]
+            for ref, *runs in zip(*streams):  # memory: one batch's spikes per runtime
                 logits["reference"].append(ref.logits)
                 for k, s in ref.spikes.items():
                     fired[k] = fired.get(k, 0.0) + float(np.sum(s, dtype=np.float64))
                     neurons[k] = neurons.get(k, 0) + int(np.size(s))
-                for name in names + ["torch"]:
-                    run = dep.run(name, xb, t, batch_size)
+                for name, run in zip(names + ["torch"], runs):
                     agree[name].add(ref, run)
                     logits[name].append(run.logits)
                 bar.update(int(ref.logits.shape[1]))
